@@ -1,0 +1,85 @@
+"""The one place that imports Keras: picks the backend and device before the import.
+
+Everything else calls `get_keras()`, so `mnist-sweep --help` and config validation
+never pay for loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from functools import lru_cache
+
+from .errors import DeviceError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def configure(backend: str | None = None, device: str = "auto", threads: int | None = None) -> None:
+    """Set the environment Keras reads at import time; must run before `get_keras()`."""
+    if "keras" in sys.modules and backend and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
+        raise DeviceError(f"Keras is already loaded with backend {os.environ.get('KERAS_BACKEND')!r}; "
+                          f"cannot switch to {backend!r} in the same process")
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # hides GPUs from every backend
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if threads:
+        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ[var] = str(threads)
+
+
+@lru_cache(maxsize=None)
+def get_keras():
+    """Import and return the `keras` module (once per process)."""
+    import keras
+
+    return keras
+
+
+def backend_name() -> str:
+    return get_keras().backend.backend()
+
+
+def gpu_names() -> list[str]:
+    """Names of the GPUs the active backend can see."""
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    if name == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if name == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def resolve_device(device: str) -> str:
+    """The device trials will run on ('cpu' or 'gpu:<name>'); errors if a GPU was asked for and none is visible."""
+    if device == "cpu":
+        return "cpu"
+    gpus = gpu_names()
+    if device == "gpu" and not gpus:
+        raise DeviceError(f"--device gpu: no GPU is visible to the {backend_name()} backend. "
+                          "Check the driver (nvidia-smi) and that a GPU build of the backend is installed, "
+                          "or use --device cpu.")
+    return f"gpu:{gpus[0]}" if gpus else "cpu"
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded with every trial."""
+    keras = get_keras()
+    found = {"python": platform.python_version(), "keras": keras.__version__, "backend": backend_name()}
+    for module in ("tensorflow", "jax", "torch", "numpy"):
+        if module in sys.modules:
+            found[module] = getattr(sys.modules[module], "__version__", "?")
+    return found

@@ -1,0 +1,556 @@
+"""The sweep config schema (pydantic) and `load_config`: YAML in, validated config out.
+
+Every sweepable field is stored as a list: a scalar in YAML becomes a one-element
+list, a list becomes a grid axis. `grid.py` turns those lists into trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
+
+from .errors import ConfigError
+
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
+OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
+                "lecun_uniform", "lecun_normal", "random_normal", "random_uniform",
+                "truncated_normal", "zeros", "ones")
+# Keys each optimizer accepts besides name and learning_rate.
+OPTIMIZER_KEYS = {
+    "sgd": {"momentum", "nesterov"},
+    "rmsprop": {"rho", "momentum"},
+    "adagrad": set(),
+    "adadelta": {"rho"},
+    "adam": {"beta_1", "beta_2"},
+    "adamw": {"beta_1", "beta_2", "weight_decay"},
+    "nadam": {"beta_1", "beta_2"},
+}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic would read `true` as 1 or 1.0; in a number field it is always a slip.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Rate = Annotated[Float, Field(ge=0.0, lt=1.0)]
+Penalty = Annotated[Float, Field(ge=0.0)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+def _problems_at(problems: list[tuple[str, str, Any]]) -> PydanticCustomError:
+    """An error holding several problems, each (key path below the field, message, bad value)."""
+    summary = "; ".join(f"{sub.lstrip('.') or 'value'}: {msg}" for sub, msg, _ in problems)
+    return PydanticCustomError("config_problems", "{summary}", {"summary": summary, "problems": problems})
+
+
+def _as_list(value: Any) -> Any:
+    """Wrap a scalar into a one-element list so every sweepable field is an axis."""
+    return value if isinstance(value, list) else [value]
+
+
+def _axis(value: Any, ok=None, expected: str = "") -> list:
+    """`value` as a non-empty axis; each item `ok` rejects is reported with what is `expected`."""
+    items = _as_list(value)
+    if not items:
+        raise ValueError("an axis needs at least one value")
+    if ok is not None:
+        bad = [(f"[{i}]" if isinstance(value, list) else "", f"expected {expected}", v)
+               for i, v in enumerate(items) if not ok(v)]
+        if bad:
+            raise _problems_at(bad)
+    return items
+
+
+def _is_architecture(value: Any) -> bool:
+    """True for one architecture (`30` or `[512, 512]`), false for an axis of them (`[[30], [512, 512]]`)."""
+    return not isinstance(value, list) or bool(value) and not any(isinstance(v, list) for v in value)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(Strict):
+    name: Literal["mnist", "fashion_mnist"] = "mnist"
+    # auto falls back from path, to Keras' cache/download, to files that install offline.
+    source: Literal["auto", "keras", "bundled", "file"] = "auto"
+    path: Optional[str] = None
+    n_train: Optional[PositiveInt] = None  # None = the whole training split
+    n_test: Optional[PositiveInt] = None
+    validation_split: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.1  # carved from training only
+    seed: Int = 0  # fixes the subset and the splits, so every trial sees the same data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_sweepable(cls, data):
+        # Every trial of a sweep must see the same data, or their results cannot be compared.
+        if isinstance(data, dict):
+            lists = [(f".{k}", "dataset settings cannot be swept: give one value (run one sweep per dataset)", v)
+                     for k, v in data.items() if isinstance(v, list)]
+            if lists:
+                raise _problems_at(lists)
+        return data
+
+
+class Initializer(Strict):
+    name: Literal[INITIALIZERS]  # type: ignore[valid-type]
+    mean: Optional[Float] = None
+    stddev: Optional[Annotated[Float, Field(gt=0)]] = None
+    minval: Optional[Float] = None
+    maxval: Optional[Float] = None
+
+
+class OptimizerConfig(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    learning_rate: Annotated[Float, Field(gt=0.0, le=10.0)] = 0.001
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data):
+        # Extra settings skip pydantic's coercion: read YAML's `1e-3` (a string) and `0` as floats,
+        # so equal settings give equal trial ids.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, value in data.items():
+            if key in cls.model_fields or key == "nesterov" or isinstance(value, bool):
+                continue
+            if isinstance(value, int) or isinstance(value, str) and _is_float(value):
+                data[key] = float(value)
+        return data
+
+    @model_validator(mode="after")
+    def _known_keys(self):
+        allowed = OPTIMIZER_KEYS[self.name]
+        problems = []
+        for key, value in (self.model_extra or {}).items():
+            if key not in allowed:
+                known = sorted(allowed | {"learning_rate"})
+                problems.append((f".{key}", f"{self.name} takes no setting {key!r}"
+                                 f"{_did_you_mean(key, known)}; it takes {', '.join(known)}", value))
+            elif key == "nesterov":
+                if not isinstance(value, bool):
+                    problems.append((f".{key}", "nesterov must be true or false", value))
+            elif isinstance(value, bool) or not isinstance(value, float) or not 0 <= value < 1:
+                problems.append((f".{key}", f"{key} must be a number in [0, 1)", value))
+        if problems:
+            raise _problems_at(problems)
+        return self
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class EarlyStopping(Strict):
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    patience: Annotated[Int, Field(ge=0)] = 3
+    min_delta: Annotated[Float, Field(ge=0.0)] = 0.0
+    restore_best_weights: bool = True
+
+
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+Hidden = list[PositiveInt]
+InitializerSpec = Union[Literal[INITIALIZERS], Initializer]  # type: ignore[valid-type]
+
+
+class ModelConfig(Strict):
+    hidden: list[Hidden] = [[128]]
+    activation: list[Activation] = ["relu"]
+    leaky_alpha: list[Rate] = [0.01]  # SEEDS.md #4; Keras' own default is 0.3
+    batch_norm: list[Union[bool, Literal["input"]]] = [False]
+    dropout: list[Rate] = [0.0]
+    kernel_l1: list[Penalty] = [0.0]
+    kernel_l2: list[Penalty] = [0.0]
+    activity_l1: list[Penalty] = [0.0]
+    activity_l2: list[Penalty] = [0.0]
+    initializer: list[InitializerSpec] = ["glorot_uniform"]
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _hidden_axis(cls, value):
+        # `hidden: [512, 512]` is one architecture; `hidden: [[30], [512, 512]]` is an axis of two.
+        if _is_architecture(value):
+            return [value if isinstance(value, list) else [value]]
+        if not all(isinstance(v, list) for v in value):
+            raise ValueError("mixes layer sizes and lists: write one architecture as [512, 512], "
+                             "or an axis of architectures as [[30], [512, 512]]")
+        return _axis(value)
+
+    @field_validator("activation", "leaky_alpha", "dropout", "kernel_l1", "kernel_l2",
+                     "activity_l1", "activity_l2", "initializer", mode="before")
+    @classmethod
+    def _axis(cls, value):
+        return _axis(value)
+
+    @field_validator("batch_norm", mode="before")
+    @classmethod
+    def _batch_norm_axis(cls, value):
+        return _axis(value, lambda v: isinstance(v, bool) or v == "input", "true, false or 'input'")
+
+    @field_validator("initializer")
+    @classmethod
+    def _initializer_names(cls, value):
+        # {name: he_normal} with no parameters is the same initializer as he_normal: one trial, one id.
+        return [v.name if isinstance(v, Initializer) and not v.model_dump(exclude_none=True).keys() - {"name"}
+                else v for v in value]
+
+
+class TrainConfig(Strict):
+    epochs: list[PositiveInt] = [10]
+    batch_size: list[PositiveInt] = [128]
+    early_stopping: list[Union[Literal[False], EarlyStopping]] = [EarlyStopping()]
+
+    @field_validator("epochs", "batch_size", mode="before")
+    @classmethod
+    def _axis(cls, value):
+        return _axis(value)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_axis(cls, value):
+        return _axis(value, lambda v: v is False or isinstance(v, (dict, EarlyStopping)),
+                     "false (no early stopping) or a mapping such as {monitor: val_loss, patience: 3}")
+
+
+class SweepConfig(Strict):
+    name: str
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: list[OptimizerConfig] = [OptimizerConfig(name="adam")]
+    train: TrainConfig = TrainConfig()
+    seeds: list[Annotated[Int, Field(ge=0)]] = [0]
+    exclude: list[dict[str, Any]] = []
+    include: list[dict[str, Any]] = []
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value):
+        if not NAME_PATTERN.match(value) or value in {".", ".."}:
+            raise ValueError("not a plain directory name: use letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit, at most 64 characters")
+        return value
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_axis(cls, value):
+        value = _axis(value, lambda v: isinstance(v, (str, dict, OptimizerConfig)),
+                      f"an optimizer name ({', '.join(OPTIMIZERS)}) or a mapping such as "
+                      "{name: sgd, learning_rate: 0.01}")
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value):
+        # An integer n means seeds 0..n-1.
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("seeds as a count must be at least 1")
+            return list(range(value))
+        if not isinstance(value, list):
+            raise ValueError("expected a count n (meaning seeds 0..n-1) or a list of seeds such as [0, 1, 2]")
+        if not value:
+            raise ValueError("seeds needs at least one seed")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value):
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed {', '.join(map(str, repeated))} listed more than once; each seed runs every trial once")
+        return value
+
+    @field_validator("exclude", "include", mode="before")
+    @classmethod
+    def _selectors(cls, value):
+        if not isinstance(value, list):
+            raise ValueError("expected a list of partial trial settings, such as [{activation: tanh, dropout: 0.5}]")
+        return value
+
+    @model_validator(mode="after")
+    def _validation_needed(self):
+        if self.dataset.validation_split == 0:
+            for stop in self.train.early_stopping:
+                if stop and stop.monitor.startswith("val_"):
+                    raise _problems_at([("train.early_stopping.monitor",
+                                         "early stopping on a validation metric needs a validation set, but "
+                                         "dataset.validation_split is 0: set a validation_split > 0 or monitor loss",
+                                         stop.monitor)])
+        return self
+
+
+def _did_you_mean(word: str, choices) -> str:
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def _model_in(annotation):
+    """The pydantic model class inside an annotation like list[Union[..., Model]], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# pydantic names the branch of a union an error came from inside its location: `literal['a','b']`,
+# `function-after[...]`, `bool`, a model class name. None of these is a key the user wrote.
+_UNION_TAG = re.compile(r"^([a-z-]+\[.*\]|bool|int|float|str|none|[A-Z]\w*)$")
+
+
+def _walk(loc, raw) -> tuple[str, Any]:
+    """Follow pydantic's error location through the user's raw config.
+
+    Returns the key path as the user wrote it (union tags dropped, and the `[0]` of a scalar that
+    became a one-element axis too) and the model class found there.
+    """
+    path, node, cls, wrapped = "", raw, SweepConfig, False
+    for part in loc:
+        if isinstance(part, int):
+            if isinstance(node, list) and not wrapped:
+                path += f"[{part}]"
+                node = node[part] if part < len(node) else None
+            wrapped = False
+            continue
+        fields = cls.model_fields if cls is not None else {}
+        if not (isinstance(node, dict) and part in node or part in fields) and _UNION_TAG.match(part):
+            continue
+        if isinstance(node, str) and part == "name":
+            continue  # `optimizer: adam` is short for {name: adam}
+        path += f".{part}" if path else part
+        cls = _model_in(fields[part].annotation) if part in fields else None
+        node = node.get(part) if isinstance(node, dict) else None
+        wrapped = part == "hidden" and _is_architecture(node)  # stored as [node]: the user wrote no index
+    return path, cls
+
+
+def _choices(annotation) -> list[str]:
+    """The allowed values of a Literal field (possibly inside Optional/list), else []."""
+    if typing.get_origin(annotation) is Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    for arg in typing.get_args(annotation):
+        found = _choices(arg)
+        if found:
+            return found
+    return []
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(err: dict, raw) -> list[tuple[str, str]]:
+    """One pydantic error as (key path, message) lines: key path, bad value, what is allowed."""
+    path, _ = _walk(err["loc"], raw)
+    bad = err.get("input")
+    kind = err["type"]
+    if kind == "config_problems":
+        return [(path + sub if path else sub.lstrip("."), f"{msg} (got {_show(value)})")
+                for sub, msg, value in err["ctx"]["problems"]]
+    if kind == "extra_forbidden":
+        _, parent = _walk(err["loc"][:-1], raw)
+        allowed = sorted(parent.model_fields) if parent is not None else []
+        msg = f"unknown key{_did_you_mean(err['loc'][-1], allowed)}"
+        return [(path, msg + (f"; allowed keys: {', '.join(allowed)}" if allowed else ""))]
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        return [(path, f"{bad!r} is not allowed; expected one of {expected}{_did_you_mean(bad, choices)}")]
+    if kind == "missing":
+        _, parent = _walk(err["loc"][:-1], raw)
+        field = parent.model_fields.get(err["loc"][-1]) if parent is not None else None
+        hint = "a plain directory name for the sweep's results, e.g. name: my-sweep" if path == "name" else \
+            ", ".join(_choices(field.annotation)) if field is not None else ""
+        return [(path, "required key is missing" + (f"; expected {hint}" if hint else ""))]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "expected a mapping of keys to values"
+    elif kind == "list_type":
+        msg = "expected a list"
+    else:
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
+    return [(path, f"{msg} (got {_show(bad)})")]
+
+
+# When a value fails every branch of a union, pydantic reports each branch at the same key path; the
+# first of these kinds says it best (a literal mismatch lists the allowed values).
+_PREFERRED = ("config_problems", "value_error", "literal_error", "extra_forbidden", "missing")
+
+
+def _problems(error: ValidationError, raw: Any) -> list[str]:
+    """Turn pydantic's errors into one line per problem: key path, bad value, what is allowed."""
+    by_path: dict[str, list[tuple[int, str]]] = {}
+    for err in error.errors():
+        rank = _PREFERRED.index(err["type"]) if err["type"] in _PREFERRED else len(_PREFERRED)
+        for path, msg in _describe(err, raw):
+            by_path.setdefault(path or "(top level)", []).append((rank, msg))
+    lines = []
+    for path, found in by_path.items():
+        if any(other != path and other.startswith((path + ".", path + "[")) for other in by_path):
+            continue  # a union branch's error deeper under this key says it better
+        best = min(rank for rank, _ in found)
+        for msg in dict.fromkeys(msg for rank, msg in found if rank == best):
+            lines.append(f"{path}: {msg}")
+    return lines
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, but a repeated key is an error instead of silently replacing the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {seen[key] + 1})", key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """Parse `--set key.path=value` strings; values are YAML (`[0, 0.5]` is a list)."""
+    parsed, problems = [], []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+            continue
+        try:
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            problems.append(f"--set {item!r}: value is not valid YAML ({getattr(exc, 'problem', None) or exc})")
+            continue
+        parsed.append((key.strip().split("."), value))
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def _keys(cls) -> set[str]:
+    """The keys a section accepts (an optimizer also takes its own settings)."""
+    keys = set(cls.model_fields)
+    return keys | set().union(*OPTIMIZER_KEYS.values()) if cls is OptimizerConfig else keys
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of the raw config dict with `--set` overrides applied."""
+    raw = copy.deepcopy(raw)
+    parsed, problems = [], []
+    for item in overrides:  # one at a time, so that every bad override is reported
+        try:
+            parsed += parse_overrides([item])
+        except ConfigError as exc:
+            problems += exc.problems
+    for path, value in parsed:
+        node, cls = raw, SweepConfig
+        for i, part in enumerate(path):
+            keys = _keys(cls) if cls is not None else set()
+            here = ".".join(path[: i + 1])
+            if cls is not None and part not in keys:
+                problems.append(f"--set {'.'.join(path)}: unknown key {here!r}{_did_you_mean(part, keys)}; "
+                                f"allowed keys: {', '.join(sorted(keys))}")
+                break
+            if i == len(path) - 1:
+                node[part] = value
+                break
+            child_cls = _model_in(cls.model_fields[part].annotation) if part in getattr(cls, "model_fields", {}) \
+                else None
+            child = node.get(part)
+            if child is None and child_cls is not None:
+                child = {}
+            elif isinstance(child, str) and child_cls is OptimizerConfig:
+                child = {"name": child}  # `optimizer: sgd` is short for {name: sgd}
+            if not isinstance(child, dict):
+                problems.append(f"--set {'.'.join(path)}: {here} is {child!r}, not a section of keys; "
+                                f"set it whole instead, e.g. --set '{here}=...'")
+                break
+            node[part] = child
+            node, cls = child, child_cls
+    if problems:
+        raise ConfigError(problems)
+    return raw
+
+
+def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
+    """Validate a raw config mapping, listing every problem at once."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values (such as name: my-sweep), "
+                          f"got {type(raw).__name__}", source)
+    # Imported here to avoid a cycle: grid validates include/exclude against the schema.
+    from .grid import _unknown_settings, check_selectors
+
+    try:
+        config = SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        # include/exclude values are checked against a valid config; their setting names can be checked now.
+        raise ConfigError(_problems(exc, raw) + _unknown_settings(raw), source) from None
+    problems = check_selectors(config)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file, turning parse errors into a ConfigError with line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        # An unclosed bracket is noticed lines later; say where the construct it broke began.
+        began = f" ({context} that began at line {start.line + 1}, column {start.column + 1})" if context and start else ""
+        raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}{began}", str(path)) from None
+    if raw is None:
+        raise ConfigError("the file is empty", str(path))
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Read, override and validate a sweep config file."""
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and overrides:
+        try:
+            raw = apply_overrides(raw, list(overrides))
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, str(path)) from None
+    return validate_config(raw, str(path))
+
+
+def config_to_dict(config: SweepConfig) -> dict:
+    """The validated config as plain data, for sweep.yaml."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,214 @@
+"""Expanding a validated config's axes into trials with stable, readable ids."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import OPTIMIZER_KEYS, SweepConfig, _did_you_mean, _is_architecture, _is_float, _problems
+
+# Every setting of a trial and the config section it lives in (None: top level).
+SECTIONS = {
+    "hidden": "model", "activation": "model", "leaky_alpha": "model", "batch_norm": "model",
+    "dropout": "model", "kernel_l1": "model", "kernel_l2": "model", "activity_l1": "model",
+    "activity_l2": "model", "initializer": "model",
+    "optimizer": None,
+    "epochs": "train", "batch_size": "train", "early_stopping": "train",
+}
+# Short names for trial-id slugs; settings not listed use their value alone.
+SLUG_PREFIX = {
+    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "dropout": "do-", "kernel_l1": "kl1-",
+    "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
+    "early_stopping": "es-", "initializer": "init-",
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One model to train: its resolved settings and the seed it runs with."""
+
+    trial_id: str
+    config_id: str  # the same for every seed of one configuration
+    seed: int
+    settings: dict[str, Any]
+    factors: dict[str, Any] = field(default_factory=dict)  # label of each setting that varies in the sweep
+
+
+def label(key: str, value: Any) -> Any:
+    """A short human label for a setting's value; numbers and booleans stay as they are."""
+    if key == "early_stopping" and value is False:
+        return "off"
+    if isinstance(value, list):
+        return "-".join(str(v) for v in value)
+    if isinstance(value, dict):
+        name = value.get("name")
+        rest = {k: v for k, v in value.items() if k != "name" and v is not None}
+        if name is None:  # early stopping
+            return " ".join(f"{k}={v}" for k, v in rest.items())
+        if "learning_rate" in rest:
+            rest = {"lr": rest.pop("learning_rate"), **rest}
+        return " ".join([name] + [f"{k}={v}" for k, v in rest.items()])
+    return value
+
+
+def _slug(factors: dict[str, Any]) -> str:
+    """A readable, filesystem-safe name from the varying settings; the hash in the id tells trials apart."""
+    parts = []
+    for key, value in factors.items():
+        text = str(value)
+        if key == "optimizer" and isinstance(value, str):
+            text = value.split(" ")[0] + ("-lr" + value.split("lr=")[1].split(" ")[0] if "lr=" in value else "")
+        elif key == "early_stopping" and "=" in text:  # the monitor and patience say which early stopping
+            spec = dict(kv.split("=", 1) for kv in text.split(" "))
+            text = f"{spec.get('monitor')}-p{spec.get('patience')}"
+        parts.append(re.sub(r"[^a-z0-9._]+", "-", f"{SLUG_PREFIX.get(key, '')}{text}".lower()).strip("-_."))
+    slug = ""
+    for part in parts:  # whole parts only: a value cut short would mislead
+        if len(slug) + len(part) + 1 > 48:
+            break
+        slug = f"{slug}_{part}" if slug else part
+    return slug or "trial"
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _axes(config: SweepConfig) -> dict[str, list[Any]]:
+    """Each setting's list of values, as plain data."""
+    data = config.model_dump(mode="json")
+    return {key: (data[section][key] if section else data[key]) for key, section in SECTIONS.items()}
+
+
+def _matches(settings: dict[str, Any], selector: dict[str, list[Any]]) -> bool:
+    """True when each setting of a selector (see `_selector`) matches one of its values."""
+    return all(any(_same(settings[key], want) for want in wants) for key, wants in selector.items())
+
+
+def _same(have: Any, want: Any) -> bool:
+    """Equal values; a name matches that optimizer or initializer at any settings, and a mapping in a
+    selector matches partially (`{learning_rate: 0.1}`: any optimizer at that rate)."""
+    if isinstance(have, dict) and isinstance(want, str):
+        return have.get("name") == want
+    if isinstance(want, dict):
+        have = {"name": have} if isinstance(have, str) else have
+        return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
+    return have == want
+
+
+def _pinned(config: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """The config as plain data with some settings replaced."""
+    data = config.model_dump(mode="json")
+    data["include"], data["exclude"] = [], []
+    for key, value in settings.items():
+        section = SECTIONS[key]
+        (data[section] if section else data)[key] = value
+    return data
+
+
+def _with_settings(config: SweepConfig, settings: dict[str, Any]) -> SweepConfig:
+    """The config with some settings pinned (used to expand `include` entries)."""
+    return SweepConfig.model_validate(_pinned(config, settings))
+
+
+def _selector(config: SweepConfig, entry: dict[str, Any]) -> dict[str, list[Any]]:
+    """An exclude entry as each setting's accepted values, read like the config's own (a list is an axis).
+
+    A mapping keeps only the keys it names, so `{optimizer: {name: adam}}` matches adam at any rate.
+    """
+    selector = {}
+    for key, value in entry.items():
+        if key == "optimizer" and isinstance(value, dict) and "name" not in value:
+            selector[key] = [{k: float(v) if isinstance(v, str) and _is_float(v) else v for k, v in value.items()}]
+            continue
+        given = ([value] if _is_architecture(value) else value) if key == "hidden" else \
+            value if isinstance(value, list) else [value]
+        valid = _axes(_with_settings(config, {key: value}))[key]
+        # Validation filled in defaults; keep only what the entry names: a name, or the keys it gives.
+        selector[key] = [v if not isinstance(v, dict) else {k: v[k] for k in g if k in v} if isinstance(g, dict)
+                         else v["name"] for g, v in zip(given, valid)]
+    return selector
+
+
+def _unknown_settings(raw: Any) -> list[str]:
+    """Settings named in a raw config's include/exclude entries that are not trial settings."""
+    problems = []
+    for kind in ("exclude", "include"):
+        entries = raw.get(kind) if isinstance(raw, dict) else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue  # the schema reports it
+            if not entry:
+                problems.append(f"{kind}[{i}]: an entry needs at least one setting, such as {{activation: relu}}")
+            for key in entry:
+                if key not in SECTIONS:
+                    problems.append(f"{kind}[{i}].{key}: unknown setting{_did_you_mean(key, SECTIONS)}; "
+                                    f"settings: {', '.join(SECTIONS)}")
+    return problems
+
+
+def check_selectors(config: SweepConfig) -> list[str]:
+    """Problems with include/exclude entries: unknown settings or invalid values."""
+    problems = _unknown_settings(config.model_dump(include={"exclude", "include"}))
+    for kind in ("exclude", "include"):
+        for i, entry in enumerate(getattr(config, kind)):
+            if not all(k in SECTIONS for k in entry):
+                continue
+            for key, value in entry.items():
+                if kind == "exclude" and key == "optimizer" and isinstance(value, dict) and "name" not in value:
+                    known = {"learning_rate"}.union(*OPTIMIZER_KEYS.values())
+                    problems += [f"{kind}[{i}].optimizer.{k}: no optimizer takes this setting"
+                                 f"{_did_you_mean(k, known)}; settings: {', '.join(sorted(known))}"
+                                 for k in value if k not in known]
+                    continue
+                data = _pinned(config, {key: value})
+                try:
+                    SweepConfig.model_validate(data)
+                except ValidationError as exc:
+                    # Report at the entry's own key path: include[0].activation, not model.activation.
+                    where = f"{SECTIONS[key]}.{key}" if SECTIONS[key] else key
+                    for line in _problems(exc, data):
+                        if line.startswith(where):
+                            problems.append(f"{kind}[{i}].{key}{line[len(where):]}")
+                        else:
+                            problems.append(f"{kind}[{i}].{key}: {line}")
+    return problems
+
+
+def _product(config: SweepConfig) -> list[dict[str, Any]]:
+    axes = _axes(config)
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def expand(config: SweepConfig) -> list[Trial]:
+    """All trials of a sweep: the product of its axes, minus exclusions, plus inclusions, times seeds."""
+    exclude = [_selector(config, entry) for entry in config.exclude]
+    combos = [s for s in _product(config) if not any(_matches(s, sel) for sel in exclude)]
+    for entry in config.include:
+        combos.extend(_product(_with_settings(config, entry)))
+    unique: dict[str, dict[str, Any]] = {}
+    for settings in combos:
+        unique.setdefault(json.dumps(settings, sort_keys=True), settings)
+    combos = list(unique.values())
+    varying = [k for k in SECTIONS if len({json.dumps(c[k], sort_keys=True) for c in combos}) > 1]
+    # The data's location differs between machines but the data does not: keep it out of the ids.
+    dataset = config.dataset.model_dump(mode="json", exclude={"path"})
+    trials = []
+    for seed in config.seeds:  # seed-major: a partial sweep already compares every configuration
+        for settings in combos:
+            factors = {k: label(k, settings[k]) for k in varying}
+            config_id = _digest({"settings": settings, "dataset": dataset})
+            digest = _digest({"settings": settings, "dataset": dataset, "seed": seed})
+            trials.append(Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors))
+    return trials
+
+
+def varying_settings(trials: list[Trial]) -> list[str]:
+    """Names of the settings that differ between trials, in schema order."""
+    return list(trials[0].factors) if trials else []

@@ -1,0 +1,191 @@
+"""The results directory: atomic writes, resume, and reading results back as DataFrames.
+
+Layout (a contract that users' scripts read):
+
+    <root>/<name>/sweep.yaml                 the validated config as run
+    <root>/<name>/summary.csv                one row per trial, rebuilt from the records
+    <root>/<name>/runs/<trial_id>/history.csv
+    <root>/<name>/runs/<trial_id>/trial.json
+    <root>/<name>/runs/<trial_id>/model.txt
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import ResultsError
+
+# Columns before the swept settings, and after them, in summary.csv.
+SUMMARY_HEAD = ("trial_id", "config_id", "seed")
+SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_loss", "train_accuracy",
+                "val_loss", "val_accuracy", "test_loss", "test_accuracy", "params", "fit_seconds",
+                "wall_seconds", "seconds_per_epoch", "device", "dataset_source", "error")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+FINISHED = "ok"  # the status whose trials a re-run skips
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file so that readers see either the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null so trial.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class ResultsStore:
+    """One sweep's results directory."""
+
+    def __init__(self, root: str | Path, name: str):
+        self.dir = Path(root) / name
+        self.runs = self.dir / "runs"
+
+    def prepare(self, config: dict[str, Any]) -> None:
+        """Create the directory and record the config as run."""
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
+        except OSError as exc:
+            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+
+    def run_dir(self, trial_id: str) -> Path:
+        return self.runs / trial_id
+
+    def write_history(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
+        atomic_write(self.run_dir(trial_id) / "history.csv", _csv_text(HISTORY_COLUMNS, rows))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write trial.json last: a trial counts as finished only once this file says so."""
+        atomic_write(self.run_dir(record["trial_id"]) / "trial.json",
+                     json.dumps(_json_safe(record), indent=2, default=str) + "\n")
+
+    def write_text(self, trial_id: str, name: str, text: str) -> None:
+        atomic_write(self.run_dir(trial_id) / name, text)
+
+    def read_records(self) -> dict[str, dict[str, Any]]:
+        """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
+        return read_records(self.dir)
+
+    def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
+        atomic_write(self.dir / "summary.csv", _csv_text(summary_columns(factors), rows))
+
+
+def summary_columns(factors: list[str]) -> list[str]:
+    return [*SUMMARY_HEAD, *factors, *SUMMARY_TAIL]
+
+
+def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
+    """Flatten a trial record into its summary.csv row."""
+    row = {"trial_id": record["trial_id"], "config_id": record["config_id"], "seed": record["seed"], **factors}
+    row.update(record.get("metrics") or {})
+    row.update(record.get("timing") or {})
+    row["params"] = (record.get("params") or {}).get("params")
+    row.update(status=record["status"], device=record.get("device"),
+               dataset_source=(record.get("dataset") or {}).get("source"), error=record.get("error"))
+    return row
+
+
+def read_records(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for path in sorted((Path(sweep_dir) / "runs").glob("*/trial.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("trial_id") == path.parent.name:
+            records[record["trial_id"]] = record
+    return records
+
+
+def find_sweeps(path: str | Path) -> list[Path]:
+    """The sweep directories at or under `path` (a sweep has a sweep.yaml or a runs/ folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"no results at {path}: run `mnist-sweep run CONFIG` first, or check the path")
+    if (path / "sweep.yaml").exists() or (path / "runs").is_dir():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/sweep.yaml"))
+    if not found:
+        raise ResultsError(f"{path} holds no sweep results (no sweep.yaml in it or its sub-folders)")
+    return found
+
+
+def load_results(path: str | Path):
+    """A DataFrame with one row per trial: its settings as columns, metrics, timing and status.
+
+    `path` is one sweep's directory or a folder of sweeps (then a `sweep` column tells them apart).
+    """
+    import pandas as pd
+
+    frames = []
+    for sweep_dir in find_sweeps(path):
+        summary = sweep_dir / "summary.csv"
+        if summary.exists():
+            frame = pd.read_csv(summary)
+        else:  # a sweep killed before its first summary: rebuild from the records
+            records = list(read_records(sweep_dir).values())
+            frame = pd.DataFrame([summary_row(r, r.get("factors") or {}) for r in records])
+        frame.insert(0, "sweep", sweep_dir.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_histories(path: str | Path):
+    """A long DataFrame of every trial's per-epoch history: sweep, trial_id, epoch and the metrics."""
+    import pandas as pd
+
+    frames = []
+    for sweep_dir in find_sweeps(path):
+        for history in sorted((sweep_dir / "runs").glob("*/history.csv")):
+            try:
+                frame = pd.read_csv(history)
+            except (OSError, ValueError, pd.errors.EmptyDataError):
+                continue
+            frame.insert(0, "trial_id", history.parent.name)
+            frame.insert(0, "sweep", sweep_dir.name)
+            frames.append(frame)
+    columns = ["sweep", "trial_id", *HISTORY_COLUMNS]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def factor_columns(summary) -> list[str]:
+    """The swept-setting columns of a summary DataFrame (everything between seed and status)."""
+    known = {"sweep", *SUMMARY_HEAD, *SUMMARY_TAIL}
+    return [c for c in summary.columns if c not in known and c not in EXTRA_COLUMNS]
+
+
+# Columns later features may add after the standard tail; they are never factors.
+EXTRA_COLUMNS = ("execution", "group_id", "group_seconds")

@@ -1,0 +1,190 @@
+"""`mnist-sweep run` end to end through the real CLI on the bundled data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnist_sweep import runner as runner_module
+from mnist_sweep.cli import cli
+from tests.conftest import tiny_config
+
+
+def _write_config(tmp_path, **sections):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(**sections)))
+    return path
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, ["run", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture
+def two_trial_config(tmp_path):
+    return _write_config(tmp_path, model={"activation": ["relu", "tanh"]})
+
+
+def test_run_writes_the_documented_layout(tmp_path, two_trial_config):
+    out = tmp_path / "results"
+    result = _run(two_trial_config, "--out", out)
+    assert result.exit_code == 0, result.output
+    sweep = out / "tiny"
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["activation"]) == ["relu", "tanh"]
+    assert set(summary["status"]) == {"ok"}
+    assert {"trial_id", "seed", "test_accuracy", "fit_seconds", "wall_seconds", "seconds_per_epoch",
+            "device", "dataset_source", "params", "best_epoch", "stopped_early"} <= set(summary.columns)
+    assert (summary["dataset_source"] == "bundled").all()
+    for trial_id in summary["trial_id"]:
+        run_dir = sweep / "runs" / trial_id
+        history = pd.read_csv(run_dir / "history.csv")
+        assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+        assert len(history) == 2
+        record = json.loads((run_dir / "trial.json").read_text())
+        assert record["status"] == "ok" and record["settings"]["hidden"] == [8]
+        assert record["dataset"]["fingerprint"] and record["versions"]["keras"].startswith("3")
+        assert "Total params" in (run_dir / "model.txt").read_text()
+    assert yaml.safe_load((sweep / "sweep.yaml").read_text())["name"] == "tiny"
+
+
+def test_second_run_skips_finished_trials_and_force_retrains(tmp_path, two_trial_config, capsys):
+    out = tmp_path / "results"
+    assert _run(two_trial_config, "--out", out).exit_code == 0
+    first = json.loads(next((out / "tiny" / "runs").glob("*/trial.json")).read_text())
+    again = _run(two_trial_config, "--out", out)
+    assert "2 already finished, skipped" in again.output
+    assert json.loads((out / "tiny" / "runs" / first["trial_id"] / "trial.json").read_text()) == first
+    forced = _run(two_trial_config, "--out", out, "--force")
+    assert "0 already finished" in forced.output and "2 ok" in forced.output
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_config, monkeypatch):
+    import mnist_sweep.train as train
+
+    real = train.train_trial
+
+    def flaky(trial, data, on_epoch=None):
+        if trial.settings["activation"] == "relu":
+            raise RuntimeError("out of cheese")
+        return real(trial, data, on_epoch)
+
+    monkeypatch.setattr(train, "train_trial", flaky)
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "1 trial(s) failed" in result.output
+    summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
+    assert dict(zip(summary["activation"], summary["status"])) == {"relu": "failed", "tanh": "ok"}
+    failed = summary[summary["status"] == "failed"].iloc[0]
+    record = json.loads((tmp_path / "r" / "tiny" / "runs" / failed["trial_id"] / "trial.json").read_text())
+    assert record["error"] == "RuntimeError: out of cheese" and "Traceback" in record["traceback"]
+
+
+def test_dry_run_lists_trials_and_writes_nothing(tmp_path):
+    config = _write_config(tmp_path, model={"activation": ["relu", "tanh"], "dropout": [0.0, 0.5]}, seeds=2)
+    result = _run(config, "--out", tmp_path / "r", "--dry-run", "--set", "train.epochs=1")
+    assert result.exit_code == 0
+    assert "8 trials (4 configurations x 2 seeds)" in result.output
+    assert "tanh" in result.output and "dropout" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_set_overrides_reach_the_trials(tmp_path, two_trial_config):
+    out = tmp_path / "r"
+    result = _run(two_trial_config, "--out", out, "--set", "train.epochs=1", "--set", "model.activation=sigmoid")
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "tiny" / "summary.csv")
+    assert len(summary) == 1 and summary["epochs_run"].iloc[0] == 1
+    assert yaml.safe_load((out / "tiny" / "sweep.yaml").read_text())["model"]["activation"] == ["sigmoid"]
+
+
+def test_bad_config_exits_2_with_every_problem_and_writes_nothing(tmp_path):
+    config = _write_config(tmp_path, model={"activation": "rleu", "dropout": 2})
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "Traceback" not in result.output
+    assert "model.activation" in result.output and "'rleu'" in result.output
+    assert 'did you mean "relu"' in result.output
+    assert "model.dropout" in result.output and "got 2" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_set_key_is_a_config_error(tmp_path, two_trial_config):
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--set", "train.epoch=2"])
+    assert result.exit_code == 2
+    assert 'did you mean "epochs"' in result.output
+
+
+def test_too_large_a_subset_is_a_clear_data_error(tmp_path):
+    config = _write_config(tmp_path, dataset={"n_train": 9000})
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "9,000" in result.output or "9000" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0
+        assert "Example" in result.output, f"{name} --help has no example"
+
+
+def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monkeypatch):
+    import mnist_sweep.train as train
+
+    real = train.train_trial
+
+    def interrupt_second(trial, data, on_epoch=None):
+        if trial.settings["activation"] == "tanh":
+            raise KeyboardInterrupt
+        return real(trial, data, on_epoch)
+
+    monkeypatch.setattr(train, "train_trial", interrupt_second)
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 130
+    summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
+    assert dict(zip(summary["activation"], summary["status"])) == {"relu": "ok", "tanh": "interrupted"}
+
+
+@pytest.mark.slow
+def test_real_sigint_then_rerun_trains_only_unfinished_trials(tmp_path):
+    """Ctrl-C a real sweep mid-way: finished trials survive intact and are not retrained."""
+    config = _write_config(tmp_path, model={"activation": ["relu", "tanh", "sigmoid", "elu"]},
+                           train={"epochs": 8})
+    out = tmp_path / "r"
+    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out)]
+    env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = out / "tiny" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the first finished trial
+        done = [p for p in runs.glob("*/trial.json") if json.loads(p.read_text() or "{}").get("status") == "ok"]
+        if done:
+            break
+        time.sleep(0.2)
+    assert done, "no trial finished within 120 s"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    finished = {p.parent.name: p.read_text() for p in runs.glob("*/trial.json")
+                if json.loads(p.read_text())["status"] == "ok"}
+    assert 1 <= len(finished) < 4
+    summary = pd.read_csv(out / "tiny" / "summary.csv")
+    assert set(summary.loc[summary["status"] == "ok", "trial_id"]) == set(finished)
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(finished)} already finished, skipped" in rerun.stderr
+    assert f"{4 - len(finished)} ok" in rerun.stderr
+    for trial_id, text in finished.items():  # untouched by the second run
+        assert (runs / trial_id / "trial.json").read_text() == text
+    assert (pd.read_csv(out / "tiny" / "summary.csv")["status"] == "ok").sum() == 4
