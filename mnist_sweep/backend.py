@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 
 from .errors import DeviceError
@@ -33,11 +35,39 @@ def configure(backend: str | None = None, device: str = "auto", threads: int | N
             os.environ[var] = str(threads)
 
 
+@contextmanager
+def _native_logs_held():
+    """Hold back what C++ start-up code writes to fd 2 (TensorFlow's CUDA probing, CPU notes).
+
+    No Python setting silences those lines; they are shown if the import fails, and never held
+    when the user asks for them with TF_CPP_MIN_LOG_LEVEL=0.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @lru_cache(maxsize=None)
 def get_keras():
-    """Import and return the `keras` module (once per process)."""
-    import keras
+    """Import and return the `keras` module (once per process), its start-up chatter held back."""
+    with _native_logs_held():
+        import keras
 
+        keras.ops.convert_to_tensor([0.0])  # the first op probes devices: keep that quiet too
     return keras
 
 

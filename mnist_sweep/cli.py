@@ -57,18 +57,42 @@ def cli():
 @click.option("--force", is_flag=True, help="Retrain every trial, even those already finished.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Where to train; gpu fails if none is visible.")
+@click.option("--jobs", "-j", default="1", show_default=True, metavar="N|auto",
+              help="Trials at once, each in a long-lived worker process; auto = one per core (two per GPU).")
+@click.option("--executor", type=click.Choice(["auto", "process", "ray"]), default="auto", show_default=True,
+              help="auto: in this process for --jobs 1, worker processes otherwise; ray: Ray tasks.")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax", "torch"]), default=None,
+              help="Keras backend for the trials [default: tensorflow, or $KERAS_BACKEND].")
+@click.option("--gpus", default=None, metavar="0,1", help="GPU indices to spread workers over.")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Ray cluster to join (`ray start --head` prints it); default: start a local one.")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Ray: CPUs each trial reserves.")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Ray: GPUs (fractions allowed) each trial reserves.")
+@click.option("--fuse", is_flag=True,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
+                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+@click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
+              help="With --fuse: most trials in one fused model.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
-def run(config, overrides, dry_run, out, force, device, quiet):
+def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
-    sweep continues where it stopped. Exits 1 if any trial failed.
+    sweep continues where it stopped. The first Ctrl-C lets running trials
+    finish; a second stops at once. Exits 1 if any trial failed, 130 when
+    interrupted.
 
     \b
     Examples:
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
+        mnist-sweep run configs/regularization.yaml --jobs auto
+        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
     """
     from .config import load_config
 
@@ -76,16 +100,35 @@ def run(config, overrides, dry_run, out, force, device, quiet):
     if dry_run:
         _print_trials(sweep_config)
         return
+    from .executors import Options
     from .progress import make_progress
     from .runner import Sweep
 
+    gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
+    options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
+                      ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                      fuse=fuse, max_branches=max_branches)
     progress = make_progress(quiet)
     sweep = Sweep(sweep_config, out, progress)
-    report = sweep.run(force=force, device=device, warn=_warn)
+    report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if report.failed:
         raise UserError(f"{report.failed} trial(s) failed; their errors are in {report.directory}/runs/*/trial.json")
+
+
+def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
+    from .executors import auto_jobs
+
+    if jobs == "auto":
+        return auto_jobs(device, gpus)
+    try:
+        count = int(jobs)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise click.BadParameter(f"{jobs!r} is not a positive whole number or 'auto'", param_hint="--jobs")
+    return count
 
 
 def _warn(message: str) -> None:
@@ -111,6 +154,153 @@ def _print_trials(sweep_config) -> None:
     console.print(table)
     configs = len({t.config_id for t in trials})
     console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+
+
+def reports_bad_options(command):
+    """An option naming a metric, column or setting the results lack is bad input: exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .tables import OptionError
+
+        try:
+            return command(*args, **kwargs)
+        except OptionError as exc:
+            raise UserError(str(exc), EXIT_BAD_INPUT) from None
+
+    return wrapper
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.option("--metric", default="test_accuracy", show_default=True,
+              help="Metric for the factor effects and accuracy-against-time figures, e.g. val_accuracy.")
+@click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
+              help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
+@click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True, help="Resolution of raster images.")
+@click.option("--model-diagrams", is_flag=True, help="Also draw model_<n>.png per distinct architecture "
+                                                     "(needs graphviz and pydot).")
+@reports_errors
+@reports_bad_options
+def plot(results, metric, group_by, fmt, dpi, model_diagrams):
+    """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
+
+    RESULTS is one sweep's directory or a folder of sweeps (each is plotted).
+    Only the results files are read, so this works during a run and on
+    results copied from another machine. What cannot be drawn (failed or
+    unfinished trials, settings that do not vary) is skipped and said so.
+
+    \b
+    Examples:
+        mnist-sweep plot results/
+        mnist-sweep plot results/regularization --metric val_accuracy --format svg
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .report import plot_results
+
+    wrote = 0
+    for outcome in plot_results(results, metric, group_by, fmt, dpi, model_diagrams):
+        for note in outcome.skipped:
+            click.echo(f"Skipped ({outcome.sweep_dir.name}): {note}", err=True)
+        if outcome.report:
+            wrote += 1
+            click.echo(f"{outcome.sweep_dir}: {len(outcome.figures)} figures in {outcome.sweep_dir / 'plots'}, "
+                       f"report {outcome.report}")
+    if not wrote:
+        raise UserError(f"nothing to plot in {results}: no sweep there has trials yet")
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
+              help="Column to sort by, best first: accuracies high to low, anything else low to high.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N trials.")
+@click.option("--where", multiple=True, metavar="KEY=VALUE",
+              help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
+                   "values of one key any), e.g. --where activation=relu --where status=ok.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="table for people; csv, json or markdown for piping.")
+@reports_errors
+@reports_bad_options
+def show(results, sort, top, where, fmt):
+    """Print the summary of a sweep (or a folder of sweeps): one row per trial.
+
+    Failed, diverged and unfinished trials are listed too, marked; notes
+    about them go to stderr so piped output stays clean.
+
+    \b
+    Examples:
+        mnist-sweep show results/regularization --top 5
+        mnist-sweep show results/ --where optimizer="adam lr=0.01" --format csv > adam.csv
+    """
+    from .tables import show_results
+
+    shown = show_results(results, sort, top, where, fmt)
+    for note in shown.notes:
+        click.echo(f"Note: {note}", err=True)
+    if isinstance(shown.body, str):
+        click.echo(shown.body, nl=False)
+    elif shown.body is not None:
+        from rich.console import Console
+
+        Console(width=None if sys.stdout.isatty() else 160).print(shown.body)  # files get the full table
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.option("--metric", default="test_accuracy", show_default=True,
+              help="Metric to compare; lower is better for losses and times, e.g. test_loss.")
+@click.option("--factor", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
+              show_default=True, help="table for people; markdown or json for piping.")
+@reports_errors
+@reports_bad_options
+def compare(results, metric, factor, fmt):
+    """Say which settings matter and which differences hold up across seeds.
+
+    Ranks the settings of one sweep by the share of variance they explain,
+    tests the best configuration against every other (paired or Welch t,
+    Holm-corrected) and writes the findings as sentences. Trials that did
+    not finish are excluded and counted; with one seed it ranks without
+    intervals.
+
+    \b
+    Examples:
+        mnist-sweep compare results/regularization
+        mnist-sweep compare results/regularization --metric test_loss --factor activation
+    """
+    from .stats import compare as compare_results, render
+
+    click.echo(render(compare_results(results, metric, factor), fmt), nl=False)
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.option("--out", "-o", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the CSV: ImageId (from 1), Label.")
+@click.option("--probabilities", is_flag=True, help="Add columns p0..p9, each digit's probability.")
+@reports_errors
+def predict(results, input_path, out, probabilities):
+    """Predict the digits in INPUT with a saved model; write a Kaggle submission.
+
+    RESULTS is a sweep's results directory (its best model by validation
+    accuracy, as best_model.json names it), one trial's directory
+    RESULTS/runs/TRIAL, or a .keras file. INPUT is a Kaggle digit-recognizer
+    test.csv (pixel0..pixel783), an IDX images file, or a .npz with x or x_test.
+
+    \b
+    Examples:
+        mnist-sweep predict results/cnn_augmentation test.csv --out submission.csv
+        mnist-sweep predict results/cnn_augmentation/runs/aug-on-s0-a371d238 t10k-images-idx3-ubyte --probabilities
+    """
+    from .predict import predict_file
+
+    done = predict_file(results, input_path, out, probabilities)
+    click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
 
 
 def main():

@@ -172,9 +172,39 @@ class EarlyStopping(Strict):
 Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 Hidden = list[PositiveInt]
 InitializerSpec = Union[Literal[INITIALIZERS], Initializer]  # type: ignore[valid-type]
+ConvStack = list[Union[int, Literal["pool"]]]
+CNN_ONLY = ("conv", "kernel_size", "conv_batch_norm")  # settings a dense network (type mlp) does not read
+IMAGE_SIZE = 28  # MNIST and Fashion-MNIST: the conv stack must leave at least one pixel of it
+
+
+def _conv_problems(stack: Any, where: str) -> list[tuple[str, str, Any]]:
+    """Problems with one conv stack such as [32, 32, pool, 64, 64, pool]."""
+    if not isinstance(stack, list) or not stack:
+        return [(where, "expected a list of filter counts and 'pool', such as [32, 32, pool, 64, 64, pool]", stack)]
+    problems = [(f"{where}[{i}]", "expected a positive number of filters or 'pool'", item) for i, item in enumerate(stack)
+                if item != "pool" and (isinstance(item, bool) or not isinstance(item, int) or item < 1)]
+    if not problems and "pool" in stack and all(item == "pool" for item in stack):
+        problems.append((where, "needs at least one convolution (a number of filters) besides 'pool'", stack))
+    return problems
+
+
+def _shrinks_to_nothing(stack: list, kernel_size: int) -> Optional[int]:
+    """The index of the layer after which a 28x28 image has no pixels left (unpadded convs, 2x2 pools)."""
+    size = IMAGE_SIZE
+    for i, item in enumerate(stack):
+        size = size // 2 if item == "pool" else size - (kernel_size - 1)
+        if size < 1:
+            return i
+    return None
 
 
 class ModelConfig(Strict):
+    type: list[Literal["mlp", "cnn"]] = ["mlp"]
+    # The SEEDS.md #3 stack; only read when type is cnn.
+    conv: list[ConvStack] = [[32, 32, "pool", 64, 64, "pool"]]
+    kernel_size: list[PositiveInt] = [3]
+    conv_batch_norm: list[bool] = [False]
+    normalize: list[bool] = [False]  # standardize inputs with the training images' mean and variance
     hidden: list[Hidden] = [[128]]
     activation: list[Activation] = ["relu"]
     leaky_alpha: list[Rate] = [0.01]  # SEEDS.md #4; Keras' own default is 0.3
@@ -198,10 +228,50 @@ class ModelConfig(Strict):
         return _axis(value)
 
     @field_validator("activation", "leaky_alpha", "dropout", "kernel_l1", "kernel_l2",
-                     "activity_l1", "activity_l2", "initializer", mode="before")
+                     "activity_l1", "activity_l2", "initializer", "type", mode="before")
     @classmethod
     def _axis(cls, value):
         return _axis(value)
+
+    @field_validator("conv", mode="before")
+    @classmethod
+    def _conv_axis(cls, value):
+        # `conv: [32, pool]` is one stack; `conv: [[32, pool], [32, 32, pool]]` is an axis of two.
+        one = not isinstance(value, list) or not any(isinstance(v, list) for v in value)
+        stacks = [value if isinstance(value, list) else [value]] if one else value
+        problems = [p for i, stack in enumerate(stacks) for p in _conv_problems(stack, "" if one else f"[{i}]")]
+        if problems:
+            raise _problems_at(problems)
+        return stacks
+
+    @field_validator("kernel_size", mode="before")
+    @classmethod
+    def _kernel_size_axis(cls, value):
+        return _axis(value, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 2 == 1,
+                     "an odd positive whole number (a kernel centred on its pixel), such as 3 or 5")
+
+    @field_validator("conv_batch_norm", "normalize", mode="before")
+    @classmethod
+    def _bool_axis(cls, value):
+        return _axis(value, lambda v: isinstance(v, bool), "true or false")
+
+    @model_validator(mode="after")
+    def _conv_leaves_pixels(self):
+        if "cnn" not in self.type:
+            return self
+        problems = []
+        for i, stack in enumerate(self.conv):
+            for k in self.kernel_size:
+                layer = _shrinks_to_nothing(stack, k)
+                if layer is not None:
+                    where = f".conv[{i}]" if len(self.conv) > 1 else ".conv"
+                    problems.append((where, f"with kernel_size {k}, no pixels of a {IMAGE_SIZE}x{IMAGE_SIZE} image "
+                                     f"are left after item [{layer}] ({stack[layer]!r}): convolutions are unpadded "
+                                     f"and pools halve the size; use fewer layers or pools, or a smaller kernel_size",
+                                     stack))
+        if problems:
+            raise _problems_at(problems)
+        return self
 
     @field_validator("batch_norm", mode="before")
     @classmethod
@@ -216,10 +286,25 @@ class ModelConfig(Strict):
                 else v for v in value]
 
 
+class Augment(Strict):
+    """Random distortions of the training images (SEEDS.md #3's values); 0 turns one off."""
+
+    rotation: Annotated[Float, Field(ge=0.0, le=180.0)] = 8.0  # degrees, either way
+    width_shift: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.08  # fraction of the width, either way
+    height_shift: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.08
+    shear: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.3  # horizontal shear factor, either way (Keras' RandomShear)
+    zoom: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.08  # fraction in or out, each axis on its own
+
+
 class TrainConfig(Strict):
     epochs: list[PositiveInt] = [10]
     batch_size: list[PositiveInt] = [128]
     early_stopping: list[Union[Literal[False], EarlyStopping]] = [EarlyStopping()]
+    # Optional limit per trial; past it the trial stops and is recorded as `timeout`. Not an axis.
+    timeout_seconds: Optional[Annotated[float, Field(gt=0)]] = None
+    # Which trained models to keep as runs/<trial_id>/model.keras: the best by validation accuracy
+    # (what `mnist-sweep predict` uses), every one, or none. Not an axis: it does not change training.
+    save_model: Literal["none", "best", "all"] = "best"
 
     @field_validator("epochs", "batch_size", mode="before")
     @classmethod
@@ -238,8 +323,11 @@ class SweepConfig(Strict):
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     optimizer: list[OptimizerConfig] = [OptimizerConfig(name="adam")]
+    augment: list[Union[Literal[False], Augment]] = [False]  # off: plain MLP sweeps train as they always did
     train: TrainConfig = TrainConfig()
     seeds: list[Annotated[Int, Field(ge=0)]] = [0]
+    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as branches of one model.
+    execution: Literal["isolated", "fused"] = "isolated"
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
 
@@ -258,6 +346,13 @@ class SweepConfig(Strict):
                       f"an optimizer name ({', '.join(OPTIMIZERS)}) or a mapping such as "
                       "{name: sgd, learning_rate: 0.01}")
         return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_axis(cls, value):
+        value = _axis(value, lambda v: isinstance(v, (bool, dict, Augment)),
+                      "false, true (SEEDS.md #3's settings) or a mapping such as {rotation: 8, zoom: 0.1}")
+        return [{} if v is True else v for v in value]
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -298,6 +393,21 @@ class SweepConfig(Strict):
                                          "dataset.validation_split is 0: set a validation_split > 0 or monitor loss",
                                          stop.monitor)])
         return self
+
+
+def _cnn_keys_without_cnn(raw: dict) -> list[str]:
+    """Convolution settings in a config whose networks are all dense: a slip the schema cannot see.
+
+    Checked on the user's own YAML: the schema fills in defaults for every key, so it cannot tell
+    a conv the user wrote from the default one.
+    """
+    model = raw.get("model")
+    types = _as_list(model.get("type", "mlp")) if isinstance(model, dict) else ["cnn"]
+    if any(t != "mlp" for t in types):  # a cnn among them, or a typo the schema reports
+        return []
+    return [f"model.{key}: {key} applies to convolutional networks only, but model.type is mlp; set "
+            f"model.type: cnn (or [mlp, cnn] to compare both), or remove {key} (got {_show(model[key])})"
+            for key in CNN_ONLY if key in model]
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -510,8 +620,8 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(_problems(exc, raw) + _unknown_settings(raw), source) from None
-    problems = check_selectors(config)
+        raise ConfigError(_problems(exc, raw) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
+    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -552,5 +662,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
 
 
 def config_to_dict(config: SweepConfig) -> dict:
-    """The validated config as plain data, for sweep.yaml."""
-    return config.model_dump(mode="json")
+    """The validated config as plain data, for sweep.yaml (which must validate again as it is)."""
+    data = config.model_dump(mode="json")
+    if "cnn" not in config.model.type:  # a dense network's config names no convolution settings
+        data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
+    return data

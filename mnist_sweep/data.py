@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import importlib
 import os
 import warnings
 import zlib
@@ -248,7 +247,9 @@ def _from_keras(name: str) -> tuple[_Raw | None, str]:
     if os.environ.get("MNIST_SWEEP_OFFLINE", "") not in ("", "0"):
         return None, f"not in Keras' cache ({cache}) and download skipped (MNIST_SWEEP_OFFLINE=1)"
     try:
-        (x_train, y_train), (x_test, y_test) = importlib.import_module(f"keras.datasets.{name}").load_data()
+        from .backend import get_keras  # the one place Keras is imported
+
+        (x_train, y_train), (x_test, y_test) = getattr(get_keras().datasets, name).load_data()
     except Exception as e:  # offline, blocked or broken Keras: the caller falls back or explains
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         return None, f"not in Keras' cache ({cache}) and download failed ({reason})"

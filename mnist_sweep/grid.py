@@ -11,21 +11,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import OPTIMIZER_KEYS, SweepConfig, _did_you_mean, _is_architecture, _is_float, _problems
+from .config import CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _did_you_mean, _is_architecture, _is_float, _problems
 
 # Every setting of a trial and the config section it lives in (None: top level).
 SECTIONS = {
+    "type": "model", "conv": "model", "kernel_size": "model", "conv_batch_norm": "model", "normalize": "model",
     "hidden": "model", "activation": "model", "leaky_alpha": "model", "batch_norm": "model",
     "dropout": "model", "kernel_l1": "model", "kernel_l2": "model", "activity_l1": "model",
     "activity_l2": "model", "initializer": "model",
-    "optimizer": None,
+    "optimizer": None, "augment": None,
     "epochs": "train", "batch_size": "train", "early_stopping": "train",
 }
 # Short names for trial-id slugs; settings not listed use their value alone.
 SLUG_PREFIX = {
+    "conv": "c", "kernel_size": "k", "conv_batch_norm": "cbn-", "normalize": "norm-",
     "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "dropout": "do-", "kernel_l1": "kl1-",
     "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
-    "early_stopping": "es-", "initializer": "init-",
+    "early_stopping": "es-", "initializer": "init-", "augment": "aug-",
 }
 
 
@@ -42,7 +44,7 @@ class Trial:
 
 def label(key: str, value: Any) -> Any:
     """A short human label for a setting's value; numbers and booleans stay as they are."""
-    if key == "early_stopping" and value is False:
+    if key in ("early_stopping", "augment") and value is False:
         return "off"
     if isinstance(value, list):
         return "-".join(str(v) for v in value)
@@ -61,12 +63,17 @@ def _slug(factors: dict[str, Any]) -> str:
     """A readable, filesystem-safe name from the varying settings; the hash in the id tells trials apart."""
     parts = []
     for key, value in factors.items():
+        if value is None:  # a convolution setting of a dense network
+            continue
         text = str(value)
         if key == "optimizer" and isinstance(value, str):
             text = value.split(" ")[0] + ("-lr" + value.split("lr=")[1].split(" ")[0] if "lr=" in value else "")
         elif key == "early_stopping" and "=" in text:  # the monitor and patience say which early stopping
             spec = dict(kv.split("=", 1) for kv in text.split(" "))
             text = f"{spec.get('monitor')}-p{spec.get('patience')}"
+        elif key == "augment" and "=" in text:  # what differs from SEEDS.md #3's augmentation: r15.0, or on
+            spec = dict(kv.split("=", 1) for kv in text.split(" "))
+            text = "-".join(k[0] + v for k, v in spec.items() if float(v) != getattr(Augment(), k)) or "on"
         parts.append(re.sub(r"[^a-z0-9._]+", "-", f"{SLUG_PREFIX.get(key, '')}{text}".lower()).strip("-_."))
     slug = ""
     for part in parts:  # whole parts only: a value cut short would mislead
@@ -127,12 +134,12 @@ def _selector(config: SweepConfig, entry: dict[str, Any]) -> dict[str, list[Any]
         if key == "optimizer" and isinstance(value, dict) and "name" not in value:
             selector[key] = [{k: float(v) if isinstance(v, str) and _is_float(v) else v for k, v in value.items()}]
             continue
-        given = ([value] if _is_architecture(value) else value) if key == "hidden" else \
+        given = ([value] if _is_architecture(value) else value) if key in ("hidden", "conv") else \
             value if isinstance(value, list) else [value]
         valid = _axes(_with_settings(config, {key: value}))[key]
         # Validation filled in defaults; keep only what the entry names: a name, or the keys it gives.
         selector[key] = [v if not isinstance(v, dict) else {k: v[k] for k in g if k in v} if isinstance(g, dict)
-                         else v["name"] for g, v in zip(given, valid)]
+                         else v.get("name", v) for g, v in zip(given, valid)]
     return selector
 
 
@@ -183,7 +190,14 @@ def check_selectors(config: SweepConfig) -> list[str]:
 
 def _product(config: SweepConfig) -> list[dict[str, Any]]:
     axes = _axes(config)
-    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    return [_resolved(dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+
+
+def _resolved(settings: dict[str, Any]) -> dict[str, Any]:
+    """A dense network reads no convolution settings: blank them, so it is one trial, not one per conv stack."""
+    if settings["type"] == "mlp":
+        settings.update({key: None for key in CNN_ONLY})
+    return settings
 
 
 def expand(config: SweepConfig) -> list[Trial]:
@@ -196,7 +210,7 @@ def expand(config: SweepConfig) -> list[Trial]:
     for settings in combos:
         unique.setdefault(json.dumps(settings, sort_keys=True), settings)
     combos = list(unique.values())
-    varying = [k for k in SECTIONS if len({json.dumps(c[k], sort_keys=True) for c in combos}) > 1]
+    varying = [k for k in SECTIONS if len({json.dumps(c[k], sort_keys=True) for c in combos if c[k] is not None}) > 1]
     # The data's location differs between machines but the data does not: keep it out of the ids.
     dataset = config.dataset.model_dump(mode="json", exclude={"path"})
     trials = []

@@ -51,6 +51,9 @@ class PlainProgress(Progress):
         self.done += 1
         self.console.print(f"[{self.done}/{self.todo}] {_result_line(trial, record)}")
 
+    def message(self, text):
+        self.console.print(text)
+
     def finish(self, report):
         self.console.print(_describe(report))
 

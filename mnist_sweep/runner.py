@@ -1,17 +1,24 @@
-"""The sweep loop: expand trials, skip finished ones, train the rest, record each one."""
+"""The sweep driver: expand trials, skip finished ones, hand the rest to an executor, record each one.
+
+Executors only train; everything written to the results directory is written here, so a
+distributed run needs no shared filesystem and a kill at any moment leaves whole files.
+"""
 
 from __future__ import annotations
 
+import signal
 import socket
-import time
-import traceback
-from dataclasses import dataclass, field
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import backend
 from .config import SweepConfig, config_to_dict, load_config, validate_config
+from .errors import ResultsError
+from .executors import Options, make_executor
+from .fused import group_trials
 from .grid import Trial, expand, varying_settings
 from .store import FINISHED, ResultsStore, summary_row
 
@@ -24,8 +31,8 @@ class SweepReport:
     total: int
     skipped: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
-    wall_seconds: float = 0.0  # time spent in the trial loop
-    fit_seconds: float = 0.0  # of which inside model.fit
+    wall_seconds: float = 0.0  # time spent running trials
+    fit_seconds: float = 0.0  # of which inside model.fit, summed over trials
     interrupted: bool = False
 
     @property
@@ -40,6 +47,7 @@ class Progress:
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
     def trial_finished(self, trial: Trial, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
 
 
@@ -53,12 +61,15 @@ class Sweep:
     def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
         self.config = config
         self.trials = expand(config)
+        self.by_id = {t.trial_id: t for t in self.trials}
         self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
         self.progress = progress or Progress()
         self.records: dict[str, dict[str, Any]] = {}
+        self.histories: dict[str, list[dict]] = {}
         self.data = None
-        self.device = "cpu"
+        self.report: Optional[SweepReport] = None
+        self.executor = None
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
@@ -67,89 +78,146 @@ class Sweep:
             return list(self.trials)
         return [t for t in self.trials if self.records.get(t.trial_id, {}).get("status") != FINISHED]
 
-    def _base_record(self, trial: Trial) -> dict[str, Any]:
-        return {
-            "trial_id": trial.trial_id, "config_id": trial.config_id, "seed": trial.seed,
-            "sweep": self.config.name, "settings": trial.settings, "factors": trial.factors,
-            "status": "running", "error": None, "traceback": None, "notes": [],
-            "device": self.device, "dataset": self.data.info(), "versions": backend.versions(),
-            "host": socket.gethostname(), "started_at": _now(), "finished_at": None,
-        }
+    # ------------------------------------------------------------ recording
 
     def _write(self, record: dict[str, Any]) -> None:
         self.records[record["trial_id"]] = record
         self.store.write_record(record)
-        rows = [summary_row(self.records[t.trial_id], t.factors) for t in self.trials
-                if t.trial_id in self.records]
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        rows = [summary_row(self.records[t.trial_id], t.factors) for t in self.trials if t.trial_id in self.records]
         self.store.write_summary(rows, self.factors)
 
-    def run_trial(self, trial: Trial) -> dict[str, Any]:
-        """Train one trial and record it; a trial that raises is recorded as failed."""
-        from .train import train_trial
-
-        keras = backend.get_keras()
-        record = self._base_record(trial)
-        self._write(record)
+    def _begin(self, trial: Trial, info: dict) -> None:
+        self.histories[trial.trial_id] = []
+        self._write({
+            "trial_id": trial.trial_id, "config_id": trial.config_id, "seed": trial.seed,
+            "sweep": self.config.name, "settings": trial.settings, "factors": trial.factors,
+            "status": "running", "error": None, "traceback": None, "notes": [],
+            "dataset": self.data.info(), "host": socket.gethostname(), "worker": info,
+            "started_at": _now(), "finished_at": None,
+        })
         self.progress.trial_started(trial)
-        start = time.perf_counter()
 
-        def on_epoch(trial: Trial, rows: list[dict]) -> None:
-            self.store.write_history(trial.trial_id, rows)
-            self.progress.epoch(trial, rows)
+    def _epoch(self, trial: Trial, row: dict) -> None:
+        rows = self.histories.setdefault(trial.trial_id, [])
+        rows.append(row)
+        self.store.write_history(trial.trial_id, rows)
+        self.progress.epoch(trial, rows)
 
-        try:
-            outcome = train_trial(trial, self.data, on_epoch=on_epoch)
-        except KeyboardInterrupt:
-            record.update(status="interrupted", error="interrupted by the user (Ctrl-C)", finished_at=_now())
-            self._write(record)
-            raise
-        except Exception as exc:  # a failed trial is recorded and the sweep goes on
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
-        else:
-            self.store.write_history(trial.trial_id, outcome.history)
-            self.store.write_text(trial.trial_id, "model.txt", outcome.model_summary + "\n")
-            epochs = max(outcome.metrics["epochs_run"], 1)
-            record.update(status=outcome.status, metrics=outcome.metrics, params=outcome.params,
-                          notes=outcome.notes)
-            record["timing"] = {"fit_seconds": outcome.fit_seconds,
-                                "seconds_per_epoch": outcome.fit_seconds / epochs}
-        finally:
-            keras.backend.clear_session()  # keeps a long sweep's memory flat
-        record.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
+    def _finish(self, trial: Trial, result: dict) -> None:
+        record = dict(self.records.get(trial.trial_id) or {})
+        history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
+        summary_text = result.pop("model_summary", None)
+        self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
+        if history:
+            self.store.write_history(trial.trial_id, history)
+        if summary_text:
+            self.store.write_text(trial.trial_id, "model.txt", summary_text + "\n")
+        record.update({"error": None, "traceback": None, "notes": []})
+        record.update(result)
         record["finished_at"] = _now()
         self._write(record)
+        status = record["status"]
+        self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
+        self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
         self.progress.trial_finished(trial, record)
-        return record
 
-    def run(self, force: bool = False, device: str = "auto",
+    def _on_event(self, kind: str, trial_id: str, payload: Any) -> None:
+        """Record what an executor reports; a write that fails stops the sweep with a clear error."""
+        trial = self.by_id[trial_id]
+        handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
+        try:
+            handler(trial, payload)
+        except OSError as exc:
+            kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
+            raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
+                               f"The {kept} trial(s) recorded before are intact; fix the problem and run "
+                               "the same command again to continue.") from None
+
+    def _mark_interrupted(self) -> None:
+        for record in list(self.records.values()):
+            if record.get("status") == "running":
+                record = dict(record, status="interrupted", error="stopped by Ctrl-C before it finished",
+                              finished_at=_now())
+                self.store.write_record(record)
+                self.records[record["trial_id"]] = record
+        self._write_summary()
+
+    def _keep_models(self) -> None:
+        """Record the best trial's model (by validation accuracy) and, for `best`, drop the others."""
+        from .saving import BEST_FILE, keep_models
+
+        best = keep_models(self.store.dir, self.records, self.config.train.save_model)
+        if best is not None:
+            metric = best["selected_by"].split(" ")[0]
+            value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
+            self.progress.message(f"Best model: {self.store.dir / best['model']} ({metric} {value}; "
+                                  f"{BEST_FILE} names it, `mnist-sweep predict {self.store.dir} INPUT` uses it)")
+
+    # ------------------------------------------------------------ running
+
+    @contextmanager
+    def _ctrl_c(self):
+        """First Ctrl-C: finish running trials, start no more. Second: stop now."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum, frame):
+            if self.executor is not None and not self.executor.stopping:
+                self.executor.stop()
+                self.report.interrupted = True
+                self.progress.message("Ctrl-C: finishing the running trial(s), starting no more; "
+                                      "press Ctrl-C again to stop now.")
+            else:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def run(self, force: bool = False, options: Optional[Options] = None, executor: str = "auto",
             warn: Callable[[str], None] = print) -> SweepReport:
-        """Load the data once, then train every pending trial in order."""
+        """Load the data once, then train every pending trial through the chosen executor."""
+        import time
+
         from .data import load_dataset
 
-        todo = self.pending(force)
-        report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
-        backend.configure(device=device)
-        self.data = load_dataset(self.config.dataset, warn=warn)
-        if todo:
-            self.device = backend.resolve_device(device)
-        self.store.prepare(config_to_dict(self.config))
-        self.progress.start(len(self.trials), len(todo), report.skipped, self.data.info())
-        start = time.perf_counter()
-        try:
-            for trial in todo:
-                record = self.run_trial(trial)
-                report.statuses[record["status"]] = report.statuses.get(record["status"], 0) + 1
-                report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
-        except KeyboardInterrupt:
-            report.interrupted = True
-        report.wall_seconds = time.perf_counter() - start
-        self.progress.finish(report)
-        return report
+        options = options or Options()
+        options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
+                          fuse=options.fuse or self.config.execution == "fused",
+                          timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
+                          save_model=self.config.train.save_model != "none")
+        with self.store.lock():
+            todo = self.pending(force)
+            self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
+            self.data = load_dataset(self.config.dataset, warn=warn)
+            self.store.prepare(config_to_dict(self.config))
+            self._write_summary()  # agrees with the run directories even if the last run was killed
+            self.executor = make_executor(executor, options)
+            tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
+            self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
+            if options.fuse:
+                self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
+            start = time.perf_counter()
+            try:
+                with self._ctrl_c():
+                    self.executor.run(tasks, self.data, self._on_event)
+            except KeyboardInterrupt:
+                self.report.interrupted = True
+                self._mark_interrupted()
+            self.report.wall_seconds = time.perf_counter() - start
+            self._keep_models()
+        self.progress.finish(self.report)
+        return self.report
 
 
 def run_sweep(config: SweepConfig | dict | str | Path, out: str | Path = "results", force: bool = False,
-              device: str = "auto", progress: Optional[Progress] = None):
+              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None):
     """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame."""
     from .store import load_results
 
@@ -157,8 +225,7 @@ def run_sweep(config: SweepConfig | dict | str | Path, out: str | Path = "result
         config = load_config(config)
     elif isinstance(config, dict):
         config = validate_config(config)
-    sweep = Sweep(config, out, progress)
-    report = sweep.run(force=force, device=device)
+    report = Sweep(config, out, progress).run(force=force, options=options, executor=executor)
     if report.interrupted:
         raise KeyboardInterrupt
     return load_results(report.directory)

@@ -7,6 +7,8 @@ Layout (a contract that users' scripts read):
     <root>/<name>/runs/<trial_id>/history.csv
     <root>/<name>/runs/<trial_id>/trial.json
     <root>/<name>/runs/<trial_id>/model.txt
+    <root>/<name>/runs/<trial_id>/model.keras   the trained model (train.save_model: best or all)
+    <root>/<name>/best_model.json            which trial's model is the best, by validation accuracy
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import io
 import json
 import math
 import os
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,17 +32,19 @@ from .errors import ResultsError
 SUMMARY_HEAD = ("trial_id", "config_id", "seed")
 SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_loss", "train_accuracy",
                 "val_loss", "val_accuracy", "test_loss", "test_accuracy", "params", "fit_seconds",
-                "wall_seconds", "seconds_per_epoch", "device", "dataset_source", "error")
+                "wall_seconds", "seconds_per_epoch", "device", "dataset_source", "execution", "group_id",
+                "group_seconds", "error")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 FINISHED = "ok"  # the status whose trials a re-run skips
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never half of it."""
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write a file (text, or bytes as they are) so that readers see either the old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else
+              os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -74,12 +80,43 @@ class ResultsStore:
         self.runs = self.dir / "runs"
 
     def prepare(self, config: dict[str, Any]) -> None:
-        """Create the directory and record the config as run."""
+        """Create the directory, drop temp files a killed run left, and record the config as run."""
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
+            for leftover in [*self.dir.glob(".*.tmp"), *self.runs.glob("*/.*.tmp")]:
+                leftover.unlink(missing_ok=True)
             atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
             raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+
+    @contextmanager
+    def lock(self):
+        """Hold `<sweep>/.lock` while running; the OS releases it when the holder dies, so it never sticks."""
+        import fcntl
+
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            handle = open(self.dir / ".lock", "a+")
+        except OSError as exc:
+            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ResultsError(f"{self.dir} is in use by another mnist-sweep run ({holder}); "
+                                   "wait for it to finish or stop it, then run again") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def run_dir(self, trial_id: str) -> Path:
         return self.runs / trial_id
@@ -94,6 +131,14 @@ class ResultsStore:
 
     def write_text(self, trial_id: str, name: str, text: str) -> None:
         atomic_write(self.run_dir(trial_id) / name, text)
+
+    def write_model(self, trial_id: str, model_file: bytes | None) -> None:
+        """Write a trial's model.keras; None removes one left by an earlier run of the trial."""
+        path = self.run_dir(trial_id) / "model.keras"
+        if model_file is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, model_file)
 
     def read_records(self) -> dict[str, dict[str, Any]]:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
@@ -114,7 +159,8 @@ def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, An
     row.update(record.get("timing") or {})
     row["params"] = (record.get("params") or {}).get("params")
     row.update(status=record["status"], device=record.get("device"),
-               dataset_source=(record.get("dataset") or {}).get("source"), error=record.get("error"))
+               dataset_source=(record.get("dataset") or {}).get("source"), error=record.get("error"),
+               execution=record.get("execution", "isolated"), group_id=record.get("group_id"))
     return row
 
 
@@ -158,6 +204,8 @@ def load_results(path: str | Path):
         else:  # a sweep killed before its first summary: rebuild from the records
             records = list(read_records(sweep_dir).values())
             frame = pd.DataFrame([summary_row(r, r.get("factors") or {}) for r in records])
+            missing = [c for c in (*SUMMARY_HEAD, *SUMMARY_TAIL) if c not in frame.columns]
+            frame = frame.assign(**{c: float("nan") for c in missing})  # columns no record has yet
         frame.insert(0, "sweep", sweep_dir.name)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -188,4 +236,4 @@ def factor_columns(summary) -> list[str]:
 
 
 # Columns later features may add after the standard tail; they are never factors.
-EXTRA_COLUMNS = ("execution", "group_id", "group_seconds")
+EXTRA_COLUMNS = ()

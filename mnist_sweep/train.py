@@ -29,6 +29,7 @@ class TrialOutcome:
     fit_seconds: float
     model_summary: str
     notes: list[str] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the trained Keras model, for saving
 
 
 def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
@@ -57,54 +58,49 @@ def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
     return EpochRecorder()
 
 
+def stop_mode(monitor: str) -> str:
+    """Accuracy is maximized, loss minimized: said explicitly rather than left to Keras to infer."""
+    return "max" if "accuracy" in monitor else "min"
+
+
 def _diverged(rows: list[dict[str, float]]) -> bool:
     return any(not math.isfinite(r["loss"]) for r in rows)
 
 
-def _summarize(rows, stopper, settings) -> dict[str, Any]:
-    """Epoch counts and the train/val metrics of the epoch whose weights the model ends with."""
-    epochs_run = len(rows)
-    best_index = epochs_run - 1
-    stopped_early = False
-    if stopper is not None:
-        stopped_early = stopper.stopped_epoch > 0
-        if settings["early_stopping"]["restore_best_weights"] and stopper.best_weights is not None:
-            best_index = stopper.best_epoch
-        else:
-            best_index = _best_index(rows, settings["early_stopping"]["monitor"])
-    elif rows and not math.isnan(rows[-1]["val_loss"]):
-        best_index = _best_index(rows, "val_loss")
-    final = rows[best_index] if stopper is not None and settings["early_stopping"]["restore_best_weights"] else rows[-1]
+def summarize_history(rows, best_index: Optional[int], restore: bool, stopped_early: bool) -> dict[str, Any]:
+    """Epoch counts and the train/val metrics of the epoch whose weights the model ends with.
+
+    `best_index` is early stopping's best epoch (0-based), or None without early stopping.
+    """
+    if best_index is None:
+        best_index = _best_index(rows, "val_loss") if rows and not math.isnan(rows[-1]["val_loss"]) else len(rows) - 1
+    final = rows[best_index] if restore else rows[-1]
     return {
-        "epochs_run": epochs_run,
-        "best_epoch": best_index + 1 if rows else 0,
-        "stopped_early": stopped_early,
+        "epochs_run": len(rows), "best_epoch": best_index + 1 if rows else 0, "stopped_early": stopped_early,
         "train_loss": final["loss"], "train_accuracy": final["accuracy"],
         "val_loss": final["val_loss"], "val_accuracy": final["val_accuracy"],
     }
 
 
 def _best_index(rows, monitor: str) -> int:
-    values = [r[monitor] for r in rows]
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    if not finite:
-        return len(rows) - 1
-    return (max(finite) if "accuracy" in monitor else min(finite))[1]
+    """The first epoch with the lowest finite value of a loss column."""
+    finite = [(r[monitor], i) for i, r in enumerate(rows) if math.isfinite(r[monitor])]
+    return min(finite)[1] if finite else len(rows) - 1
 
 
-def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None) -> TrialOutcome:
+def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_callbacks=()) -> TrialOutcome:
     """Seed, build, fit with EarlyStopping and TerminateOnNaN, then evaluate on the test split."""
     keras = get_keras()
     settings = trial.settings
     keras.utils.set_random_seed(trial.seed)
-    model = compile_model(build_model(settings, input_shape=data.x_train.shape[1:]), settings)
+    model = compile_model(build_model(settings, input_shape=data.x_train.shape[1:], x_train=data.x_train), settings)
     recorder = _epoch_recorder(trial, on_epoch)
-    callbacks = [recorder, keras.callbacks.TerminateOnNaN()]
+    callbacks = [recorder, keras.callbacks.TerminateOnNaN(), *extra_callbacks]
     stopper = None
     if settings["early_stopping"]:
         spec = settings["early_stopping"]
         stopper = keras.callbacks.EarlyStopping(monitor=spec["monitor"], patience=spec["patience"],
-                                                min_delta=spec["min_delta"],
+                                                min_delta=spec["min_delta"], mode=stop_mode(spec["monitor"]),
                                                 restore_best_weights=spec["restore_best_weights"])
         callbacks.append(stopper)
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
@@ -113,7 +109,10 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None) -> Tri
               batch_size=settings["batch_size"], callbacks=callbacks, verbose=0, shuffle=True)
     fit_seconds = time.perf_counter() - start
     rows = recorder.rows
-    metrics = _summarize(rows, stopper, settings)
+    metrics = summarize_history(
+        rows, stopper.best_epoch if stopper else None,  # Keras' own best epoch: its first strict improvement
+        restore=bool(stopper) and settings["early_stopping"]["restore_best_weights"],
+        stopped_early=bool(stopper) and stopper.stopped_epoch > 0)
     status = "diverged" if _diverged(rows) else "ok"
     notes = []
     if status == "ok":
@@ -122,4 +121,60 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None) -> Tri
     else:
         metrics.update(test_loss=math.nan, test_accuracy=math.nan)
         notes.append(f"loss became NaN at epoch {next(r['epoch'] for r in rows if not math.isfinite(r['loss']))}")
-    return TrialOutcome(status, rows, metrics, count_params(model), fit_seconds, summary_text(model), notes)
+    return TrialOutcome(status, rows, metrics, count_params(model), fit_seconds, summary_text(model), notes, model)
+
+
+def _timeout_guard(seconds: float):
+    """A callback that stops training once a trial has run past its time limit."""
+    keras = get_keras()
+
+    class Timeout(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.deadline = time.perf_counter() + seconds
+            self.fired = False
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.perf_counter() > self.deadline:
+                self.fired = True
+                self.model.stop_training = True
+
+    return Timeout()
+
+
+def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
+                  timeout_seconds: Optional[float] = None, save_model: bool = False) -> dict[str, Any]:
+    """Train one trial wherever it runs and return a plain, picklable result; never raises but for Ctrl-C.
+
+    With `save_model`, a trial that ends ok also returns its `.keras` file as bytes (`model_file`),
+    for the driver to write: workers need no access to the results directory.
+    """
+    import traceback
+
+    from .backend import resolve_device, versions
+
+    start = time.perf_counter()
+    result: dict[str, Any] = {"versions": versions()}
+    try:
+        result["device"] = resolve_device("auto")
+        guard = _timeout_guard(timeout_seconds) if timeout_seconds else None
+        outcome = train_trial(trial, data, on_epoch=on_epoch, extra_callbacks=[guard] if guard else ())
+        epochs = max(outcome.metrics["epochs_run"], 1)
+        status = "timeout" if guard is not None and guard.fired else outcome.status
+        notes = outcome.notes + ([f"stopped after {timeout_seconds:g} s (train.timeout_seconds)"]
+                                 if status == "timeout" else [])
+        result.update(status=status, history=outcome.history, metrics=outcome.metrics, params=outcome.params,
+                      model_summary=outcome.model_summary, notes=notes,
+                      timing={"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs})
+        if save_model and status == "ok":
+            from .saving import model_to_bytes
+
+            result["model_file"] = model_to_bytes(outcome.model)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # recorded as a failed trial; the sweep goes on
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    finally:
+        get_keras().backend.clear_session()  # keeps a long sweep's memory flat
+    result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
+    return result

@@ -72,10 +72,10 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_c
 
     real = train.train_trial
 
-    def flaky(trial, data, on_epoch=None):
+    def flaky(trial, data, **kwargs):
         if trial.settings["activation"] == "relu":
             raise RuntimeError("out of cheese")
-        return real(trial, data, on_epoch)
+        return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", flaky)
     result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
@@ -143,10 +143,10 @@ def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monk
 
     real = train.train_trial
 
-    def interrupt_second(trial, data, on_epoch=None):
+    def interrupt_second(trial, data, **kwargs):
         if trial.settings["activation"] == "tanh":
             raise KeyboardInterrupt
-        return real(trial, data, on_epoch)
+        return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", interrupt_second)
     result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])

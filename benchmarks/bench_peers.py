@@ -1,0 +1,134 @@
+"""mnist-sweep against a bare model.fit loop and Keras Tuner on the same grid and data.
+
+    pip install -e '.[bench]'            # keras-tuner and tensorboard, for this script only
+    python benchmarks/bench_peers.py [--backend jax] [--device gpu] [--skip-tuner]
+
+The grid: the SEEDS.md #1 model (784 -> 30 -> 10), 4 activations x 2 L2 values x 2 seeds,
+SGD 0.01, batch 200, EarlyStopping(val_loss, patience 3), 20 epochs, on the bundled MNIST
+subset (3,200 train / 800 validation / 1,000 test). Every mode runs as a fresh process, so
+its time includes Python and Keras start-up, as a user would see it. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu"]
+L2 = [0.0, 0.02]
+SEEDS = [0, 1]
+EPOCHS, BATCH, PATIENCE = 20, 200, 3
+DATASET = {"name": "mnist", "source": "bundled", "n_train": 4000, "n_test": 1000, "validation_split": 0.2}
+
+CONFIG = {
+    "name": "peers", "dataset": DATASET,
+    "model": {"hidden": [30], "activation": ACTIVATIONS, "kernel_l2": L2},
+    "optimizer": {"name": "sgd", "learning_rate": 0.01},
+    "train": {"epochs": EPOCHS, "batch_size": BATCH,
+              "early_stopping": {"monitor": "val_loss", "patience": PATIENCE, "restore_best_weights": True}},
+    "seeds": SEEDS,
+}
+
+# The same data for every mode: mnist-sweep's loader, then plain Keras.
+PRELUDE = f"""
+import json, keras
+from types import SimpleNamespace
+from mnist_sweep.data import load_dataset
+data = load_dataset(SimpleNamespace(**{{'seed': 0, 'path': None, **{DATASET!r}}}))
+def build(activation, l2):
+    reg = keras.regularizers.L2(l2) if l2 else None
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(30, activation=None if activation == 'linear' else activation,
+                                                 kernel_regularizer=reg),
+                              keras.layers.Dense(10, activation='softmax')])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss='sparse_categorical_crossentropy',
+                  metrics=['accuracy'])
+    return model
+def stopper():
+    return keras.callbacks.EarlyStopping(monitor='val_loss', patience={PATIENCE}, restore_best_weights=True)
+"""
+
+BARE_LOOP = PRELUDE + f"""
+for seed in {SEEDS!r}:
+    for activation in {ACTIVATIONS!r}:
+        for l2 in {L2!r}:
+            keras.utils.set_random_seed(seed)
+            model = build(activation, l2)
+            model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs={EPOCHS},
+                      batch_size={BATCH}, callbacks=[stopper()], verbose=0)
+            model.evaluate(data.x_test, data.y_test, verbose=0)
+            keras.backend.clear_session()
+"""
+
+KERAS_TUNER = PRELUDE + f"""
+import sys, keras_tuner as kt
+def hypermodel(hp):
+    return build(hp.Choice('activation', {ACTIVATIONS!r}), hp.Choice('l2', {L2!r}))
+tuner = kt.GridSearch(hypermodel, objective='val_loss', executions_per_trial={len(SEEDS)},
+                      directory=sys.argv[1], project_name='peers', overwrite=True, seed=0)
+tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs={EPOCHS},
+             batch_size={BATCH}, callbacks=[stopper()], verbose=0)
+assert len(tuner.oracle.trials) == {len(ACTIVATIONS) * len(L2)}, len(tuner.oracle.trials)
+for trial in tuner.oracle.get_best_trials({len(ACTIVATIONS) * len(L2)}):  # evaluated like the others
+    model = tuner.load_model(trial)
+    model.evaluate(data.x_test, data.y_test, verbose=0)
+"""
+
+
+def timed(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default=None, help="Keras backend for every mode (default tensorflow)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-tuner", action="store_true", help="leave out Keras Tuner (if not installed)")
+    args = parser.parse_args()
+    env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if args.backend:
+        env["KERAS_BACKEND"] = args.backend
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "peers.yaml"
+        config.write_text(yaml.safe_dump(CONFIG))
+        sweep = [python, "-m", "mnist_sweep.cli", "run", str(config), "--quiet", "--device", args.device]
+        if args.backend:
+            sweep += ["--backend", args.backend]
+
+        def ours(*extra):
+            out = Path(tmp) / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            return timed(sweep + ["--out", str(out), *extra], env)
+
+        rows = [("bare model.fit loop", timed([python, "-c", BARE_LOOP], env))]
+        if not args.skip_tuner:
+            rows.append(("Keras Tuner GridSearch", timed([python, "-c", KERAS_TUNER, str(Path(tmp) / "kt")], env)))
+        rows += [("mnist-sweep sequential", ours()),
+                 ("mnist-sweep --jobs 2", ours("--jobs", "2")),
+                 ("mnist-sweep --fuse", ours("--fuse")),
+                 ("mnist-sweep --fuse --jobs 2", ours("--fuse", "--jobs", "2"))]
+    base = rows[0][1]
+    print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores, backend {args.backend or 'tensorflow'}, "
+          f"device {args.device}; 16 trials (4 activations x 2 L2 x 2 seeds), up to {EPOCHS} epochs\n")
+    print("| mode | wall time (s) | vs bare loop |\n|---|---:|---:|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.1f} | {seconds / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

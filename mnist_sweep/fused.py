@@ -1,0 +1,275 @@
+"""Fused training: K compatible trials trained as one Keras model with K independent branches.
+
+Tiny models spend most of a training step in framework overhead; K branches over the same
+batches share it. Branches share no weights and the total loss is the sum of the branch losses,
+so every branch gets exactly the gradient it would get alone. Each branch's loss includes its
+own regularization penalties, so `loss`/`val_loss` mean what they mean for an isolated trial,
+and each branch early-stops, diverges and is evaluated on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import traceback
+from typing import Any, Optional
+
+from .backend import get_keras
+from .grid import Trial
+from .models import build_model, count_params, summary_text
+from .store import HISTORY_COLUMNS
+from .train import EVAL_BATCH, stop_mode, summarize_history
+
+# Settings that must be equal for trials to share one model (and its batches and optimizer).
+SHARED = ("batch_size", "epochs", "optimizer")
+DEFAULT_MAX_BRANCHES = 16
+
+
+def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
+    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        key = json.dumps([trial.seed, *(trial.settings[k] for k in SHARED)], sort_keys=True)
+        groups.setdefault(key, []).append(trial)
+    chunks = []
+    for members in groups.values():
+        chunks.extend(members[i:i + max_branches] for i in range(0, len(members), max_branches))
+    return chunks
+
+
+def group_id(trials: list[Trial]) -> str:
+    return "g-" + hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:8]
+
+
+class EarlyStopTracker:
+    """Keras' EarlyStopping rule for one branch, fed one epoch's monitored value at a time."""
+
+    def __init__(self, monitor: str, patience: int, min_delta: float):
+        self.mode_max = stop_mode(monitor) == "max"
+        self.patience, self.min_delta = patience, abs(min_delta)
+        self.best: Optional[float] = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.stopped_epoch: Optional[int] = None
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value - self.min_delta > self.best if self.mode_max else value + self.min_delta < self.best
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an epoch (0-based); True when this branch should stop now."""
+        self.wait += 1
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+
+def _hidden_dense(model) -> list:
+    keras = get_keras()
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
+
+
+def _branch(settings: dict[str, Any], input_shape, k: int):
+    """One branch: the trial's own model, also returning its hidden activations for activity penalties."""
+    keras = get_keras()
+    plain = dict(settings, activity_l1=0.0, activity_l2=0.0)  # activity penalties are added in compute_loss
+    model = build_model(plain, input_shape=input_shape, name=f"b{k}")
+    activations = [layer.output for layer in _hidden_dense(model)] if (
+        settings["activity_l1"] or settings["activity_l2"]) else []
+    return keras.Model(model.inputs, [model.output, *activations], name=f"branch{k}"), model
+
+
+def make_fused_model(trials: list[Trial], input_shape):
+    """The fused model: every trial a branch, built right after seeding as its isolated twin would be."""
+    keras = get_keras()
+    ops = keras.ops
+
+    class FusedModel(keras.Model):
+        def __init__(self, branches, plain_models, settings):
+            super().__init__(name="fused")
+            self.branches = branches
+            self.plain_models = plain_models
+            self.settings = settings
+            self.total_tracker = keras.metrics.Mean(name="loss")
+            self.loss_trackers = [keras.metrics.Mean(name=f"b{k}_loss") for k in range(len(branches))]
+            self.acc_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"b{k}_accuracy")
+                                 for k in range(len(branches))]
+
+        def call(self, x, training=False):
+            return [branch(x, training=training) for branch in self.branches]
+
+        def branch_loss(self, k, y, outputs):
+            probs, *activations = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+            s = self.settings[k]
+            for layer in _hidden_dense(self.plain_models[k]):
+                if layer.kernel_regularizer is not None:
+                    loss = loss + layer.kernel_regularizer(layer.kernel)
+            for a in activations:  # Keras' activity penalty: the regularizer over the batch / batch size
+                loss = loss + (s["activity_l1"] * ops.mean(ops.sum(ops.abs(a), axis=-1))
+                               + s["activity_l2"] * ops.mean(ops.sum(ops.square(a), axis=-1)))
+            return loss, probs
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            total = 0.0
+            size = ops.cast(ops.shape(y)[0], "float32")  # Keras weights the loss mean by batch size
+            for k, outputs in enumerate(y_pred):
+                loss, probs = self.branch_loss(k, y, outputs)
+                self.loss_trackers[k].update_state(loss, sample_weight=size)
+                self.acc_trackers[k].update_state(y, probs)
+                total = total + loss
+            self.total_tracker.update_state(total, sample_weight=size)
+            return total
+
+        @property
+        def metrics(self):
+            return [self.total_tracker, *self.loss_trackers, *self.acc_trackers]
+
+    branches, plain = [], []
+    for k, trial in enumerate(trials):
+        keras.utils.set_random_seed(trial.seed)  # same initial weights as the isolated trial
+        branch, model = _branch(trial.settings, input_shape, k)
+        branches.append(branch)
+        plain.append(model)
+    model = FusedModel(branches, plain, [t.settings for t in trials])
+    model.build((None, *input_shape))
+    return model
+
+
+class _Branch:
+    """What the group callback tracks for one branch."""
+
+    def __init__(self, trial: Trial):
+        self.trial = trial
+        spec = trial.settings["early_stopping"]
+        self.spec = spec or None
+        self.tracker = EarlyStopTracker(spec["monitor"], spec["patience"], spec["min_delta"]) if spec else None
+        self.rows: list[dict] = []
+        self.status: Optional[str] = None  # None while training; "ok" once stopped; "diverged"
+        self.weights = None  # the weights this branch ends with once it has stopped
+        self.best_weights = None
+        self.timed_out = False
+
+
+def _group_callback(model, branches: list[_Branch], on_epoch, deadline: Optional[float]):
+    keras = get_keras()
+
+    class GroupCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if deadline is not None and time.perf_counter() > deadline:
+                for b in branches:
+                    b.timed_out = b.status is None
+                model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self.start
+            for k, b in enumerate(branches):
+                if b.status is not None:
+                    continue
+                row = {"epoch": epoch + 1, "epoch_seconds": seconds}
+                for key in HISTORY_COLUMNS[1:-1]:
+                    name = f"val_b{k}_{key[4:]}" if key.startswith("val_") else f"b{k}_{key}"
+                    row[key] = float(logs[name]) if name in logs else math.nan
+                b.rows.append(row)
+                if on_epoch is not None:
+                    on_epoch(b.trial, b.rows)
+                if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
+                    b.status = "diverged"
+                    continue
+                self._early_stop(epoch, b, row)
+            if all(b.status is not None for b in branches):
+                model.stop_training = True
+
+        def _early_stop(self, epoch, b: _Branch, row):
+            if b.tracker is None:
+                return
+            value = row[b.spec["monitor"]]
+            if b.tracker.best is None or b.tracker.improved(value):
+                if b.spec["restore_best_weights"]:
+                    b.best_weights = b.trial_model.get_weights()
+            if b.tracker.update(epoch, value):
+                b.status = "ok"
+                b.weights = b.best_weights if b.spec["restore_best_weights"] else b.trial_model.get_weights()
+
+    return GroupCallback()
+
+
+def _metrics(b: _Branch) -> dict[str, Any]:
+    tracked = b.tracker is not None
+    return summarize_history(b.rows, b.tracker.best_epoch if tracked else None,
+                             restore=tracked and b.spec["restore_best_weights"],
+                             stopped_early=tracked and b.tracker.stopped_epoch is not None)
+
+
+def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None
+                  ) -> dict[str, dict[str, Any]]:
+    """Train a group of trials as one fused model; returns each trial's result, keyed by trial id."""
+    from .backend import resolve_device, versions
+    from .models import build_optimizer
+
+    keras = get_keras()
+    start = time.perf_counter()
+    gid = group_id(trials)
+    common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
+    try:
+        common["device"] = resolve_device("auto")
+        settings = trials[0].settings
+        model = make_fused_model(trials, data.x_train.shape[1:])
+        model.compile(optimizer=build_optimizer(settings["optimizer"]))
+        branches = [_Branch(t) for t in trials]
+        for b, plain in zip(branches, model.plain_models):
+            b.trial_model = plain
+        deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
+        callback = _group_callback(model, branches, on_epoch, deadline)
+        keras.utils.set_random_seed(trials[0].seed)
+        validation = (data.x_val, data.y_val) if len(data.x_val) else None
+        fit_start = time.perf_counter()
+        model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
+                  batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
+        group_seconds = time.perf_counter() - fit_start
+        for b in branches:  # each branch ends with its own weights: best, at its stop, or last
+            if b.status == "ok" and b.weights is not None:
+                b.trial_model.set_weights(b.weights)
+            elif b.status is None and b.spec and b.spec["restore_best_weights"] and b.best_weights is not None:
+                b.trial_model.set_weights(b.best_weights)
+        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the whole group failed: every branch is recorded with the error
+        error = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        keras.backend.clear_session()
+        wall = time.perf_counter() - start
+        return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
+                for t in trials}
+    results = {}
+    share = group_seconds / len(trials)
+    for k, b in enumerate(branches):
+        metrics = _metrics(b)
+        status = "timeout" if b.timed_out else (b.status or "ok")
+        notes = [f"trained fused with {len(trials) - 1} other trial(s) in group {gid}: times are the group's, shared"]
+        if status == "diverged":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+        else:
+            metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
+        if status == "timeout":
+            notes.append(f"stopped after {timeout_seconds:g} s (train.timeout_seconds)")
+        results[b.trial.trial_id] = {
+            **common, "status": status, "history": b.rows, "metrics": metrics,
+            "params": count_params(b.trial_model), "model_summary": summary_text(b.trial_model), "notes": notes,
+            "timing": {"fit_seconds": share, "seconds_per_epoch": share / max(len(b.rows), 1),
+                       "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
+        }
+    keras.backend.clear_session()
+    return results

@@ -1,0 +1,485 @@
+"""Figures over a sweep's DataFrames: each function takes the summary (and histories) and returns a Figure.
+
+The summary and histories are what `load_results` and `load_histories` return; pass them filtered
+as you like. Nothing here saves, prints or picks trials: `report.py` decides what to draw.
+Figures are built without pyplot, so they work under any backend and never pile up in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .tables import factor_levels, higher_is_better, trial_labels, varying_factors
+
+# Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+LINESTYLES = ("-", "--", "-.", ":")
+MAX_LEGEND = len(PALETTE)  # more levels than this get a colour map and a colour bar instead of a legend
+MAX_LABELLED = 40  # bar charts name each trial up to this many trials
+STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
+                 "running": "#999999", "interrupted": "#999999"}
+CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+TITLES = {"loss": "training loss", "val_loss": "validation loss", "accuracy": "training accuracy",
+          "val_accuracy": "validation accuracy", "train_loss": "train loss", "train_accuracy": "train accuracy",
+          "test_loss": "test loss", "test_accuracy": "test accuracy", "wall_seconds": "wall time",
+          "fit_seconds": "fit time", "seconds_per_epoch": "time per epoch", "epochs_run": "epochs run"}
+SHARED_TIME_NOTE = ("Times are shared within fused groups (group_seconds): trials trained together show "
+                    "a share of their group's time,\nnot a separate measurement.")
+
+
+def axis_label(metric: str) -> str:
+    """An axis label with its unit: accuracy is a fraction, loss is cross-entropy, times are seconds."""
+    name = TITLES.get(metric, metric.replace("_", " "))
+    if "accuracy" in metric:
+        return f"{name} (fraction correct)"
+    if "loss" in metric:
+        return f"{name} (cross-entropy)"
+    if "seconds" in metric:
+        return f"{name} (s)"
+    return name
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-based confidence interval of the mean: (mean, low, high); no interval below 2 values.
+
+    The quantile is scipy.stats.t.ppf's, taken from scipy.special, which imports in a third of the time.
+    """
+    from scipy.special import stdtrit
+
+    values = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=float)
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stdtrit(len(values) - 1, (1 + confidence) / 2) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def level_styles(n: int) -> tuple[list[Any], list[str]]:
+    """Colours and line styles for n levels: the palette with varied dashes, or viridis past MAX_LEGEND."""
+    if n <= MAX_LEGEND:
+        return list(PALETTE[:n]), [LINESTYLES[i % len(LINESTYLES)] for i in range(n)]
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](x) for x in np.linspace(0, 0.92, n)], ["-"] * n
+
+
+def _level_key(fig: Figure, axes, levels: Sequence[Any], colors, styles, title: str, counts=None) -> None:
+    """A legend for a few levels; a colour bar naming the levels when there are too many for a legend."""
+    names = [f"{v} (n={counts[i]})" if counts else str(v) for i, v in enumerate(levels)]
+    if len(levels) <= MAX_LEGEND:
+        handles = [Line2D([], [], color=c, linestyle=s, linewidth=2) for c, s in zip(colors, styles)]
+        fig.legend(handles, names, title=title, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
+        return
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    mappable = ScalarMappable(norm=BoundaryNorm(np.arange(len(levels) + 1), len(levels)), cmap=ListedColormap(colors))
+    bar = fig.colorbar(mappable, ax=axes, location="right", shrink=0.9)
+    step = max(1, math.ceil(len(levels) / 30))  # at most ~30 tick labels stay readable
+    ticks = np.arange(len(levels))[::step]
+    bar.set_ticks(ticks + 0.5, labels=[names[i] for i in ticks])
+    bar.set_label(title)
+
+
+def _keys(summary, histories) -> list[str]:
+    return ["sweep", "trial_id"] if "sweep" in summary.columns and "sweep" in histories.columns else ["trial_id"]
+
+
+def _with_settings(histories, summary, columns: list[str]):
+    """The histories with summary columns added per trial; infinities become NaN so means stay finite."""
+    keys = _keys(summary, histories)
+    merged = histories.merge(summary[keys + [c for c in columns if c not in keys]], on=keys, how="inner")
+    numeric = merged.select_dtypes("number").columns
+    merged[numeric] = merged[numeric].replace([np.inf, -np.inf], np.nan)
+    return merged
+
+
+def _time_note(summary) -> str:
+    """A second title line for figures of time when trials share their times within fused groups."""
+    if "group_seconds" in summary.columns and summary["group_seconds"].notna().any():
+        return "\n" + SHARED_TIME_NOTE
+    return ""
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial{'' if n == 1 else 's'}"
+
+
+def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
+    """Loss and accuracy per epoch, one line per level of `factor`: the mean over the trials with that
+    level (other settings and seeds), with a band from their minimum to their maximum (SEEDS.md #4)."""
+    data = _with_settings(histories, summary, [factor])
+    levels = [v for v in factor_levels(summary, factor) if (data[factor] == v).any()]
+    if not levels:
+        raise ValueError(f"no history to draw for {factor}")
+    colors, styles = level_styles(len(levels))
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, math.ceil(len(metrics) / 2), sharex=True, sharey="row", squeeze=False)
+    counts = [data.loc[data[factor] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
+    ragged = False
+    for ax, metric in zip(axes.flat, metrics):
+        for level, color, style in zip(levels, colors, styles):
+            rows = data[data[factor] == level]
+            stats = rows.groupby("epoch")[metric].agg(["mean", "min", "max", "count"])
+            ragged |= stats["count"].nunique() > 1
+            ax.plot(stats.index, stats["mean"], color=color, linestyle=style, linewidth=2, label=str(level))
+            if stats["count"].max() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+        ax.set_title(TITLES.get(metric, metric))
+        ax.set_ylabel(axis_label(metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if data[metric].isna().all():
+            ax.text(0.5, 0.5, f"no {metric} recorded", transform=ax.transAxes, ha="center", color="0.4")
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    detail = "line: mean over trials; band: min to max"
+    if ragged:
+        detail += "; trials that stopped early leave the mean after their last epoch"
+    fig.suptitle(f"Learning curves by {factor}\n{detail}", fontsize=12)
+    _level_key(fig, axes, levels, colors, styles, factor, counts)
+    return fig
+
+
+def _best(history) -> tuple[float, int]:
+    """The best validation accuracy and its epoch (NaN, 0 without validation data)."""
+    val = history["val_accuracy"].replace([np.inf, -np.inf], np.nan)
+    if val.notna().any():
+        index = val.idxmax()
+        return float(val[index]), int(history.loc[index, "epoch"])
+    return math.nan, 0
+
+
+def _time_text(row, history) -> str:
+    """The trial's wall time, or the time its epochs took so far when it is still running."""
+    wall = row.get("wall_seconds")
+    shared = " (shared by its fused group)" if pd.notna(row.get("group_seconds", np.nan)) else ""
+    if wall is not None and pd.notna(wall):
+        return f"wall time {wall:.1f} s{shared}"
+    so_far = history["epoch_seconds"].sum() if "epoch_seconds" in history else math.nan
+    return f"{row.get('status', 'running')}: {len(history)} epochs, {so_far:.1f} s so far"
+
+
+def trial_history(summary, histories, trial_id: str) -> Figure:
+    """Train and validation accuracy and loss per epoch of one trial, with its wall time and best
+    validation accuracy written on the figure (SEEDS.md #1)."""
+    row = summary.loc[summary["trial_id"] == trial_id].iloc[0]
+    history = histories.loc[histories["trial_id"] == trial_id].sort_values("epoch")
+    if "sweep" in histories.columns and "sweep" in summary.columns:
+        history = history.loc[history["sweep"] == row["sweep"]]
+    best, best_epoch = _best(history)
+    label = trial_labels(summary).loc[row.name]
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2, sharex=True)
+    for ax, metric in ((acc_ax, "accuracy"), (loss_ax, "loss")):
+        ax.plot(history["epoch"], history[metric], color=PALETTE[0], linewidth=2, label="train")
+        ax.plot(history["epoch"], history[f"val_{metric}"], color=PALETTE[1], linestyle="--", linewidth=2,
+                label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(axis_label(metric).replace("training ", ""))
+        ax.set_title(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if best_epoch:
+        acc_ax.scatter([best_epoch], [best], s=40, color=PALETTE[1], zorder=3)
+    best_text = f"best val accuracy {best:.4f} (epoch {best_epoch})" if best_epoch else "no validation data"
+    acc_ax.legend(title=f"{_time_text(row, history)}\n{best_text}", loc="best", alignment="left")
+    loss_ax.legend(loc="best")
+    status = "" if row.get("status") == "ok" else f" [{row.get('status')}]"
+    fig.suptitle(f"{label}{status}\n{trial_id}", fontsize=11)
+    return fig
+
+
+def _shared_range(histories) -> tuple[float, float]:
+    """One accuracy range for every panel of a grid page: the data's, widened to tenths, within [0, 1]."""
+    values = pd.concat([histories["accuracy"], histories["val_accuracy"]]).replace([np.inf, -np.inf], np.nan).dropna()
+    if values.empty:
+        return 0.0, 1.0
+    low = max(0.0, math.floor(values.min() * 10) / 10)
+    high = min(1.0, math.ceil(values.max() * 10) / 10)
+    return (low, high) if high - low >= 0.1 else (max(0.0, high - 0.1), max(0.1, high))
+
+
+# History grid geometry, in inches: each panel's frame and the room around it for its title and labels.
+CELL_WIDTH, CELL_HEIGHT, CELL_GAP_X, CELL_GAP_Y = 1.85, 1.2, 0.45, 0.85
+
+
+def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, columns: int = 6) -> Figure:
+    """Small multiples of train and validation accuracy per epoch, one panel per trial, each titled
+    with the trial's settings, wall time and best validation accuracy.
+
+    All panels live in one Axes whose data units are inches (one Axes per panel costs seconds per
+    page): `fig.axes[0].collections` holds the train lines, the validation lines, the frames, the
+    reference lines and the best-epoch markers, one item per trial in each.
+    """
+    from matplotlib.collections import LineCollection, PatchCollection
+    from matplotlib.patches import Rectangle
+
+    keys = _keys(summary, histories)
+    trial_ids = list(summary["trial_id"] if trial_ids is None else trial_ids)
+    parts = varying_factors(summary) or ["trial_id"]
+    if summary["seed"].nunique() > 1:
+        parts.append("seed")
+    rows_needed = math.ceil(len(trial_ids) / columns)
+    width = 0.5 + columns * (CELL_WIDTH + CELL_GAP_X)
+    body = rows_needed * (CELL_HEIGHT + CELL_GAP_Y) + 0.4
+    fig = Figure(figsize=(width, body + 0.6))
+    ax = fig.add_axes((0, 0, 1, body / (body + 0.6)))
+    ax.set_axis_off()
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, body)
+    grouped = dict(tuple(histories.groupby(keys)))
+    last_epoch = max(int(histories["epoch"].max()) if len(histories) else 1, 2)
+    low, high = _shared_range(histories[histories["trial_id"].isin(trial_ids)])
+    train, val, frames, guides, best_points = [], [], [], [], []
+    for i, trial_id in enumerate(trial_ids):
+        row = summary.loc[summary["trial_id"] == trial_id].iloc[0]
+        history = grouped.get(tuple(row[k] for k in keys), histories.iloc[0:0]).sort_values("epoch")
+        x0 = 0.5 + (i % columns) * (CELL_WIDTH + CELL_GAP_X)
+        y0 = body - (i // columns + 1) * (CELL_HEIGHT + CELL_GAP_Y) + 0.15
+        x = x0 + (history["epoch"].to_numpy(float) - 1) / (last_epoch - 1) * CELL_WIDTH
+
+        def y(values):
+            return y0 + (np.clip(np.asarray(values, float), low, high) - low) / (high - low) * CELL_HEIGHT
+
+        train.append(np.column_stack([x, y(history["accuracy"])]))
+        val.append(np.column_stack([x, y(history["val_accuracy"])]))
+        frames.append(Rectangle((x0, y0), CELL_WIDTH, CELL_HEIGHT))
+        guides.append([(x0, y0 + CELL_HEIGHT / 2), (x0 + CELL_WIDTH, y0 + CELL_HEIGHT / 2)])
+        best, best_epoch = _best(history)
+        if best_epoch:
+            best_points.append((x0 + (best_epoch - 1) / (last_epoch - 1) * CELL_WIDTH, y([best])[0]))
+        status = "" if row.get("status") == "ok" else f"[{row.get('status')}] "
+        title = "\n".join(textwrap.wrap(status + " · ".join(f"seed {row[f]}" if f == "seed" else str(row[f]) for f in parts), 40, max_lines=2,
+                                        placeholder="…"))
+        when = _time_text(row, history).replace("wall time ", "").replace(" (shared by its fused group)", "*")
+        ax.text(x0 + CELL_WIDTH / 2, y0 + CELL_HEIGHT + 0.06, f"{title}\n{when} · best val {best:.3f}"
+                if best_epoch else f"{title}\n{when}", ha="center", va="bottom", fontsize=7)
+        if i % columns == 0:
+            for value in (low, (low + high) / 2, high):
+                ax.text(x0 - 0.05, y([value])[0], f"{value:g}", ha="right", va="center", fontsize=6.5)
+            ax.text(x0 - 0.32, y0 + CELL_HEIGHT / 2, "accuracy", rotation=90, ha="center", va="center", fontsize=7)
+        if i + columns >= len(trial_ids):
+            ax.text(x0, y0 - 0.05, "1", ha="center", va="top", fontsize=6.5)
+            ax.text(x0 + CELL_WIDTH, y0 - 0.05, str(last_epoch), ha="center", va="top", fontsize=6.5)
+            ax.text(x0 + CELL_WIDTH / 2, y0 - 0.05, "epoch", ha="center", va="top", fontsize=7)
+    ax.add_collection(LineCollection(train, colors=PALETTE[0], linewidths=1.4, label="train accuracy"))
+    ax.add_collection(LineCollection(val, colors=PALETTE[1], linewidths=1.4, linestyles="--",
+                                     label="validation accuracy"))
+    ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="0.6", linewidth=0.8))
+    ax.add_collection(LineCollection(guides, colors="0.85", linewidths=0.6, zorder=0.5))
+    if best_points:
+        ax.scatter(*zip(*best_points), s=10, color=PALETTE[1], zorder=3, label="best validation epoch")
+    handles = [Line2D([], [], color=PALETTE[0]), Line2D([], [], color=PALETTE[1], linestyle="--"),
+               Line2D([], [], color=PALETTE[1], marker="o", markersize=3, linestyle="none")]
+    height = fig.get_figheight()
+    fig.legend(handles, ["train accuracy", "validation accuracy", "best validation epoch"], loc="upper right",
+               ncols=3, frameon=False, fontsize=8, bbox_to_anchor=(0.99, 1 - 0.1 / height))
+    fig.suptitle(f"Accuracy per epoch of {_trials(len(trial_ids))}\nPanel titles: {' · '.join(parts)}; wall time; "
+                 "best validation accuracy", x=0.01, y=1 - 0.1 / height, ha="left", va="top", fontsize=11)
+    return fig
+
+
+def _bar_labels(ax, labels, n: int, what: str) -> None:
+    if n <= MAX_LABELLED:
+        ax.set_yticks(range(n), labels, fontsize=8)
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel(f"{n} trials, sorted by {what}")
+
+
+def _status_legend(fig: Figure, statuses) -> None:
+    present = [s for s in STATUS_COLORS if s in set(statuses)]
+    if len(present) > 1:
+        handles = [Line2D([], [], color=STATUS_COLORS[s], linewidth=6) for s in present]
+        fig.legend(handles, present, title="status", loc="outside lower center", ncols=len(present), frameon=False)
+
+
+def wall_time(summary) -> Figure:
+    """Wall time per trial (sorted bars, slowest at the top) and the seconds per epoch of the same trials."""
+    data = summary[pd.to_numeric(summary["wall_seconds"], errors="coerce").notna()]
+    data = data.assign(label=trial_labels(summary).loc[data.index]).sort_values("wall_seconds", kind="stable")
+    n = len(data)
+    fig = Figure(figsize=(12, 1.6 + 0.28 * n if n <= MAX_LABELLED else 7.5), layout="constrained")
+    time_ax, epoch_ax = fig.subplots(1, 2, sharey=True)
+    colors = [STATUS_COLORS.get(s, "0.5") for s in data["status"]]
+    height = 0.8 if n <= MAX_LABELLED else 1.0
+    for ax, column in ((time_ax, "wall_seconds"), (epoch_ax, "seconds_per_epoch")):
+        values = pd.to_numeric(data[column], errors="coerce").fillna(0.0)
+        bars = ax.barh(range(n), values, color=colors, height=height)
+        if n <= MAX_LABELLED:
+            ax.bar_label(bars, labels=[f"{v:.3g}" if v else "" for v in values], padding=2, fontsize=7)
+        ax.set_xlabel(axis_label(column))
+        ax.set_title(TITLES[column] + " per trial")
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.12)
+    _bar_labels(time_ax, data["label"], n, "wall time")
+    _status_legend(fig, data["status"])
+    fig.suptitle(f"Time per trial ({_trials(n)}; total {data['wall_seconds'].sum():.0f} s){_time_note(summary)}",
+                 fontsize=12)
+    return fig
+
+
+def pareto_front(times, scores, higher: bool = True) -> list[int]:
+    """Positions of the trials no other trial beats on both time (lower) and score, fastest first."""
+    order = np.lexsort((-np.asarray(scores) if higher else np.asarray(scores), np.asarray(times)))
+    front, best = [], -math.inf
+    for i in order:
+        score = scores[i] if higher else -scores[i]
+        if score > best:
+            front.append(int(i))
+            best = score
+    return front
+
+
+def _uncrowded(x, y, candidates, width: float = 0.3, height: float = 0.045) -> list[int]:
+    """The candidates, in priority order, whose labels would not overlap one already placed: positions
+    are compared as fractions of the data range, a label taking about `width` x `height` of the axes."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    spread_x, spread_y = max(np.ptp(x), 1e-12), max(np.ptp(y), 1e-12)
+    placed: list[int] = []
+    for i in candidates:
+        if all(abs(x[i] - x[j]) / spread_x > width or abs(y[i] - y[j]) / spread_y > height for j in placed):
+            placed.append(i)
+    return placed
+
+
+def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12) -> Figure:
+    """The metric against wall time, one point per trial, the Pareto front marked and labelled (in small
+    sweeps the other points too); a label that would overlap one already placed is left out."""
+    data = summary.copy()
+    for column in (metric, "wall_seconds"):
+        data[column] = pd.to_numeric(data[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    data = data.dropna(subset=[metric, "wall_seconds"])
+    if data.empty:
+        raise ValueError(f"no trial has both {metric} and wall_seconds")
+    data = data.assign(label=trial_labels(summary).loc[data.index]).reset_index(drop=True)
+    higher = higher_is_better(metric)
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    ax = fig.subplots()
+    factors = [f for f in varying_factors(summary) if summary[f].nunique() <= MAX_LEGEND]
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    if factors:
+        levels = factor_levels(data, factors[0])
+        colors, _ = level_styles(len(levels))
+        for level, color, marker in zip(levels, colors, markers):
+            rows = data[data[factors[0]] == level]
+            ax.scatter(rows["wall_seconds"], rows[metric], s=45, color=color, marker=marker, alpha=0.85,
+                       label=f"{factors[0]}={level}", zorder=3)
+    else:
+        ax.scatter(data["wall_seconds"], data[metric], s=45, color=PALETTE[0], alpha=0.85, label="trial", zorder=3)
+    front = pareto_front(data["wall_seconds"].to_numpy(), data[metric].to_numpy(), higher)
+    ax.step(data.loc[front, "wall_seconds"], data.loc[front, metric], where="post", color="0.3",
+            linestyle="--", linewidth=1, zorder=2, label="Pareto front")
+    ax.scatter(data.loc[front, "wall_seconds"], data.loc[front, metric], s=140, facecolors="none",
+               edgecolors="black", linewidths=1.3, zorder=4)
+    rest = [i for i in range(len(data)) if i not in front] if len(data) <= label_all else []
+    for i in _uncrowded(data["wall_seconds"], data[metric], front + rest):  # the front's labels come first
+        ax.annotate(textwrap.shorten(data.loc[i, "label"], 48, placeholder="…"),
+                    (data.loc[i, "wall_seconds"], data.loc[i, metric]), xytext=(6, 5), textcoords="offset points",
+                    fontsize=7.5, color="0.15", zorder=5)
+    times = data["wall_seconds"]
+    if times.min() > 0 and times.max() / times.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("wall time per trial (s)")
+    ax.set_ylabel(axis_label(metric))
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)
+    ax.legend(loc="best", fontsize=8)
+    better = "more accurate" if higher else "lower"
+    fig.suptitle(f"{TITLES.get(metric, metric).capitalize()} against wall time ({_trials(len(data))})\n"
+                 f"Pareto front: no other trial is both faster and {better}{_time_note(summary)}", fontsize=12)
+    return fig
+
+
+def overfitting_gap(summary) -> Figure:
+    """Final train accuracy minus validation and test accuracy per trial, in percentage points (SEEDS.md #5)."""
+    data = summary.copy()
+    for column in ("train_accuracy", "val_accuracy", "test_accuracy"):
+        data[column] = pd.to_numeric(data[column], errors="coerce")
+    data = data.assign(label=trial_labels(summary).loc[data.index],
+                       gap_val=100 * (data["train_accuracy"] - data["val_accuracy"]),
+                       gap_test=100 * (data["train_accuracy"] - data["test_accuracy"]))
+    data = data.dropna(subset=["gap_val", "gap_test"], how="all")
+    if data.empty:
+        raise ValueError("no trial has train and validation or test accuracy")
+    sort_by = "gap_test" if data["gap_test"].notna().any() else "gap_val"
+    data = data.sort_values(sort_by, kind="stable", na_position="first")
+    n = len(data)
+    fig = Figure(figsize=(10, 1.8 + 0.32 * n if n <= MAX_LABELLED else 7.5), layout="constrained")
+    ax = fig.subplots()
+    positions = np.arange(n)
+    height = 0.4 if n <= MAX_LABELLED else 0.5
+    ax.barh(positions + height / 2, data["gap_val"].fillna(0), height=height, color=PALETTE[0],
+            label="train − validation")
+    ax.barh(positions - height / 2, data["gap_test"].fillna(0), height=height, color=PALETTE[4],
+            hatch="//" if n <= MAX_LABELLED else None, edgecolor="white", linewidth=0, label="train − test")
+    ax.axvline(0, color="black", linewidth=0.8)
+    _bar_labels(ax, data["label"], n, "the train − test gap")
+    ax.set_xlabel("accuracy gap (percentage points; > 0: better on training data)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    fig.suptitle("Overfitting gap per trial: final train accuracy minus validation and test accuracy", fontsize=12)
+    return fig
+
+
+def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str] | None = None) -> Figure:
+    """Per varying setting, the mean metric per level with its 95% confidence interval across seeds and
+    other settings; the dots are the trials. Trials without the metric are left out."""
+    factors = list(varying_factors(summary) if factors is None else factors)
+    if not factors:
+        raise ValueError("no setting varies in these trials")
+    values = pd.to_numeric(summary[metric], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    columns = min(len(factors), 3)
+    rows = math.ceil(len(factors) / columns)
+    fig = Figure(figsize=(4.6 * columns + 0.4, 4.4 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, sharey=True, squeeze=False)
+    for ax, factor in zip(axes.flat, factors):
+        levels = [v for v in factor_levels(summary, factor) if values[summary[factor] == v].notna().any()]
+        stats = [mean_ci(values[summary[factor] == level]) for level in levels]
+        counts = [int(values[summary[factor] == level].notna().sum()) for level in levels]
+        means = np.array([s[0] for s in stats])
+        lows = np.array([s[1] for s in stats])
+        highs = np.array([s[2] for s in stats])
+        for i, level in enumerate(levels):
+            points = values[summary[factor] == level].dropna()
+            jitter = np.linspace(0.12, 0.3, len(points)) if len(points) > 1 else np.full(len(points), 0.2)
+            ax.scatter(i + jitter, points, s=12, color="0.55", zorder=2)  # beside the interval, not under it
+        errors = np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)])
+        ax.errorbar(range(len(levels)), means, yerr=errors, fmt="o", color=PALETTE[0], markersize=7,
+                    capsize=5, linewidth=2, zorder=3)
+        names = [textwrap.fill(str(v), 14, max_lines=3, placeholder="…") + f"\n(n={k})" for v, k in zip(levels, counts)]
+        crowded = len(levels) > 6
+        ax.set_xticks(range(len(levels)), names, fontsize=8, rotation=30 if crowded else 0,
+                      ha="right" if crowded else "center")
+        ax.set_title(f"by {factor}")
+        ax.set_xlabel(factor)
+        if ax in axes[:, 0]:
+            ax.set_ylabel(axis_label(metric))
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+    for ax in axes.flat[len(factors):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Mean {TITLES.get(metric, metric)} per level, with 95% confidence interval (t) across "
+                 "seeds and other settings\nlevels with a single trial have no interval; grey dots beside each level: its trials",
+                 fontsize=12)
+    return fig
+
+
+def save_figure(fig: Figure, path, dpi: int = 100) -> None:
+    """Write a figure; the format follows the file's extension."""
+    fig.savefig(path, dpi=dpi)

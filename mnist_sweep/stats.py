@@ -1,0 +1,756 @@
+"""Which differences are real: seed summaries, factor importance, tests against the best, findings.
+
+Pure functions over the trial DataFrame of `store.load_results`. Only trials with status "ok" count;
+the others are excluded and counted. A configuration is one set of settings (`config_id`); its seeds
+are repeats. Intervals and tests treat the seed as the random unit and the settings as fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .errors import ResultsError
+from .store import FINISHED, factor_columns, load_results
+from .tables import OptionError, did_you_mean
+
+ALPHA = 0.05  # two-sided level of every interval (95%) and test
+POWER = 0.80  # the power a seeds hint aims for
+MAX_SEEDS_HINT = 1000  # beyond this a hint says nothing: the difference is too small to chase
+DEFAULT_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss",
+                   "wall_seconds")
+METRICS = DEFAULT_METRICS + ("fit_seconds", "seconds_per_epoch", "epochs_run", "best_epoch", "params")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and times improve downwards; accuracies upwards."""
+    return metric.endswith("loss") or "seconds" in metric or metric == "params"
+
+
+def mean_ci(values) -> tuple[float, float, float, float]:
+    """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values."""
+    x = pd.Series(values, dtype=float).dropna()
+    n = len(x)
+    if n == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(x.std(ddof=1))
+    half = sps.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values: the chance of any false finding in the family stays <= alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    running = 0.0
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (len(tested) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def power_hint(diff: float, sd: float, *, paired: bool = False, alpha: float = ALPHA, power: float = POWER):
+    """Seeds per configuration for a two-sided t-test at `alpha` to find `diff` with `power`.
+
+    Exact for the t-test, by the noncentral t: unpaired, two groups of n with common SD `sd`
+    (df 2n-2, noncentrality diff/sd*sqrt(n/2)); paired, `sd` is the SD of the per-seed differences
+    (df n-1, noncentrality diff/sd*sqrt(n)). It takes the observed difference as the true one and
+    ignores that Holm is less strict than the `alpha` given (callers pass 0.05 / pairs compared), so
+    read it as a rough guide. None when there is no difference, no SD, or more than MAX_SEEDS_HINT
+    seeds would be needed.
+    """
+    if not (np.isfinite(diff) and np.isfinite(sd)) or diff == 0 or sd <= 0:
+        return None
+    d = abs(diff) / sd
+
+    def achieved(n: int) -> float:
+        df, ncp = (n - 1, d * math.sqrt(n)) if paired else (2 * n - 2, d * math.sqrt(n / 2))
+        crit = sps.t.ppf(1 - alpha / 2, df)
+        return sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp)
+
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    n = max(2, math.ceil((1 if paired else 2) * (z / d) ** 2))  # the normal approximation, then exact steps
+    if n > MAX_SEEDS_HINT:
+        return None
+    while achieved(n) < power:
+        n += 1
+    while n > 2 and achieved(n - 1) >= power:
+        n -= 1
+    return n if n <= MAX_SEEDS_HINT else None
+
+
+# ---------------------------------------------------------------- preparing the trials
+
+class _Trials(NamedTuple):
+    ok: pd.DataFrame  # finished trials with the metric; factor columns as text labels, plus "_config"
+    factors: list[str]  # the settings that vary among them
+    excluded: dict[str, int]  # trials left out, by status
+    total: int
+
+
+def _level_text(value) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _ordered(labels: pd.Series) -> list[str]:
+    """Distinct labels, numbers in numeric order first, then the others as they appear."""
+    def key(text):
+        try:
+            return (0, float(text))
+        except ValueError:
+            return (1, 0.0)
+    return sorted(pd.unique(labels), key=key)
+
+
+def _config_label(row: pd.Series, factors: list[str]) -> str:
+    return ", ".join(f"{f}={row[f]}" for f in factors) if factors else str(row.get("config_id", "all"))
+
+
+def split_ok(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The trials that count (status "ok") and how many others were left out, by status."""
+    if "status" not in df.columns:
+        return df, {}
+    ok = df["status"] == FINISHED
+    counts = df.loc[~ok, "status"].fillna("unknown").astype(str).value_counts()
+    return df[ok], {status: int(n) for status, n in counts.items()}
+
+
+def _trials(df: pd.DataFrame, metric: str, factor: str | None = None) -> _Trials:
+    if df.empty:
+        raise ResultsError("the results hold no trials yet: run `mnist-sweep run CONFIG` first")
+    numeric = [c for c in df.columns if c in METRICS or (c not in factor_columns(df) and
+                                                         pd.api.types.is_numeric_dtype(df[c]))]
+    if metric not in df.columns or metric not in numeric:
+        raise OptionError("--metric", f'no metric "{metric}" in the results{did_you_mean(metric, numeric)}; '
+                          f"metrics: {', '.join(m for m in METRICS if m in df.columns)}")
+    ok, excluded = split_ok(df)
+    missing = ok[metric].isna()
+    if missing.any():
+        excluded[f"ok without {metric}"] = int(missing.sum())
+    ok = ok[~missing].copy()
+    if ok.empty:
+        raise ResultsError(f"none of the {len(df)} trials finished with a {metric} "
+                           f"({', '.join(f'{n} {s}' for s, n in excluded.items())}): nothing to compare")
+    ok[metric] = ok[metric].astype(float)
+    factors = []
+    for f in factor_columns(df):
+        ok[f] = ok[f].map(_level_text)
+        if ok[f].nunique() > 1:
+            factors.append(f)
+    ok["_config"] = (ok[factors].radd([f"{f}=" for f in factors]).agg(", ".join, axis=1) if factors
+                     else ok["config_id"].astype(str) if "config_id" in ok.columns else "all")
+    if factor is not None and factor not in factors:
+        known = factor_columns(df)
+        problem = ("does not vary among the finished trials" if factor in known
+                   else f"is not a setting of this sweep{did_you_mean(factor, known)}")
+        raise OptionError("--factor", f'"{factor}" {problem}; settings that vary: {", ".join(factors) or "none"}')
+    return _Trials(ok, factors, excluded, len(df))
+
+
+def _balanced(t: _Trials) -> bool:
+    """A full factorial (every combination of levels run) with the same number of seeds everywhere."""
+    cells = math.prod(t.ok[f].nunique() for f in t.factors)
+    sizes = t.ok.groupby("_config").size()
+    return len(sizes) == cells and sizes.nunique() == 1
+
+
+# ---------------------------------------------------------------- summaries
+
+def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """One row per configuration: how many seeds finished, and their mean, SD and 95% CI per metric.
+
+    Columns: [sweep,] config_id, the settings, config, n_seeds, n_excluded, then for each metric
+    `<m>_mean`, `<m>_sd`, `<m>_ci_low`, `<m>_ci_high` (raw units; CI and SD NaN with one seed).
+    """
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in df.columns]
+    for m in metrics:
+        if m not in df.columns:
+            raise OptionError("--metric", f'no metric "{m}" in the results{did_you_mean(m, df.columns)}')
+    factors = factor_columns(df)
+    keys = [k for k in ("sweep", "config_id") if k in df.columns]
+    rows = []
+    for _, group in df.groupby(keys, sort=False, dropna=False):
+        ok, _ = split_ok(group)
+        first = group.iloc[0]
+        row = {k: first[k] for k in keys} | {f: first[f] for f in factors}
+        row.update(config=_config_label(first.map(_level_text), factors), n_seeds=len(ok),
+                   n_excluded=len(group) - len(ok))
+        for m in metrics:
+            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m])))
+            row.update({f"{m}_{k}": v for k, v in values.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_spread(df: pd.DataFrame, metric: str = "test_accuracy") -> dict:
+    """Seed-to-seed noise: the pooled SD within configurations, its df, and its share of all variance."""
+    t = _trials(df, metric)
+    y = t.ok[metric]
+    within = float(((y - t.ok.groupby("_config")[metric].transform("mean")) ** 2).sum())
+    dof = len(y) - t.ok["_config"].nunique()
+    total = float(((y - y.mean()) ** 2).sum())
+    return {"sd": math.sqrt(within / dof) if dof else math.nan, "df": dof,
+            "share": within / total if dof and total else math.nan}
+
+
+# ---------------------------------------------------------------- factors
+
+def _dummies(ok: pd.DataFrame, f: str) -> np.ndarray:
+    return pd.get_dummies(pd.Categorical(ok[f], _ordered(ok[f])), drop_first=True, dtype=float).to_numpy()
+
+
+def _rss(y: np.ndarray, blocks: list[np.ndarray]) -> tuple[float, int]:
+    X = np.column_stack([np.ones(len(y)), *blocks])
+    beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
+    residual = y - X @ beta
+    return float(residual @ residual), int(rank)
+
+
+def _f_test(ss: float, dof: int, spread: dict, total: float) -> dict:
+    """Share of total variance and the F test of a term against the seed-to-seed (pure) error."""
+    row = {"share": ss / total if total else math.nan, "ss": ss, "df": dof, "F": math.nan, "p": math.nan}
+    if dof and spread["df"] and spread["sd"] > 0:
+        row["F"] = (ss / dof) / spread["sd"] ** 2
+        row["p"] = float(sps.f.sf(row["F"], dof, spread["df"]))
+    return row
+
+
+def factor_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """Each varying setting's share of the variance across all trials, ranked (eta squared).
+
+    The sum of squares is type II: what the setting adds to a model of every other setting's main
+    effect. In a balanced full factorial this is the classic factorial-ANOVA main effect and the
+    shares, interactions and seed noise add up to 100%; in an unbalanced design (a grid with
+    `include`/`exclude`, or failed trials) a share is the setting's effect after the others and the
+    shares need not add up. F and p test the setting against seed-to-seed noise (NaN with one seed).
+    Columns: rank, factor, levels, share, ss, df, F, p.
+    """
+    t = _trials(df, metric)
+    y = t.ok[metric].to_numpy()
+    total = float(((y - y.mean()) ** 2).sum())
+    spread = seed_spread(df, metric)
+    blocks = {f: _dummies(t.ok, f) for f in t.factors}
+    full, rank = _rss(y, list(blocks.values()))
+    rows = []
+    for f in t.factors:
+        without, rank_without = _rss(y, [b for g, b in blocks.items() if g != f])
+        rows.append({"factor": f, "levels": t.ok[f].nunique(),
+                     **_f_test(max(without - full, 0.0), rank - rank_without, spread, total)})
+    table = pd.DataFrame(rows, columns=["factor", "levels", "share", "ss", "df", "F", "p"])
+    table = table.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
+    """The mean metric at each level of each setting, with a 95% CI, factors in order of importance.
+
+    The interval uses the pooled seed-to-seed SD (df = trials - configurations), as a factorial
+    ANOVA does; it is NaN with one seed. Level means average every trial at that level, so in an
+    unbalanced design they mix other settings: `level_contrasts` compares like with like.
+    Columns: factor, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
+    """
+    t = _trials(df, metric, factor)
+    spread = seed_spread(df, metric)
+    importance = factor_importance(df, metric).set_index("factor")
+    rows = []
+    for f in importance.index if factor is None else [factor]:
+        for level in _ordered(t.ok[f]):
+            values = t.ok.loc[t.ok[f] == level]
+            mean, n = float(values[metric].mean()), len(values)
+            half = (sps.t.ppf(1 - ALPHA / 2, spread["df"]) * spread["sd"] / math.sqrt(n)
+                    if spread["df"] else math.nan)
+            rows.append({"factor": f, "rank": importance.at[f, "rank"], "share": importance.at[f, "share"],
+                         "level": level, "n_configs": values["_config"].nunique(), "n_trials": n,
+                         "mean": mean, "ci_low": mean - half, "ci_high": mean + half})
+    return pd.DataFrame(rows, columns=["factor", "rank", "share", "level", "n_configs", "n_trials", "mean",
+                                       "ci_low", "ci_high"])
+
+
+# ---------------------------------------------------------------- comparisons
+
+def _contrast(pairs: list[tuple[pd.Series, pd.Series]], comparisons: int = 1) -> dict:
+    """A - B averaged over matched cells (series of the metric by seed), with a CI and p-value.
+
+    The interval is 95% over `comparisons` (Bonferroni: each at 1 - 0.05/comparisons), so an
+    interval that excludes zero always comes with a significant Holm-corrected p-value.
+
+    Paired t on the per-seed differences when every series has the same seeds; otherwise Welch's t
+    with Welch-Satterthwaite degrees of freedom (for one cell, exactly scipy's equal_var=False).
+    """
+    testable = [(a, b) for a, b in pairs if len(a) >= 2 and len(b) >= 2]
+    pairs = testable or pairs
+    k = len(pairs)
+    values = [(a.to_numpy(), b.to_numpy()) for a, b in pairs]
+    out = {"diff": float(np.mean([a.mean() - b.mean() for a, b in values])), "cells": k,
+           "n_seeds": min(min(len(a), len(b)) for a, b in pairs), "test": "none", "df": math.nan, "se": math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "sd": math.nan, "paired": False}
+    if not testable:
+        return out
+    seeds = {tuple(s.index) for pair in pairs for s in pair}  # _by_seed sorts them
+    if len(seeds) == 1 and len(set(next(iter(seeds)))) == len(next(iter(seeds))):
+        d = sum(a - b for a, b in values) / k  # aligned on seed
+        out.update(test="paired t", paired=True, sd=float(np.std(d, ddof=1)), df=len(d) - 1)
+        se = out["sd"] / math.sqrt(len(d))
+    else:
+        arrays = [x for pair in values for x in pair]
+        v = [np.var(x, ddof=1) / len(x) / k**2 for x in arrays]
+        se = math.sqrt(sum(v))
+        dof = sum(v) ** 2 / sum(vi**2 / (len(x) - 1) for vi, x in zip(v, arrays)) if se else math.nan
+        out.update(test="Welch t", df=dof, sd=math.sqrt(np.mean([np.var(x, ddof=1) for x in arrays]) / k))
+    out["se"] = se
+    if se == 0:  # seeds that change nothing: the difference is exact
+        out.update(ci_low=out["diff"], ci_high=out["diff"], p=1.0 if out["diff"] == 0 else 0.0)
+        return out
+    half = sps.t.ppf(1 - ALPHA / 2 / comparisons, out["df"]) * se
+    out.update(ci_low=out["diff"] - half, ci_high=out["diff"] + half,
+               p=float(2 * sps.t.sf(abs(out["diff"]) / se, out["df"])))
+    return out
+
+
+def _verdict(diff: float, p_holm: float, n: int, lower: bool) -> str:
+    if n < 2 or math.isnan(p_holm):
+        return f"no interval with {n} seed{'s' if n != 1 else ''}"
+    if p_holm < ALPHA:
+        return "better" if (diff < 0) == lower and diff != 0 else "worse"
+    return f"no detectable difference at {n} seeds"
+
+
+def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -> list[dict]:
+    """Every group against `ref`, matched on context. The family is every pair of groups, because the
+    reference was picked as the best from the same data (best-versus-rest alone would find too much):
+    Holm over its p-values, Bonferroni over its intervals."""
+    matched = {}
+    for a, b in combinations(groups, 2):
+        if a == ref:
+            a, b = b, a
+        common = [c for c in groups[a] if c in groups[b]]
+        matched[(a, b)] = [(groups[a][c], groups[b][c]) for c in common]
+    results = {key: _contrast(pairs) if pairs else None for key, pairs in matched.items()}
+    family = sum(1 for r in results.values() if r and not math.isnan(r["p"]))
+    adjusted = dict(zip(results, holm([r["p"] if r else math.nan for r in results.values()])))
+    rows = []
+    for level in groups:
+        if level == ref:
+            continue
+        r = results[(level, ref)]
+        if r is None:
+            rows.append({"level": level, "cells": 0, "verdict": "no configurations to match"})
+            continue
+        r = {"level": level, **_contrast(matched[(level, ref)], max(family, 1)), "p_holm": adjusted[(level, ref)]}
+        r["verdict"] = _verdict(r["diff"], r["p_holm"], r["n_seeds"], lower)
+        inconclusive = r["verdict"].startswith("no detectable")
+        r["seeds_needed"] = (power_hint(r["diff"], r["sd"], paired=r["paired"], alpha=ALPHA / max(family, 1))
+                             if inconclusive else None)
+        rows.append(r)
+    return rows
+
+
+CONTRAST_COLUMNS = ["diff", "ci_low", "ci_high", "test", "se", "df", "p", "p_holm", "verdict", "n_seeds", "cells",
+                    "seeds_needed", "sd", "paired"]
+
+
+def _by_seed(values: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric of one configuration's trials, indexed and sorted by seed."""
+    return values.set_index("seed")[metric].sort_index() if "seed" in values.columns else values[metric]
+
+
+def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """The best configuration (by mean) against every other: difference, 95% CI, p-value and verdict.
+
+    A row's `diff` is that configuration minus the best; its `verdict` says whether it is "better",
+    "worse" or shows "no detectable difference at n seeds" (lower is better for losses and times).
+    Paired t on seed when both ran the same seeds, else Welch's t; Holm-corrected over every pair of
+    configurations, and the intervals are Bonferroni over them. `seeds_needed` is `power_hint` at
+    alpha / pairs for the inconclusive ones. Columns: rank, config, the settings, n, mean,
+    mean_low, mean_high (the configuration's own 95% CI), then the contrast columns; best first.
+    """
+    t = _trials(df, metric)
+    lower = lower_is_better(metric)
+    trials = dict(tuple(t.ok.groupby("_config", sort=False)))
+    means = pd.Series({c: g[metric].mean() for c, g in trials.items()}).sort_values(ascending=lower, kind="stable")
+    groups = {c: {(): _by_seed(trials[c], metric)} for c in means.index}
+    contrasts = {r["level"]: r for r in _against(groups, means.index[0], lower)}
+    rows = []
+    for rank, config in enumerate(means.index, 1):
+        values, first = groups[config][()], trials[config].iloc[0]
+        mean, _, low, high = mean_ci(values)
+        row = {"rank": rank, "config": config, **{f: first[f] for f in t.factors}, "n": len(values),
+               "mean": mean, "mean_low": low, "mean_high": high}
+        row.update(contrasts.get(config, {"diff": 0.0, "verdict": "best"}))
+        row.pop("level", None)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["rank", "config", *t.factors, "n", "mean", "mean_low", "mean_high",
+                                       *CONTRAST_COLUMNS])
+
+
+def _reference_level(ok: pd.DataFrame, f: str, contexts: list[str], metric: str, lower: bool) -> str:
+    """The best level: best mean over the settings of the others at which every level was run."""
+    cells = ok.groupby([f, *contexts], sort=False)[metric].mean().reset_index()
+    if contexts:
+        counts = cells.groupby(contexts)[f].transform("nunique")
+        if (counts == ok[f].nunique()).any():
+            cells = cells[counts == ok[f].nunique()]
+    means = cells.groupby(f)[metric].mean()
+    return means.idxmin() if lower else means.idxmax()
+
+
+def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
+    """Each level of each setting against that setting's best level, matching like with like.
+
+    A difference averages over the settings of the other factors at which both levels were run
+    (a paired t on seed when the seeds match, else Welch-Satterthwaite), so `kernel_l2` 0.02 vs 0
+    compares only configurations that agree on everything else. Holm (p), Bonferroni (intervals,
+    `seeds_needed`) run over every pair of levels of one setting. Columns: factor, level, reference,
+    then the contrast columns.
+    """
+    t = _trials(df, metric, factor)
+    lower = lower_is_better(metric)
+    rows = []
+    for f in t.factors if factor is None else [factor]:
+        contexts = [g for g in t.factors if g != f]
+        ref = _reference_level(t.ok, f, contexts, metric, lower)
+        groups: dict[str, dict[tuple, pd.Series]] = {level: {} for level in _ordered(t.ok[f])}
+        for (level, *context), values in t.ok.groupby([f, *contexts], sort=False):
+            groups[level][tuple(context)] = _by_seed(values, metric)
+        rows += [{"factor": f, "reference": ref, **r} for r in _against(groups, ref, lower)]
+    return pd.DataFrame(rows, columns=["factor", "level", "reference", *CONTRAST_COLUMNS])
+
+
+def interactions(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> dict:
+    """Two-way tables of mean metric, {(a, b): DataFrame levels of a x levels of b}, for each pair of
+    settings (with `factor` if given) where every combination of their levels has finished trials."""
+    t = _trials(df, metric, factor)
+    tables = {}
+    for a, b in combinations(t.factors, 2):
+        if factor not in (None, a, b):
+            continue
+        table = t.ok.pivot_table(index=a, columns=b, values=metric, aggfunc="mean")
+        table = table.reindex(index=_ordered(t.ok[a]), columns=_ordered(t.ok[b]))
+        if not table.isna().to_numpy().any():
+            tables[(a, b)] = table
+    return tables
+
+
+def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
+    """For each pair with a full two-way table: the interaction's share of variance (what a x b adds to
+    all main effects) and its F test against seed noise, Holm-corrected over the pairs."""
+    t = _trials(df, metric, factor)
+    y = t.ok[metric].to_numpy()
+    total = float(((y - y.mean()) ** 2).sum())
+    spread = seed_spread(df, metric)
+    blocks = {f: _dummies(t.ok, f) for f in t.factors}
+    mains, rank = _rss(y, list(blocks.values()))
+    rows = []
+    for a, b in interactions(df, metric, factor):
+        product = np.column_stack([blocks[a][:, i] * blocks[b][:, j] for i in range(blocks[a].shape[1])
+                                   for j in range(blocks[b].shape[1])])
+        rss, rank_with = _rss(y, [*blocks.values(), product])
+        if rank_with > rank:
+            rows.append({"a": a, "b": b, **_f_test(max(mains - rss, 0.0), rank_with - rank, spread, total)})
+    table = pd.DataFrame(rows, columns=["a", "b", "share", "ss", "df", "F", "p"])
+    table["p_holm"] = holm(table["p"]) if len(table) else []
+    return table
+
+
+# ---------------------------------------------------------------- findings
+
+def _bare(metric: str, value: float) -> str:
+    """A number in display units without the unit: accuracies in percent (points), losses to 0.001."""
+    digits = 1 if "accuracy" in metric else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    text = f"{value * (100 if 'accuracy' in metric else 1):.{digits}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
+
+
+def _amount(metric: str, value: float, signed: bool = False) -> str:
+    text = _bare(metric, value)
+    text = f"+{text}" if signed and value > 0 and text.strip("0.") else text
+    return text + (" points" if "accuracy" in metric else " s" if "seconds" in metric else "")
+
+
+def _value(metric: str, value: float) -> str:
+    return f"{_bare(metric, value)}%" if "accuracy" in metric else _amount(metric, value)
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def _pct(share: float) -> str:
+    return "under 1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
+def _seeds(low: int, high: int) -> str:
+    return f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low} to {high} seeds"
+
+
+def _pair_clause(metric: str, a: str, b: str, r) -> str:
+    """One comparison in words, from a contrast row whose diff is a - b."""
+    diff, n = r["diff"], int(r["n_seeds"])
+    a_wins = (diff < 0) if lower_is_better(metric) else (diff > 0)
+    win, lose = (a, b) if a_wins else (b, a)
+    lo, hi = sorted(np.sign(diff) * np.array([r["ci_low"], r["ci_high"]]))  # the interval of |diff|
+    if r["verdict"] in ("better", "worse"):
+        return (f"{win} beats {lose} by {_amount(metric, abs(diff))} (95% CI {_bare(metric, lo)} to "
+                f"{_bare(metric, hi)}, {_p(r['p_holm'])}, {n} seeds)")
+    if str(r["verdict"]).startswith("no detectable"):
+        needed = r.get("seeds_needed")
+        hint = (f"; about {int(needed)} seeds per configuration would resolve a difference of this size"
+                if needed is not None and pd.notna(needed) else "")
+        return (f"{a} vs {b} shows no detectable difference ({_amount(metric, diff, signed=True)}, CI "
+                f"{_bare(metric, r['ci_low'])} to {_bare(metric, r['ci_high'])}, {n} seeds{hint})")
+    if diff == 0 or pd.isna(diff):
+        return f"{a} and {b} tie"
+    return f"{win} leads {lose} by {_amount(metric, abs(diff))} in single runs"
+
+
+def _level_name(factor: str, level: str, levels) -> str:
+    """Text levels read alone ("adam"); numbers need their setting ("kernel_l2=0.02")."""
+    def numeric(text):
+        try:
+            float(text)
+            return True
+        except ValueError:
+            return text in ("True", "False", "none")
+    return f"{factor}={level}" if all(numeric(x) for x in levels) else level
+
+
+def _factor_sentences(r: "CompareResult") -> list[str]:
+    name = r.metric.replace("_", " ")
+    sentences = []
+    for _, f in r.importance.iterrows():
+        if r.factor not in (None, f["factor"]):
+            continue
+        head = f"{f['factor']} explains {_pct(f['share'])} of the variance in {name}"
+        head += f" ({_p(f['p'])})" if pd.notna(f["p"]) else ""
+        rows = r.contrasts[(r.contrasts["factor"] == f["factor"]) & (r.contrasts["cells"] > 0)]
+        levels = r.main_effects.loc[r.main_effects["factor"] == f["factor"], "level"]
+        clauses = [_pair_clause(r.metric, _level_name(f["factor"], c["level"], levels),
+                                _level_name(f["factor"], c["reference"], levels), c) for _, c in rows.iterrows()]
+        sentences.append("; ".join([head, *clauses]) + ".")
+    return sentences
+
+
+def _best_sentence(r: "CompareResult") -> str:
+    name, table = r.metric.replace("_", " "), r.versus_best
+    best, others = table.iloc[0], table.iloc[1:]
+    if others.empty:
+        return f"Only one configuration finished ({best['config']}): there is nothing to compare it with."
+    if r.seeds[1] < 2:
+        return (f"The best single run is {best['config']} ({name} {_value(r.metric, best['mean'])}); with 1 seed "
+                f"per configuration this ranking of {len(table)} configurations may be seed noise.")
+    text = (f"The best configuration is {best['config']} ({name} {_value(r.metric, best['mean'])}, 95% CI "
+            f"{_bare(r.metric, best['mean_low'])} to {_bare(r.metric, best['mean_high'])}, {int(best['n'])} seeds); "
+            f"it beats {int((others['verdict'] == 'worse').sum())} of {len(others)} others")
+    close = others[others["verdict"].astype(str).str.startswith("no detectable")]
+    if len(close):
+        listed = "; ".join(close["config"].head(3)) + (f" and {len(close) - 3} more" if len(close) > 3 else "")
+        text += f", and {len(close)} show{'s' if len(close) == 1 else ''} no detectable difference from it ({listed})"
+    return text + "."
+
+
+def _findings(r: "CompareResult") -> list[str]:
+    name = r.metric.replace("_", " ")
+    n_ok = r.total - sum(r.excluded.values())
+    if r.excluded:
+        dropped = ", ".join(f"{n} {status}" for status, n in r.excluded.items())
+        n_out = sum(r.excluded.values())
+        out = [f"{n_ok} of {r.total} trials count: {n_out} {'was' if n_out == 1 else 'were'} excluded ({dropped})."]
+    else:
+        plural = "s" if r.n_configs != 1 else ""
+        out = [f"{n_ok} trials: {r.n_configs} configuration{plural} with {_seeds(*r.seeds)} each."]
+    if r.seeds[1] < 2:
+        out.append("No interval can be given with 1 seed per configuration: the shares and rankings below come "
+                   "from single runs; run 3 or more seeds (`seeds: 3`) to tell which differences are real.")
+    out += _factor_sentences(r)
+    out.append(_best_sentence(r))
+    if pd.notna(r.spread["sd"]):
+        out.append(f"Seeds alone move {name} by an SD of {_amount(r.metric, r.spread['sd'])} within a "
+                   f"configuration: {_pct(r.spread['share'])} of all the variance.")
+    tests = r.interaction_tests.dropna(subset=["p_holm"])
+    for _, i in tests[tests["p_holm"] < ALPHA].iterrows():
+        out.append(f"{i['a']} and {i['b']} interact: the interaction explains {_pct(i['share'])} of the variance "
+                   f"({_p(i['p_holm'])}): the effect of {i['a']} depends on {i['b']} (see the two-way table).")
+    if len(tests) and not (tests["p_holm"] < ALPHA).any():
+        top = tests.loc[tests["share"].idxmax()]
+        out.append(f"No detectable interaction ({len(tests)} pair{'s' if len(tests) != 1 else ''} tested; the "
+                   f"largest, {top['a']} x {top['b']}, explains {_pct(top['share'])} of the variance).")
+    if not r.balanced and len(r.importance) > 1:
+        out.append("The design is unbalanced, so each share is the setting's effect after the others (type II) and "
+                   "the shares need not add up to 100%; level comparisons pair only configurations that agree on "
+                   "every other setting.")
+    if r.seeds[1] >= 2 and r.n_configs > 1:
+        out.append("p-values are paired (same seeds) or Welch t-tests across seeds, Holm-corrected over every pair "
+                   "of configurations (or of a setting's levels); intervals of differences are 95% over the same "
+                   "pairs (Bonferroni).")
+    return out
+
+
+@dataclass
+class CompareResult:
+    """What `mnist-sweep compare` reports on one sweep: its tables, and the findings they support."""
+
+    metric: str
+    factor: str | None
+    total: int  # every trial recorded
+    excluded: dict[str, int]  # trials left out, by status
+    n_configs: int
+    seeds: tuple[int, int]  # fewest and most finished seeds of a configuration
+    balanced: bool
+    importance: pd.DataFrame  # factor_importance
+    main_effects: pd.DataFrame
+    contrasts: pd.DataFrame  # level_contrasts
+    versus_best: pd.DataFrame  # compare_to_best
+    interactions: dict  # two-way tables of means
+    interaction_tests: pd.DataFrame
+    spread: dict  # seed_spread
+    findings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def records(frame):
+            return json.loads(frame.to_json(orient="records"))
+        return {"metric": self.metric, "factor": self.factor, "trials": self.total, "excluded": self.excluded,
+                "configurations": self.n_configs, "seeds": {"min": self.seeds[0], "max": self.seeds[1]},
+                "balanced": self.balanced, "findings": self.findings,
+                "importance": records(self.importance), "main_effects": records(self.main_effects),
+                "contrasts": records(self.contrasts), "versus_best": records(self.versus_best),
+                "interactions": [{"factors": list(k), "means": json.loads(v.to_json(orient="index"))}
+                                 for k, v in self.interactions.items()],
+                "interaction_tests": records(self.interaction_tests),
+                "seed_spread": {k: (None if pd.isna(v) else v) for k, v in self.spread.items()}}
+
+
+def compare(results, metric: str = "test_accuracy", factor: str | None = None) -> CompareResult:
+    """Rank the settings, test the best configuration against the rest, and state the findings.
+
+    `results` is one sweep's directory or its `load_results` DataFrame; `factor` narrows the
+    per-setting tables and sentences to one setting.
+    """
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    if "sweep" in df.columns and df["sweep"].nunique() > 1:
+        names = sorted(df["sweep"].unique())
+        where = f"{results}/" if not isinstance(results, pd.DataFrame) else ""
+        raise OptionError("RESULTS", f"the results hold {len(names)} sweeps ({', '.join(names)}); compare one at "
+                                     f"a time, e.g. mnist-sweep compare {where}{names[0]}")
+    t = _trials(df, metric, factor)
+    sizes = t.ok.groupby("_config").size()
+    result = CompareResult(
+        metric=metric, factor=factor, total=t.total, excluded=t.excluded, n_configs=len(sizes),
+        seeds=(int(sizes.min()), int(sizes.max())), balanced=_balanced(t),
+        importance=factor_importance(df, metric), main_effects=main_effects(df, metric, factor),
+        contrasts=level_contrasts(df, metric, factor), versus_best=compare_to_best(df, metric),
+        interactions=interactions(df, metric, factor), interaction_tests=interaction_tests(df, metric, factor),
+        spread=seed_spread(df, metric))
+    result.findings = _findings(result)
+    return result
+
+
+def findings(results, metric: str = "test_accuracy", factor: str | None = None) -> list[str]:
+    """The plain sentences of `compare`: what the numbers in its tables say."""
+    return compare(results, metric, factor).findings
+
+
+# ---------------------------------------------------------------- rendering
+
+def _interval(metric: str, low: float, high: float) -> str:
+    return "" if pd.isna(low) else f"{_bare(metric, low)} to {_bare(metric, high)}"
+
+
+def _mean_cell(metric: str, mean: float, low: float, high: float, signed: bool = False) -> str:
+    text = _amount(metric, mean, signed).removesuffix(" points").removesuffix(" s")
+    return text + (f" ({_interval(metric, low, high)})" if pd.notna(low) else "")
+
+
+def _p_cell(p: float) -> str:
+    return "" if pd.isna(p) else _p(p).removeprefix("p = ").replace("p < ", "<")
+
+
+def _contrast_cells(metric: str, r) -> list[str]:
+    """difference (CI), p, verdict (its seed count has a column of its own), seeds needed."""
+    needed, diff = r.get("seeds_needed"), r["diff"]
+    if r.get("verdict") == "best":
+        return ["", "", "best", ""]
+    return [_mean_cell(metric, diff, r["ci_low"], r["ci_high"], signed=True) if pd.notna(diff) else "",
+            _p_cell(r["p_holm"]), str(r["verdict"]).split(" at ")[0],
+            str(int(needed)) if needed is not None and pd.notna(needed) else ""]
+
+
+def _sections(r: CompareResult) -> list[tuple[str, pd.DataFrame]]:
+    """The report's tables as (title, DataFrame of display strings)."""
+    m, name = r.metric, r.metric.replace("_", " ")
+    unit = " (accuracy in %, differences in points)" if "accuracy" in m else ""
+    tail = ["difference (95% CI)", "p (Holm)", "verdict", "seeds needed"]
+    sections = [(f"Settings ranked by share of the variance in {name}", pd.DataFrame(
+        [[str(f["rank"]), f["factor"], str(f["levels"]), _pct(f["share"]) if pd.notna(f["share"]) else "",
+          _p_cell(f["p"])] for _, f in r.importance.iterrows()],
+        columns=["rank", "setting", "levels", "share", "p"]))]
+    mixed = "" if r.balanced else "; unbalanced, so a level's mean mixes the other settings"
+    sections.append((f"Mean {name} per level{unit}{mixed}", pd.DataFrame(
+        [[e["factor"], e["level"], str(e["n_configs"]), str(e["n_trials"]), _bare(m, e["mean"]),
+          _interval(m, e["ci_low"], e["ci_high"])] for _, e in r.main_effects.iterrows()],
+        columns=["setting", "level", "configs", "trials", "mean", "95% CI"])))
+    sections.append((f"Each level against its setting's best, matched on the other settings{unit}", pd.DataFrame(
+        [[c["factor"], c["level"], c["reference"], str(c["n_seeds"]) if c["cells"] else "", *_contrast_cells(m, c)]
+         for _, c in r.contrasts.iterrows()], columns=["setting", "level", "vs", "seeds", *tail])))
+    sections.append((f"The best configuration against every other{unit}", pd.DataFrame(
+        [[b["config"], str(b["n"]), _mean_cell(m, b["mean"], b["mean_low"], b["mean_high"]), *_contrast_cells(m, b)]
+         for _, b in r.versus_best.iterrows()], columns=["configuration", "seeds", "mean (95% CI)", *tail])))
+    for (a, b), table in r.interactions.items():
+        shown = table.apply(lambda col: col.map(lambda v: _bare(m, v)))
+        shown.columns = [f"{b}={c}" for c in shown.columns]
+        sections.append((f"Mean {name}: {a} x {b}", shown.rename_axis(a).reset_index()))
+    return sections
+
+
+def render(result: CompareResult, fmt: str = "table", width: int | None = None) -> str:
+    """The compare report as text: rich tables ("table"), "markdown", or "json"."""
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=2)
+    sections = _sections(result)
+    if fmt == "markdown":
+        lines = ["## Findings", "", *(f"- {s}" for s in result.findings)]
+        for title, frame in sections:
+            if frame.empty:
+                continue
+            lines += ["", f"### {title}", "", "| " + " | ".join(frame.columns) + " |",
+                      "|" + "---|" * len(frame.columns)]
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+        return "\n".join(lines) + "\n"
+    import io
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Table
+
+    width = width or max(shutil.get_terminal_size((120, 24)).columns, 100)
+    console = Console(file=io.StringIO(), width=width, soft_wrap=False)
+    console.print("[bold]Findings[/bold]")
+    for sentence in result.findings:
+        console.print(f" - {sentence}", highlight=False, markup=False)
+    for title, frame in sections:
+        if frame.empty:
+            continue
+        table = Table(title=title, title_justify="left")
+        for column in frame.columns:
+            table.add_column(str(column), ratio=3 if column == "configuration" else None)
+        for row in frame.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print()
+        console.print(table)
+    return console.file.getvalue()

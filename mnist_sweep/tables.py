@@ -1,0 +1,260 @@
+"""The summary as a table: picking, filtering, sorting and formatting the rows `mnist-sweep show` prints.
+
+Also the small vocabulary the figures share with it: which settings vary, in which order their
+levels go, how a trial is labelled, and which way is "better" for a column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import SweepError
+from .store import SUMMARY_TAIL, factor_columns, load_results
+
+METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "val_loss", "train_loss")
+SHOWN = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds", "status")
+FORMATS = ("table", "csv", "json", "markdown")
+# Short headers for the terminal table (csv, json and markdown keep the column names).
+HEADERS = {"test_accuracy": "test acc", "val_accuracy": "val acc", "train_accuracy": "train acc",
+           "epochs_run": "epochs", "wall_seconds": "wall s", "seconds_per_epoch": "s/epoch"}
+# How `show` marks trials that did not finish cleanly (the table format only; csv/json keep the raw status).
+STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "yellow"),
+                "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta")}
+
+
+class OptionError(SweepError):
+    """A command-line option names a column, value or setting the results do not have."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def did_you_mean(word: str, choices: Iterable[Any]) -> str:
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def higher_is_better(column: str) -> bool:
+    """Accuracies are best high; losses, times and everything else are listed low to high."""
+    return "accuracy" in column
+
+
+def varying_factors(summary) -> list[str]:
+    """The settings that take more than one value in these trials (plus `sweep` when several are mixed)."""
+    columns = [c for c in factor_columns(summary) if summary[c].dropna().nunique() > 1]
+    if "sweep" in summary.columns and summary["sweep"].nunique() > 1:
+        columns.insert(0, "sweep")
+    return columns
+
+
+def factor_levels(summary, factor: str) -> list[Any]:
+    """A factor's distinct values: numbers in increasing order, anything else as the config lists them."""
+    import pandas as pd
+
+    values = list(dict.fromkeys(summary[factor].dropna().tolist()))
+    if pd.api.types.is_numeric_dtype(summary[factor]):
+        return sorted(values)
+    return values
+
+
+def trial_labels(summary, factors: list[str] | None = None):
+    """A short label per trial ("activation=relu, dropout=0.2, seed 1"): its varying settings and seed."""
+    factors = varying_factors(summary) if factors is None else factors
+    with_seed = "seed" in summary.columns and summary["seed"].nunique() > 1
+    if not factors and not with_seed:
+        return summary["trial_id"].astype(str)
+
+    def one(row) -> str:
+        parts = [f"{f}={row[f]}" for f in factors]
+        if with_seed:
+            parts.append(f"seed {row['seed']}")
+        return ", ".join(parts)
+
+    return summary.apply(one, axis=1).astype(str)
+
+
+def check_column(summary, column: str, option: str) -> None:
+    if column not in summary.columns:
+        raise OptionError(option, f'no column "{column}"{did_you_mean(column, summary.columns)}; '
+                                  f"columns: {', '.join(summary.columns)}")
+
+
+def parse_where(items: Iterable[str]) -> dict[str, list[str]]:
+    """`key=value` filters by key; several values of one key match any of them."""
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionError("--where", f'"{item}" is not KEY=VALUE, e.g. --where activation=relu')
+        filters.setdefault(key.strip(), []).append(value.strip())
+    return filters
+
+
+def _matches(series, wanted: str):
+    """Cells equal to `wanted`: as numbers when both are numbers, else as case-insensitive text."""
+    import pandas as pd
+
+    try:
+        number = float(wanted)
+    except ValueError:
+        number = None
+    if number is not None and pd.api.types.is_numeric_dtype(series) and series.dtype != bool:
+        return series.astype(float).sub(number).abs().le(1e-12 * max(1.0, abs(number)))
+    return series.astype(str).str.casefold() == wanted.casefold()
+
+
+def filter_rows(summary, filters: dict[str, list[str]]):
+    """The rows matching every key, each key matching any of its values; a value no trial has is an error."""
+    mask = None
+    for key, values in filters.items():
+        check_column(summary, key, "--where")
+        key_mask = None
+        for value in values:
+            hit = _matches(summary[key], value)
+            if not hit.any():
+                present = [str(v) for v in list(dict.fromkeys(summary[key].dropna().tolist()))[:20]]
+                raise OptionError("--where", f'no trial has {key}={value}{did_you_mean(value, present)}; '
+                                             f"{key} values: {', '.join(present) or 'none'}")
+            key_mask = hit if key_mask is None else key_mask | hit
+        mask = key_mask if mask is None else mask & key_mask
+    return summary if mask is None else summary[mask]
+
+
+def sort_rows(summary, column: str):
+    """Best first for `column` (see `higher_is_better`); empty cells last."""
+    return summary.sort_values(column, ascending=not higher_is_better(column), na_position="last",
+                               kind="stable")
+
+
+def select(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
+    """The rows and columns `show` prints: trial id, varying settings, key metrics, time and status."""
+    check_column(summary, sort, "--sort")
+    rows = sort_rows(filter_rows(summary, parse_where(where)), sort)
+    if top is not None:
+        rows = rows.head(top)
+    columns = ["trial_id", *varying_factors(summary)]
+    if summary["seed"].nunique() > 1:
+        columns.append("seed")
+    columns += [c for c in SHOWN if c in summary.columns]
+    if sort not in columns:
+        columns.insert(len(columns) - 1, sort)
+    if "error" in rows.columns and rows["error"].fillna("").astype(str).str.strip().any():
+        columns.append("error")
+    return rows[columns].reset_index(drop=True)
+
+
+def format_cell(column: str, value: Any) -> str:
+    """A cell as people read it: metrics to 4 decimals, seconds to 0.1, whole numbers without ".0"."""
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "-"
+    if isinstance(value, float):
+        if column.endswith("seconds"):
+            return f"{value:.1f}"
+        if value.is_integer() and column not in METRICS:
+            return str(int(value))
+        return f"{value:.4f}" if column in METRICS else f"{value:g}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def to_json(frame) -> str:
+    return json.dumps([{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")],
+                      indent=2, default=str) + "\n"
+
+
+def to_markdown(frame) -> str:
+    import pandas as pd
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool for c in frame.columns]
+    lines = ["| " + " | ".join(cell(str(c)) for c in frame.columns) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(format_cell(c, v)) for c, v in zip(frame.columns, row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_rich(frame, title: str = ""):
+    """A rich Table; failed, diverged and unfinished trials are marked in colour."""
+    import pandas as pd
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left")
+    # On a terminal the settings and numbers come first; the long trial id and error go last.
+    tail = [c for c in ("trial_id", "error") if c in frame.columns]
+    frame = frame[[c for c in frame.columns if c not in tail] + tail]
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
+        # Numbers and status never wrap; on a narrow terminal the long text columns fold instead.
+        folds = not numeric and column != "status"
+        table.add_column(HEADERS.get(column, column), justify="right" if numeric else "left", no_wrap=not folds,
+                         overflow="fold", min_width=10 if folds else None, max_width=48 if folds else None)
+    for row in frame.itertuples(index=False):
+        cells = [format_cell(c, v) for c, v in zip(frame.columns, row)]
+        status = getattr(row, "status", "ok")
+        mark = STATUS_MARKS.get(status)
+        if mark:
+            cells[list(frame.columns).index("status")] = mark[0]
+        table.add_row(*cells, style=mark[1] if mark else None)
+    return table
+
+
+def render(frame, fmt: str = "table", title: str = ""):
+    """`frame` as csv, json or markdown text, or as a rich Table for `table`."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return to_json(frame)
+    if fmt == "markdown":
+        return to_markdown(frame)
+    return to_rich(frame, title)
+
+
+def status_notes(summary) -> list[str]:
+    """One line per kind of trial that has no (or partial) results, naming where to look."""
+    notes = []
+    counts = summary["status"].value_counts()
+    for status, what in (("failed", "no metrics; their errors are in runs/<trial_id>/trial.json"),
+                         ("diverged", "loss became NaN; no test metrics"),
+                         ("running", "still training; metrics come when they finish"),
+                         ("interrupted", "stopped before finishing; `mnist-sweep run` resumes them")):
+        if counts.get(status, 0):
+            notes.append(f"{counts[status]} {status} trial(s): {what}")
+    return notes
+
+
+@dataclass
+class Shown:
+    """What `show` prints: the body (text or a rich Table) and notes for stderr."""
+
+    body: Any
+    rows: int
+    notes: list[str] = field(default_factory=list)
+
+
+def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None = None,
+                 where: Iterable[str] = (), fmt: str = "table") -> Shown:
+    """Load a sweep's (or a folder of sweeps') summary and render the selected rows."""
+    summary = load_results(path)
+    if summary.empty:
+        return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"])
+    rows = select(summary, sort, top, where)
+    notes = status_notes(summary.loc[summary["trial_id"].isin(rows["trial_id"])])
+    if rows.empty:
+        notes.append("no trial matches every --where filter")
+    sweeps = summary["sweep"].unique()
+    title = f"{', '.join(map(str, sweeps))}: {len(rows)} of {len(summary)} trials, sorted by {sort}"
+    return Shown(render(rows, fmt, title), len(rows), notes)
