@@ -59,7 +59,7 @@ def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float],
     else:
         from .fused import execute_group
 
-        results = execute_group(task, data, on_epoch=on_epoch, timeout_seconds=timeout)
+        results = execute_group(task, data, on_epoch=on_epoch, timeout_seconds=timeout, save_model=save_model)
     for trial in task:
         send("done", trial.trial_id, results[trial.trial_id])
 

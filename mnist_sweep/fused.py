@@ -76,17 +76,17 @@ def _hidden_dense(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
 
 
-def _branch(settings: dict[str, Any], input_shape, k: int):
+def _branch(settings: dict[str, Any], x_train, k: int):
     """One branch: the trial's own model, also returning its hidden activations for activity penalties."""
     keras = get_keras()
     plain = dict(settings, activity_l1=0.0, activity_l2=0.0)  # activity penalties are added in compute_loss
-    model = build_model(plain, input_shape=input_shape, name=f"b{k}")
+    model = build_model(plain, input_shape=x_train.shape[1:], name=f"b{k}", x_train=x_train)
     activations = [layer.output for layer in _hidden_dense(model)] if (
         settings["activity_l1"] or settings["activity_l2"]) else []
     return keras.Model(model.inputs, [model.output, *activations], name=f"branch{k}"), model
 
 
-def make_fused_model(trials: list[Trial], input_shape):
+def make_fused_model(trials: list[Trial], x_train):
     """The fused model: every trial a branch, built right after seeding as its isolated twin would be."""
     keras = get_keras()
     ops = keras.ops
@@ -135,11 +135,11 @@ def make_fused_model(trials: list[Trial], input_shape):
     branches, plain = [], []
     for k, trial in enumerate(trials):
         keras.utils.set_random_seed(trial.seed)  # same initial weights as the isolated trial
-        branch, model = _branch(trial.settings, input_shape, k)
+        branch, model = _branch(trial.settings, x_train, k)
         branches.append(branch)
         plain.append(model)
     model = FusedModel(branches, plain, [t.settings for t in trials])
-    model.build((None, *input_shape))
+    model.build((None, *x_train.shape[1:]))
     return model
 
 
@@ -212,8 +212,8 @@ def _metrics(b: _Branch) -> dict[str, Any]:
                              stopped_early=tracked and b.tracker.stopped_epoch is not None)
 
 
-def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None
-                  ) -> dict[str, dict[str, Any]]:
+def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
+                  save_model: bool = False) -> dict[str, dict[str, Any]]:
     """Train a group of trials as one fused model; returns each trial's result, keyed by trial id."""
     from .backend import resolve_device, versions
     from .models import build_optimizer
@@ -225,7 +225,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
-        model = make_fused_model(trials, data.x_train.shape[1:])
+        model = make_fused_model(trials, data.x_train)
         model.compile(optimizer=build_optimizer(settings["optimizer"]))
         branches = [_Branch(t) for t in trials]
         for b, plain in zip(branches, model.plain_models):
@@ -271,5 +271,10 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             "timing": {"fit_seconds": share, "seconds_per_epoch": share / max(len(b.rows), 1),
                        "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
         }
+        if save_model and status == "ok":  # the branch alone, as an ordinary model
+            from .models import compile_model
+            from .saving import model_to_bytes
+
+            results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(b.trial_model, b.trial.settings))
     keras.backend.clear_session()
     return results

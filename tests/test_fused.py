@@ -159,3 +159,15 @@ def test_three_seed_means_fused_match_isolated_within_the_seed_spread(tmp_path):
         a = isolated.loc[isolated["activation"] == activation, "test_accuracy"]
         b = fused.loc[fused["activation"] == activation, "test_accuracy"]
         assert abs(a.mean() - b.mean()) <= max(a.std(), b.std(), 1e-9)
+
+
+def test_cnn_branches_with_normalization_and_augmentation_match_and_save_their_models():
+    trials, data = _sweep(
+        dataset={"n_train": 200, "n_test": 50},
+        model={"type": "cnn", "conv": [[4, "pool"]], "hidden": [8], "normalize": True},
+        augment=[False, True], train={"epochs": 1})
+    fused = execute_group(trials, data, save_model=True)
+    for trial in trials:
+        alone = execute_trial(trial, data)
+        assert fused[trial.trial_id]["metrics"]["test_loss"] == pytest.approx(alone["metrics"]["test_loss"], rel=1e-4)
+        assert fused[trial.trial_id]["model_file"][:2] == b"PK"  # a .keras file is a zip archive
