@@ -161,7 +161,7 @@ def reports_bad_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from .tables import OptionError
+        from .errors import OptionError
 
         try:
             return command(*args, **kwargs)
@@ -174,7 +174,7 @@ def reports_bad_options(command):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric for the factor effects and accuracy-against-time figures, e.g. val_accuracy.")
+              help="Metric for the findings, factor effects and accuracy-against-time figures, e.g. val_accuracy.")
 @click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
@@ -186,6 +186,7 @@ def reports_bad_options(command):
 def plot(results, metric, group_by, fmt, dpi, model_diagrams):
     """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
 
+    The report starts with the findings of `mnist-sweep compare` on METRIC.
     RESULTS is one sweep's directory or a folder of sweeps (each is plotted).
     Only the results files are read, so this works during a run and on
     results copied from another machine. What cannot be drawn (failed or
@@ -215,9 +216,11 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
 
 @cli.command()
 @click.argument("results", type=click.Path())
+@click.option("--trials", is_flag=True, help="One row per trial (each seed) instead of per configuration.")
 @click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
-              help="Column to sort by, best first: accuracies high to low, anything else low to high.")
-@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N trials.")
+              help="Column to sort by, best first: accuracies high to low, anything else low to high; "
+                   "a metric sorts configurations by its mean.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N rows.")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
                    "values of one key any), e.g. --where activation=relu --where status=ok.")
@@ -225,20 +228,24 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
               show_default=True, help="table for people; csv, json or markdown for piping.")
 @reports_errors
 @reports_bad_options
-def show(results, sort, top, where, fmt):
-    """Print the summary of a sweep (or a folder of sweeps): one row per trial.
+def show(results, trials, sort, top, where, fmt):
+    """Print the summary of a sweep (or a folder of sweeps): one row per configuration.
 
-    Failed, diverged and unfinished trials are listed too, marked; notes
-    about them go to stderr so piped output stays clean.
+    Each configuration's seeds are grouped: how many finished, and the mean
+    and 95% confidence interval of test and validation accuracy, epochs and
+    wall time. Trials that did not finish are left out of the means and
+    counted; --trials lists every trial, failed, diverged and unfinished
+    ones marked. Notes go to stderr so piped output stays clean.
 
     \b
     Examples:
         mnist-sweep show results/regularization --top 5
+        mnist-sweep show results/regularization --trials --sort wall_seconds
         mnist-sweep show results/ --where optimizer="adam lr=0.01" --format csv > adam.csv
     """
     from .tables import show_results
 
-    shown = show_results(results, sort, top, where, fmt)
+    shown = show_results(results, sort, top, where, fmt, trials)
     for note in shown.notes:
         click.echo(f"Note: {note}", err=True)
     if isinstance(shown.body, str):
@@ -272,7 +279,7 @@ def compare(results, metric, factor, fmt):
         mnist-sweep compare results/regularization
         mnist-sweep compare results/regularization --metric test_loss --factor activation
     """
-    from .stats import compare as compare_results, render
+    from .compare import compare as compare_results, render
 
     click.echo(render(compare_results(results, metric, factor), fmt), nl=False)
 

@@ -1,5 +1,7 @@
 """Errors a user can act on; anything else is a bug or a failed trial."""
 
+import difflib
+
 
 class SweepError(Exception):
     """Base class for errors reported to the user without a traceback."""
@@ -28,3 +30,17 @@ class DeviceError(SweepError):
 
 class ResultsError(SweepError):
     """A results directory is missing, locked or unreadable."""
+
+
+class OptionError(SweepError):
+    """A command-line option names a column, value or setting the results do not have."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def did_you_mean(word, choices) -> str:
+    """' (did you mean "x"?)' for the closest of `choices`, or "" when none is close."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{match[0]}"?)' if match else ""

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .stats import half_width, level_text, main_effects
 from .tables import factor_levels, higher_is_better, trial_labels, varying_factors
 
 # Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
@@ -45,23 +46,6 @@ def axis_label(metric: str) -> str:
     if "seconds" in metric:
         return f"{name} (s)"
     return name
-
-
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-based confidence interval of the mean: (mean, low, high); no interval below 2 values.
-
-    The quantile is scipy.stats.t.ppf's, taken from scipy.special, which imports in a third of the time.
-    """
-    from scipy.special import stdtrit
-
-    values = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=float)
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = float(stdtrit(len(values) - 1, (1 + confidence) / 2) * values.std(ddof=1) / math.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def level_styles(n: int) -> tuple[list[Any], list[str]]:
@@ -115,10 +99,31 @@ def _trials(n: int) -> str:
     return f"{n} trial{'' if n == 1 else 's'}"
 
 
+def _config_keys(summary) -> list[str]:
+    """The columns that tell one configuration from another: its id, else its settings."""
+    keys = ["config_id"] if "config_id" in summary.columns else [f for f in varying_factors(summary) if f != "sweep"]
+    return (["sweep"] if "sweep" in summary.columns else []) + keys
+
+
+def seed_band(rows, metric: str, configs: list[str]):
+    """Per epoch: the mean over `rows` (trials of several configurations) and the half-width of its
+    95% CI across seeds, from the seed-to-seed SD pooled within configurations (`stats.main_effects`'
+    interval, epoch by epoch); NaN where no configuration has 2 seeds at that epoch."""
+    values = rows.dropna(subset=[metric])
+    cells = values.groupby(["epoch", *configs])[metric].agg(["var", "count"])
+    cells["ss"] = cells["var"].fillna(0.0) * (cells["count"] - 1)
+    epochs = cells.groupby(level="epoch").agg(n=("count", "sum"), configs=("count", "size"), ss=("ss", "sum"))
+    dof = epochs["n"] - epochs["configs"]
+    sd = np.sqrt(epochs["ss"] / dof.where(dof > 0))
+    return values.groupby("epoch")[metric].mean(), pd.Series(half_width(sd, dof, epochs["n"]), index=epochs.index)
+
+
 def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
     """Loss and accuracy per epoch, one line per level of `factor`: the mean over the trials with that
-    level (other settings and seeds), with a band from their minimum to their maximum (SEEDS.md #4)."""
-    data = _with_settings(histories, summary, [factor])
+    level (other settings and seeds), with a band for its 95% CI across seeds (see `seed_band`): how
+    far the line could move with other seeds, not how the other settings spread (SEEDS.md #4)."""
+    configs = _config_keys(summary)
+    data = _with_settings(histories, summary, [factor, *configs])
     levels = [v for v in factor_levels(summary, factor) if (data[factor] == v).any()]
     if not levels:
         raise ValueError(f"no history to draw for {factor}")
@@ -126,15 +131,16 @@ def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CU
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, math.ceil(len(metrics) / 2), sharex=True, sharey="row", squeeze=False)
     counts = [data.loc[data[factor] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
-    ragged = False
+    ragged = banded = False
     for ax, metric in zip(axes.flat, metrics):
         for level, color, style in zip(levels, colors, styles):
             rows = data[data[factor] == level]
-            stats = rows.groupby("epoch")[metric].agg(["mean", "min", "max", "count"])
-            ragged |= stats["count"].nunique() > 1
-            ax.plot(stats.index, stats["mean"], color=color, linestyle=style, linewidth=2, label=str(level))
-            if stats["count"].max() > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+            ragged |= rows.groupby("epoch")[metric].count().nunique() > 1
+            mean, half = seed_band(rows, metric, configs)
+            ax.plot(mean.index, mean, color=color, linestyle=style, linewidth=2, label=str(level))
+            if half.notna().any():
+                banded = True
+                ax.fill_between(half.index, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
         ax.set_title(TITLES.get(metric, metric))
         ax.set_ylabel(axis_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -145,10 +151,12 @@ def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CU
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    detail = "line: mean over trials; band: min to max"
+    detail = "line: mean over the level's trials; " + (
+        "band: its 95% CI across seeds (seed-to-seed SD pooled within configurations)" if banded
+        else "no band: a single seed per configuration gives no interval")
     if ragged:
         detail += "; trials that stopped early leave the mean after their last epoch"
-    fig.suptitle(f"Learning curves by {factor}\n{detail}", fontsize=12)
+    fig.suptitle(f"Learning curves by {factor}\n" + textwrap.fill(detail, 110), fontsize=12)
     _level_key(fig, axes, levels, colors, styles, factor, counts)
     return fig
 
@@ -438,45 +446,51 @@ def overfitting_gap(summary) -> Figure:
 
 
 def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str] | None = None) -> Figure:
-    """Per varying setting, the mean metric per level with its 95% confidence interval across seeds and
-    other settings; the dots are the trials. Trials without the metric are left out."""
-    factors = list(varying_factors(summary) if factors is None else factors)
+    """Per varying setting, most important first, the mean metric per level with its 95% confidence
+    interval: `stats.main_effects`, so the figure and `mnist-sweep compare` agree number for number
+    (the interval comes from the seed-to-seed SD pooled within configurations). The dots are the
+    trials; only finished trials with the metric count."""
+    effects = main_effects(summary, metric)
+    factors = [f for f in dict.fromkeys(effects["factor"]) if factors is None or f in factors]
     if not factors:
-        raise ValueError("no setting varies in these trials")
-    values = pd.to_numeric(summary[metric], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        raise ValueError("no setting varies among the finished trials")
+    finished = summary if "status" not in summary.columns else summary[summary["status"] == "ok"]
+    values = pd.to_numeric(finished[metric], errors="coerce").replace([np.inf, -np.inf], np.nan)
     columns = min(len(factors), 3)
     rows = math.ceil(len(factors) / columns)
     fig = Figure(figsize=(4.6 * columns + 0.4, 4.4 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, sharey=True, squeeze=False)
     for ax, factor in zip(axes.flat, factors):
-        levels = [v for v in factor_levels(summary, factor) if values[summary[factor] == v].notna().any()]
-        stats = [mean_ci(values[summary[factor] == level]) for level in levels]
-        counts = [int(values[summary[factor] == level].notna().sum()) for level in levels]
-        means = np.array([s[0] for s in stats])
-        lows = np.array([s[1] for s in stats])
-        highs = np.array([s[2] for s in stats])
-        for i, level in enumerate(levels):
-            points = values[summary[factor] == level].dropna()
+        order = {level_text(v): i for i, v in enumerate(factor_levels(summary, factor))}  # the config's order
+        table = effects[effects["factor"] == factor].sort_values("level", key=lambda x: x.map(order), kind="stable")
+        table = table.reset_index(drop=True)
+        labels = finished[factor].map(level_text)
+        for i, level in enumerate(table["level"]):
+            points = values[labels == level].dropna()
             jitter = np.linspace(0.12, 0.3, len(points)) if len(points) > 1 else np.full(len(points), 0.2)
             ax.scatter(i + jitter, points, s=12, color="0.55", zorder=2)  # beside the interval, not under it
-        errors = np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)])
-        ax.errorbar(range(len(levels)), means, yerr=errors, fmt="o", color=PALETTE[0], markersize=7,
+        errors = np.vstack([np.nan_to_num(table["mean"] - table["ci_low"]),
+                            np.nan_to_num(table["ci_high"] - table["mean"])])
+        ax.errorbar(range(len(table)), table["mean"], yerr=errors, fmt="o", color=PALETTE[0], markersize=7,
                     capsize=5, linewidth=2, zorder=3)
-        names = [textwrap.fill(str(v), 14, max_lines=3, placeholder="…") + f"\n(n={k})" for v, k in zip(levels, counts)]
-        crowded = len(levels) > 6
-        ax.set_xticks(range(len(levels)), names, fontsize=8, rotation=30 if crowded else 0,
+        names = [textwrap.fill(str(v), 14, max_lines=3, placeholder="…") + f"\n(n={k})"
+                 for v, k in zip(table["level"], table["n_trials"])]
+        crowded = len(table) > 6
+        ax.set_xticks(range(len(table)), names, fontsize=8, rotation=30 if crowded else 0,
                       ha="right" if crowded else "center")
         ax.set_title(f"by {factor}")
         ax.set_xlabel(factor)
         if ax in axes[:, 0]:
             ax.set_ylabel(axis_label(metric))
         ax.grid(axis="y", alpha=0.3)
-        ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_xlim(-0.5, len(table) - 0.5)
     for ax in axes.flat[len(factors):]:
         ax.set_visible(False)
-    fig.suptitle(f"Mean {TITLES.get(metric, metric)} per level, with 95% confidence interval (t) across "
-                 "seeds and other settings\nlevels with a single trial have no interval; grey dots beside each level: its trials",
-                 fontsize=12)
+    interval = ("95% confidence interval from the seed-to-seed SD pooled within configurations, as "
+                "`mnist-sweep compare` reports it" if effects["ci_low"].notna().any()
+                else "no interval: a single seed per configuration gives none")
+    fig.suptitle(f"Mean {TITLES.get(metric, metric)} per level (averaged over the other settings), most "
+                 f"important setting first\n{interval}; grey dots beside each level: its trials", fontsize=12)
     return fig
 
 

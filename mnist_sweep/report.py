@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import OptionError, ResultsError, did_you_mean
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
-from .tables import METRICS, OptionError, did_you_mean, format_cell, higher_is_better, trial_labels, varying_factors
+from .tables import METRICS, format_cell, higher_is_better, trial_labels, varying_factors
 
 FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
@@ -65,14 +66,13 @@ def check_options(metric: str, group_by: str | None, fmt: str) -> None:
 
 
 def plot_results(path: str | Path, metric: str = "test_accuracy", group_by: str | None = None,
-                 fmt: str = "png", dpi: int = 100, model_diagrams: bool = False,
-                 findings_html: str = "") -> Iterator[PlotOutcome]:
+                 fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> Iterator[PlotOutcome]:
     """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time."""
     check_options(metric, group_by, fmt)
     sweeps = find_sweeps(path)
     for sweep_dir in sweeps:
         try:
-            yield plot_sweep(sweep_dir, metric, group_by, fmt, dpi, model_diagrams, findings_html)
+            yield plot_sweep(sweep_dir, metric, group_by, fmt, dpi, model_diagrams)
         except OptionError as exc:
             if len(sweeps) == 1:
                 raise
@@ -118,19 +118,19 @@ def _plan(summary, histories, metric: str, group_by: str | None) -> tuple[list[t
                                             f"{summary['sweep'].iloc[0]}; varying settings: {', '.join(factors) or 'none'}")
         factors = [group_by]
     has_metric = finished[metric].notna()
-    # Figures over all trials keep the config's order of levels; only finished trials carry the metric.
-    scored = summary.assign(**{metric: summary[metric].where(summary["status"] == "ok")})
     plan = []
     if not factors:
         notes.append("no setting varies among the finished trials: learning curves per factor and "
                      "factor effects skipped")
     for factor in factors if len(done_histories) else []:
         plan.append((f"curves_{factor}", "Learning curves per factor",
-                     f"Loss and accuracy per epoch, one line per {factor} level",
+                     f"Loss and accuracy per epoch, one line per {factor} level: the mean over its trials, with "
+                     "a band for the 95% CI of that mean across seeds (none with one seed per configuration)",
                      lambda f=factor: plots.learning_curves(summary, done_histories, f)))
     if factors and has_metric.any():
-        plan.append(("effects", "Factor effects", f"Mean {metric} per level with 95% confidence intervals",
-                     lambda: plots.factor_effects(scored, metric, factors)))
+        plan.append(("effects", "Factor effects", f"Mean {metric} per level with 95% confidence intervals from the "
+                     "seed-to-seed spread: the numbers of `mnist-sweep compare`",
+                     lambda: plots.factor_effects(summary, metric, factors)))
     if has_metric.any():
         plan.append((f"{metric}_vs_time", f"{metric.replace('_', ' ').capitalize()} against time",
                      f"{metric} against wall time; the Pareto front is circled",
@@ -174,10 +174,22 @@ def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
     return data, MIME[fmt]
 
 
+def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", factor: str | None = None) -> str:
+    """`mnist-sweep compare`'s findings on one sweep as an HTML list, escaped; when it has none, why."""
+    from .compare import compare
+
+    try:
+        sentences = compare(summary, metric, factor).findings
+    except (OptionError, ResultsError) as exc:
+        return f"<p>No findings yet: {_e(exc)}.</p>"
+    command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {factor}" if factor else "")
+    return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
+            f"<p>Every number here comes from the tables of <code>{_e(command)}</code>.</p>")
+
+
 def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: str | None = None,
-               fmt: str = "png", dpi: int = 100, model_diagrams: bool = False,
-               findings_html: str = "") -> PlotOutcome:
-    """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html."""
+               fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> PlotOutcome:
+    """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
     outcome = PlotOutcome(sweep_dir)
     summary, histories = load_results(sweep_dir), load_histories(sweep_dir)
@@ -204,7 +216,7 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
     outcome.figures = [d.path for d in drawn]
     outcome.report = sweep_dir / "report.html"
     atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, metric, outcome.skipped,
-                                               findings_html))
+                                               render_findings(summary, sweep_dir, metric, group_by)))
     return outcome
 
 
@@ -379,7 +391,7 @@ def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: lis
                   notes: list[str], findings_html: str = "") -> str:
     """The report as one HTML page: figures embedded as data URIs, no external resource, all text escaped.
 
-    `findings_html` is trusted HTML (from the statistics module) placed at the top, under the title.
+    `findings_html` is trusted HTML (`render_findings`) placed at the top, under the title.
     """
     name = summary["sweep"].iloc[0] if "sweep" in summary.columns else sweep_dir.name
     records = list(records.values())
@@ -422,8 +434,9 @@ def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: lis
 <h1>{_e(name)}</h1>
 <p>{len(summary)} trials ({_e(status_text)}).{best_text} Generated {_e(generated)} by mnist-sweep from
 <code>{_e(sweep_dir)}</code>.</p>
-<nav><a href="#summary-section">Summary</a><a href="#figures">Figures</a><a href="#config">Config</a>
-<a href="#dataset">Dataset</a><a href="#environment">Environment</a><a href="#models">Models</a></nav>
+<nav>{'<a href="#findings">Findings</a>' if findings else ""}<a href="#summary-section">Summary</a>
+<a href="#figures">Figures</a><a href="#config">Config</a><a href="#dataset">Dataset</a>
+<a href="#environment">Environment</a><a href="#models">Models</a></nav>
 </header>
 <!-- findings: the statistics module's sentences go here -->
 {findings}

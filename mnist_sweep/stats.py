@@ -1,25 +1,25 @@
-"""Which differences are real: seed summaries, factor importance, tests against the best, findings.
+"""Which differences are real: seed summaries, factor importance, tests against the best.
 
 Pure functions over the trial DataFrame of `store.load_results`. Only trials with status "ok" count;
 the others are excluded and counted. A configuration is one set of settings (`config_id`); its seeds
 are repeats. Intervals and tests treat the seed as the random unit and the settings as fixed.
+`compare.py` puts these tables into sentences and renders them.
+
+Quantiles and tail probabilities come from scipy.special: importing scipy.stats costs seconds.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
 from itertools import combinations
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
-from .errors import ResultsError
-from .store import FINISHED, factor_columns, load_results
-from .tables import OptionError, did_you_mean
+from .errors import OptionError, ResultsError, did_you_mean
+from .store import FINISHED, factor_columns
 
 ALPHA = 0.05  # two-sided level of every interval (95%) and test
 POWER = 0.80  # the power a seeds hint aims for
@@ -34,6 +34,20 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss") or "seconds" in metric or metric == "params"
 
 
+def t_quantile(df, q: float = 1 - ALPHA / 2):
+    """Student's t quantile (scipy.stats.t.ppf(q, df)); NaN below 1 degree of freedom. Takes arrays."""
+    return special.stdtrit(np.where(np.asarray(df, dtype=float) >= 1, df, np.nan), q)
+
+
+def half_width(sd, df, n):
+    """Half-width of the 95% t-interval of a mean of `n` values whose SD `sd` has `df` degrees of freedom.
+
+    The one interval formula here: `mean_ci` (df = n - 1), `main_effects` and the learning-curve bands
+    (the seed-to-seed SD pooled within configurations, df = trials - configurations). Takes arrays.
+    """
+    return t_quantile(df) * np.asarray(sd, dtype=float) / np.sqrt(n)
+
+
 def mean_ci(values) -> tuple[float, float, float, float]:
     """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values."""
     x = pd.Series(values, dtype=float).dropna()
@@ -44,7 +58,7 @@ def mean_ci(values) -> tuple[float, float, float, float]:
     if n < 2:
         return mean, math.nan, math.nan, math.nan
     sd = float(x.std(ddof=1))
-    half = sps.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
+    half = float(half_width(sd, n - 1, n))
     return mean, sd, mean - half, mean + half
 
 
@@ -58,6 +72,25 @@ def holm(pvalues) -> np.ndarray:
         running = max(running, min(1.0, (len(tested) - rank) * p[i]))
         out[i] = running
     return out
+
+
+def holm_levels(pvalues) -> np.ndarray:
+    """The two-sided level at which Holm's step-down procedure judged each test.
+
+    Tests it rejected were judged at alpha / (m - rank); those after the first one it kept are judged
+    at that step's level. An interval built at a test's level excludes zero exactly when Holm
+    rejects it, so an interval and its verdict never disagree.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    levels = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    stopped = None
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        level = ALPHA / (len(tested) - rank)
+        if stopped is None and p[i] > level:
+            stopped = level
+        levels[i] = level if stopped is None else stopped
+    return levels
 
 
 def power_hint(diff: float, sd: float, *, paired: bool = False, alpha: float = ALPHA, power: float = POWER):
@@ -76,10 +109,10 @@ def power_hint(diff: float, sd: float, *, paired: bool = False, alpha: float = A
 
     def achieved(n: int) -> float:
         df, ncp = (n - 1, d * math.sqrt(n)) if paired else (2 * n - 2, d * math.sqrt(n / 2))
-        crit = sps.t.ppf(1 - alpha / 2, df)
-        return sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp)
+        crit = t_quantile(df, 1 - alpha / 2)
+        return 1 - special.nctdtr(df, ncp, crit) + special.nctdtr(df, ncp, -crit)
 
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    z = special.ndtri(1 - alpha / 2) + special.ndtri(power)
     n = max(2, math.ceil((1 if paired else 2) * (z / d) ** 2))  # the normal approximation, then exact steps
     if n > MAX_SEEDS_HINT:
         return None
@@ -99,7 +132,8 @@ class _Trials(NamedTuple):
     total: int
 
 
-def _level_text(value) -> str:
+def level_text(value) -> str:
+    """How a setting's value reads as a level: "relu", "0.02", "none"; the tables' level labels."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "none"
     if isinstance(value, float):
@@ -149,7 +183,7 @@ def _trials(df: pd.DataFrame, metric: str, factor: str | None = None) -> _Trials
     ok[metric] = ok[metric].astype(float)
     factors = []
     for f in factor_columns(df):
-        ok[f] = ok[f].map(_level_text)
+        ok[f] = ok[f].map(level_text)
         if ok[f].nunique() > 1:
             factors.append(f)
     ok["_config"] = (ok[factors].radd([f"{f}=" for f in factors]).agg(", ".join, axis=1) if factors
@@ -167,6 +201,15 @@ def _balanced(t: _Trials) -> bool:
     cells = math.prod(t.ok[f].nunique() for f in t.factors)
     sizes = t.ok.groupby("_config").size()
     return len(sizes) == cells and sizes.nunique() == 1
+
+
+def design(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> dict:
+    """How the trials that count are laid out: trials recorded (`total`), those left out by status
+    (`excluded`), `n_configs`, `seeds` (fewest and most of a configuration) and whether `balanced`."""
+    t = _trials(df, metric, factor)
+    sizes = t.ok.groupby("_config").size()
+    return {"total": t.total, "excluded": t.excluded, "n_configs": len(sizes),
+            "seeds": (int(sizes.min()), int(sizes.max())), "balanced": _balanced(t)}
 
 
 # ---------------------------------------------------------------- summaries
@@ -189,7 +232,7 @@ def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
         ok, _ = split_ok(group)
         first = group.iloc[0]
         row = {k: first[k] for k in keys} | {f: first[f] for f in factors}
-        row.update(config=_config_label(first.map(_level_text), factors), n_seeds=len(ok),
+        row.update(config=_config_label(first.map(level_text), factors), n_seeds=len(ok),
                    n_excluded=len(group) - len(ok))
         for m in metrics:
             values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m])))
@@ -227,7 +270,7 @@ def _f_test(ss: float, dof: int, spread: dict, total: float) -> dict:
     row = {"share": ss / total if total else math.nan, "ss": ss, "df": dof, "F": math.nan, "p": math.nan}
     if dof and spread["df"] and spread["sd"] > 0:
         row["F"] = (ss / dof) / spread["sd"] ** 2
-        row["p"] = float(sps.f.sf(row["F"], dof, spread["df"]))
+        row["p"] = float(special.fdtrc(dof, spread["df"], row["F"]))
     return row
 
 
@@ -274,8 +317,7 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
         for level in _ordered(t.ok[f]):
             values = t.ok.loc[t.ok[f] == level]
             mean, n = float(values[metric].mean()), len(values)
-            half = (sps.t.ppf(1 - ALPHA / 2, spread["df"]) * spread["sd"] / math.sqrt(n)
-                    if spread["df"] else math.nan)
+            half = float(half_width(spread["sd"], spread["df"], n))
             rows.append({"factor": f, "rank": importance.at[f, "rank"], "share": importance.at[f, "share"],
                          "level": level, "n_configs": values["_config"].nunique(), "n_trials": n,
                          "mean": mean, "ci_low": mean - half, "ci_high": mean + half})
@@ -285,11 +327,11 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
 
 # ---------------------------------------------------------------- comparisons
 
-def _contrast(pairs: list[tuple[pd.Series, pd.Series]], comparisons: int = 1) -> dict:
+def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA) -> dict:
     """A - B averaged over matched cells (series of the metric by seed), with a CI and p-value.
 
-    The interval is 95% over `comparisons` (Bonferroni: each at 1 - 0.05/comparisons), so an
-    interval that excludes zero always comes with a significant Holm-corrected p-value.
+    The interval is at level 1 - alpha; comparisons within a family pass their Holm level
+    (`holm_levels`), so the interval excludes zero exactly when the Holm-corrected p is significant.
 
     Paired t on the per-seed differences when every series has the same seeds; otherwise Welch's t
     with Welch-Satterthwaite degrees of freedom (for one cell, exactly scipy's equal_var=False).
@@ -318,9 +360,9 @@ def _contrast(pairs: list[tuple[pd.Series, pd.Series]], comparisons: int = 1) ->
     if se == 0:  # seeds that change nothing: the difference is exact
         out.update(ci_low=out["diff"], ci_high=out["diff"], p=1.0 if out["diff"] == 0 else 0.0)
         return out
-    half = sps.t.ppf(1 - ALPHA / 2 / comparisons, out["df"]) * se
+    half = float(t_quantile(out["df"], 1 - alpha / 2)) * se
     out.update(ci_low=out["diff"] - half, ci_high=out["diff"] + half,
-               p=float(2 * sps.t.sf(abs(out["diff"]) / se, out["df"])))
+               p=float(2 * special.stdtr(out["df"], -abs(out["diff"]) / se)))
     return out
 
 
@@ -335,7 +377,7 @@ def _verdict(diff: float, p_holm: float, n: int, lower: bool) -> str:
 def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -> list[dict]:
     """Every group against `ref`, matched on context. The family is every pair of groups, because the
     reference was picked as the best from the same data (best-versus-rest alone would find too much):
-    Holm over its p-values, Bonferroni over its intervals."""
+    Holm over its p-values, and each interval at its comparison's Holm level."""
     matched = {}
     for a, b in combinations(groups, 2):
         if a == ref:
@@ -343,8 +385,9 @@ def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -
         common = [c for c in groups[a] if c in groups[b]]
         matched[(a, b)] = [(groups[a][c], groups[b][c]) for c in common]
     results = {key: _contrast(pairs) if pairs else None for key, pairs in matched.items()}
-    family = sum(1 for r in results.values() if r and not math.isnan(r["p"]))
-    adjusted = dict(zip(results, holm([r["p"] if r else math.nan for r in results.values()])))
+    pvalues = [r["p"] if r else math.nan for r in results.values()]
+    adjusted = dict(zip(results, holm(pvalues)))
+    levels = dict(zip(results, holm_levels(pvalues)))
     rows = []
     for level in groups:
         if level == ref:
@@ -353,10 +396,11 @@ def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -
         if r is None:
             rows.append({"level": level, "cells": 0, "verdict": "no configurations to match"})
             continue
-        r = {"level": level, **_contrast(matched[(level, ref)], max(family, 1)), "p_holm": adjusted[(level, ref)]}
+        alpha = levels[(level, ref)] if not math.isnan(levels[(level, ref)]) else ALPHA
+        r = {"level": level, **_contrast(matched[(level, ref)], alpha), "p_holm": adjusted[(level, ref)]}
         r["verdict"] = _verdict(r["diff"], r["p_holm"], r["n_seeds"], lower)
         inconclusive = r["verdict"].startswith("no detectable")
-        r["seeds_needed"] = (power_hint(r["diff"], r["sd"], paired=r["paired"], alpha=ALPHA / max(family, 1))
+        r["seeds_needed"] = (power_hint(r["diff"], r["sd"], paired=r["paired"], alpha=alpha)
                              if inconclusive else None)
         rows.append(r)
     return rows
@@ -377,8 +421,8 @@ def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataF
     A row's `diff` is that configuration minus the best; its `verdict` says whether it is "better",
     "worse" or shows "no detectable difference at n seeds" (lower is better for losses and times).
     Paired t on seed when both ran the same seeds, else Welch's t; Holm-corrected over every pair of
-    configurations, and the intervals are Bonferroni over them. `seeds_needed` is `power_hint` at
-    alpha / pairs for the inconclusive ones. Columns: rank, config, the settings, n, mean,
+    configurations, each interval at its Holm level. `seeds_needed` is `power_hint` at that level
+    for the inconclusive ones. Columns: rank, config, the settings, n, mean,
     mean_low, mean_high (the configuration's own 95% CI), then the contrast columns; best first.
     """
     t = _trials(df, metric)
@@ -416,8 +460,8 @@ def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", factor: str
 
     A difference averages over the settings of the other factors at which both levels were run
     (a paired t on seed when the seeds match, else Welch-Satterthwaite), so `kernel_l2` 0.02 vs 0
-    compares only configurations that agree on everything else. Holm (p), Bonferroni (intervals,
-    `seeds_needed`) run over every pair of levels of one setting. Columns: factor, level, reference,
+    compares only configurations that agree on everything else. Holm (p, and the level of each
+    interval and `seeds_needed`) runs over every pair of levels of one setting. Columns: factor, level, reference,
     then the contrast columns.
     """
     t = _trials(df, metric, factor)
@@ -469,288 +513,10 @@ def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", factor: s
     return table
 
 
-# ---------------------------------------------------------------- findings
+def __getattr__(name):
+    """`compare`, `findings`, `render` and `CompareResult` moved to compare.py; still importable from here."""
+    if name in ("compare", "findings", "render", "CompareResult"):
+        from . import compare
 
-def _bare(metric: str, value: float) -> str:
-    """A number in display units without the unit: accuracies in percent (points), losses to 0.001."""
-    digits = 1 if "accuracy" in metric else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
-    text = f"{value * (100 if 'accuracy' in metric else 1):.{digits}f}"
-    return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
-
-
-def _amount(metric: str, value: float, signed: bool = False) -> str:
-    text = _bare(metric, value)
-    text = f"+{text}" if signed and value > 0 and text.strip("0.") else text
-    return text + (" points" if "accuracy" in metric else " s" if "seconds" in metric else "")
-
-
-def _value(metric: str, value: float) -> str:
-    return f"{_bare(metric, value)}%" if "accuracy" in metric else _amount(metric, value)
-
-
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
-
-
-def _pct(share: float) -> str:
-    return "under 1%" if 0 < share < 0.005 else f"{share:.0%}"
-
-
-def _seeds(low: int, high: int) -> str:
-    return f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low} to {high} seeds"
-
-
-def _pair_clause(metric: str, a: str, b: str, r) -> str:
-    """One comparison in words, from a contrast row whose diff is a - b."""
-    diff, n = r["diff"], int(r["n_seeds"])
-    a_wins = (diff < 0) if lower_is_better(metric) else (diff > 0)
-    win, lose = (a, b) if a_wins else (b, a)
-    lo, hi = sorted(np.sign(diff) * np.array([r["ci_low"], r["ci_high"]]))  # the interval of |diff|
-    if r["verdict"] in ("better", "worse"):
-        return (f"{win} beats {lose} by {_amount(metric, abs(diff))} (95% CI {_bare(metric, lo)} to "
-                f"{_bare(metric, hi)}, {_p(r['p_holm'])}, {n} seeds)")
-    if str(r["verdict"]).startswith("no detectable"):
-        needed = r.get("seeds_needed")
-        hint = (f"; about {int(needed)} seeds per configuration would resolve a difference of this size"
-                if needed is not None and pd.notna(needed) else "")
-        return (f"{a} vs {b} shows no detectable difference ({_amount(metric, diff, signed=True)}, CI "
-                f"{_bare(metric, r['ci_low'])} to {_bare(metric, r['ci_high'])}, {n} seeds{hint})")
-    if diff == 0 or pd.isna(diff):
-        return f"{a} and {b} tie"
-    return f"{win} leads {lose} by {_amount(metric, abs(diff))} in single runs"
-
-
-def _level_name(factor: str, level: str, levels) -> str:
-    """Text levels read alone ("adam"); numbers need their setting ("kernel_l2=0.02")."""
-    def numeric(text):
-        try:
-            float(text)
-            return True
-        except ValueError:
-            return text in ("True", "False", "none")
-    return f"{factor}={level}" if all(numeric(x) for x in levels) else level
-
-
-def _factor_sentences(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
-    sentences = []
-    for _, f in r.importance.iterrows():
-        if r.factor not in (None, f["factor"]):
-            continue
-        head = f"{f['factor']} explains {_pct(f['share'])} of the variance in {name}"
-        head += f" ({_p(f['p'])})" if pd.notna(f["p"]) else ""
-        rows = r.contrasts[(r.contrasts["factor"] == f["factor"]) & (r.contrasts["cells"] > 0)]
-        levels = r.main_effects.loc[r.main_effects["factor"] == f["factor"], "level"]
-        clauses = [_pair_clause(r.metric, _level_name(f["factor"], c["level"], levels),
-                                _level_name(f["factor"], c["reference"], levels), c) for _, c in rows.iterrows()]
-        sentences.append("; ".join([head, *clauses]) + ".")
-    return sentences
-
-
-def _best_sentence(r: "CompareResult") -> str:
-    name, table = r.metric.replace("_", " "), r.versus_best
-    best, others = table.iloc[0], table.iloc[1:]
-    if others.empty:
-        return f"Only one configuration finished ({best['config']}): there is nothing to compare it with."
-    if r.seeds[1] < 2:
-        return (f"The best single run is {best['config']} ({name} {_value(r.metric, best['mean'])}); with 1 seed "
-                f"per configuration this ranking of {len(table)} configurations may be seed noise.")
-    text = (f"The best configuration is {best['config']} ({name} {_value(r.metric, best['mean'])}, 95% CI "
-            f"{_bare(r.metric, best['mean_low'])} to {_bare(r.metric, best['mean_high'])}, {int(best['n'])} seeds); "
-            f"it beats {int((others['verdict'] == 'worse').sum())} of {len(others)} others")
-    close = others[others["verdict"].astype(str).str.startswith("no detectable")]
-    if len(close):
-        listed = "; ".join(close["config"].head(3)) + (f" and {len(close) - 3} more" if len(close) > 3 else "")
-        text += f", and {len(close)} show{'s' if len(close) == 1 else ''} no detectable difference from it ({listed})"
-    return text + "."
-
-
-def _findings(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
-    n_ok = r.total - sum(r.excluded.values())
-    if r.excluded:
-        dropped = ", ".join(f"{n} {status}" for status, n in r.excluded.items())
-        n_out = sum(r.excluded.values())
-        out = [f"{n_ok} of {r.total} trials count: {n_out} {'was' if n_out == 1 else 'were'} excluded ({dropped})."]
-    else:
-        plural = "s" if r.n_configs != 1 else ""
-        out = [f"{n_ok} trials: {r.n_configs} configuration{plural} with {_seeds(*r.seeds)} each."]
-    if r.seeds[1] < 2:
-        out.append("No interval can be given with 1 seed per configuration: the shares and rankings below come "
-                   "from single runs; run 3 or more seeds (`seeds: 3`) to tell which differences are real.")
-    out += _factor_sentences(r)
-    out.append(_best_sentence(r))
-    if pd.notna(r.spread["sd"]):
-        out.append(f"Seeds alone move {name} by an SD of {_amount(r.metric, r.spread['sd'])} within a "
-                   f"configuration: {_pct(r.spread['share'])} of all the variance.")
-    tests = r.interaction_tests.dropna(subset=["p_holm"])
-    for _, i in tests[tests["p_holm"] < ALPHA].iterrows():
-        out.append(f"{i['a']} and {i['b']} interact: the interaction explains {_pct(i['share'])} of the variance "
-                   f"({_p(i['p_holm'])}): the effect of {i['a']} depends on {i['b']} (see the two-way table).")
-    if len(tests) and not (tests["p_holm"] < ALPHA).any():
-        top = tests.loc[tests["share"].idxmax()]
-        out.append(f"No detectable interaction ({len(tests)} pair{'s' if len(tests) != 1 else ''} tested; the "
-                   f"largest, {top['a']} x {top['b']}, explains {_pct(top['share'])} of the variance).")
-    if not r.balanced and len(r.importance) > 1:
-        out.append("The design is unbalanced, so each share is the setting's effect after the others (type II) and "
-                   "the shares need not add up to 100%; level comparisons pair only configurations that agree on "
-                   "every other setting.")
-    if r.seeds[1] >= 2 and r.n_configs > 1:
-        out.append("p-values are paired (same seeds) or Welch t-tests across seeds, Holm-corrected over every pair "
-                   "of configurations (or of a setting's levels); intervals of differences are 95% over the same "
-                   "pairs (Bonferroni).")
-    return out
-
-
-@dataclass
-class CompareResult:
-    """What `mnist-sweep compare` reports on one sweep: its tables, and the findings they support."""
-
-    metric: str
-    factor: str | None
-    total: int  # every trial recorded
-    excluded: dict[str, int]  # trials left out, by status
-    n_configs: int
-    seeds: tuple[int, int]  # fewest and most finished seeds of a configuration
-    balanced: bool
-    importance: pd.DataFrame  # factor_importance
-    main_effects: pd.DataFrame
-    contrasts: pd.DataFrame  # level_contrasts
-    versus_best: pd.DataFrame  # compare_to_best
-    interactions: dict  # two-way tables of means
-    interaction_tests: pd.DataFrame
-    spread: dict  # seed_spread
-    findings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        def records(frame):
-            return json.loads(frame.to_json(orient="records"))
-        return {"metric": self.metric, "factor": self.factor, "trials": self.total, "excluded": self.excluded,
-                "configurations": self.n_configs, "seeds": {"min": self.seeds[0], "max": self.seeds[1]},
-                "balanced": self.balanced, "findings": self.findings,
-                "importance": records(self.importance), "main_effects": records(self.main_effects),
-                "contrasts": records(self.contrasts), "versus_best": records(self.versus_best),
-                "interactions": [{"factors": list(k), "means": json.loads(v.to_json(orient="index"))}
-                                 for k, v in self.interactions.items()],
-                "interaction_tests": records(self.interaction_tests),
-                "seed_spread": {k: (None if pd.isna(v) else v) for k, v in self.spread.items()}}
-
-
-def compare(results, metric: str = "test_accuracy", factor: str | None = None) -> CompareResult:
-    """Rank the settings, test the best configuration against the rest, and state the findings.
-
-    `results` is one sweep's directory or its `load_results` DataFrame; `factor` narrows the
-    per-setting tables and sentences to one setting.
-    """
-    df = results if isinstance(results, pd.DataFrame) else load_results(results)
-    if "sweep" in df.columns and df["sweep"].nunique() > 1:
-        names = sorted(df["sweep"].unique())
-        where = f"{results}/" if not isinstance(results, pd.DataFrame) else ""
-        raise OptionError("RESULTS", f"the results hold {len(names)} sweeps ({', '.join(names)}); compare one at "
-                                     f"a time, e.g. mnist-sweep compare {where}{names[0]}")
-    t = _trials(df, metric, factor)
-    sizes = t.ok.groupby("_config").size()
-    result = CompareResult(
-        metric=metric, factor=factor, total=t.total, excluded=t.excluded, n_configs=len(sizes),
-        seeds=(int(sizes.min()), int(sizes.max())), balanced=_balanced(t),
-        importance=factor_importance(df, metric), main_effects=main_effects(df, metric, factor),
-        contrasts=level_contrasts(df, metric, factor), versus_best=compare_to_best(df, metric),
-        interactions=interactions(df, metric, factor), interaction_tests=interaction_tests(df, metric, factor),
-        spread=seed_spread(df, metric))
-    result.findings = _findings(result)
-    return result
-
-
-def findings(results, metric: str = "test_accuracy", factor: str | None = None) -> list[str]:
-    """The plain sentences of `compare`: what the numbers in its tables say."""
-    return compare(results, metric, factor).findings
-
-
-# ---------------------------------------------------------------- rendering
-
-def _interval(metric: str, low: float, high: float) -> str:
-    return "" if pd.isna(low) else f"{_bare(metric, low)} to {_bare(metric, high)}"
-
-
-def _mean_cell(metric: str, mean: float, low: float, high: float, signed: bool = False) -> str:
-    text = _amount(metric, mean, signed).removesuffix(" points").removesuffix(" s")
-    return text + (f" ({_interval(metric, low, high)})" if pd.notna(low) else "")
-
-
-def _p_cell(p: float) -> str:
-    return "" if pd.isna(p) else _p(p).removeprefix("p = ").replace("p < ", "<")
-
-
-def _contrast_cells(metric: str, r) -> list[str]:
-    """difference (CI), p, verdict (its seed count has a column of its own), seeds needed."""
-    needed, diff = r.get("seeds_needed"), r["diff"]
-    if r.get("verdict") == "best":
-        return ["", "", "best", ""]
-    return [_mean_cell(metric, diff, r["ci_low"], r["ci_high"], signed=True) if pd.notna(diff) else "",
-            _p_cell(r["p_holm"]), str(r["verdict"]).split(" at ")[0],
-            str(int(needed)) if needed is not None and pd.notna(needed) else ""]
-
-
-def _sections(r: CompareResult) -> list[tuple[str, pd.DataFrame]]:
-    """The report's tables as (title, DataFrame of display strings)."""
-    m, name = r.metric, r.metric.replace("_", " ")
-    unit = " (accuracy in %, differences in points)" if "accuracy" in m else ""
-    tail = ["difference (95% CI)", "p (Holm)", "verdict", "seeds needed"]
-    sections = [(f"Settings ranked by share of the variance in {name}", pd.DataFrame(
-        [[str(f["rank"]), f["factor"], str(f["levels"]), _pct(f["share"]) if pd.notna(f["share"]) else "",
-          _p_cell(f["p"])] for _, f in r.importance.iterrows()],
-        columns=["rank", "setting", "levels", "share", "p"]))]
-    mixed = "" if r.balanced else "; unbalanced, so a level's mean mixes the other settings"
-    sections.append((f"Mean {name} per level{unit}{mixed}", pd.DataFrame(
-        [[e["factor"], e["level"], str(e["n_configs"]), str(e["n_trials"]), _bare(m, e["mean"]),
-          _interval(m, e["ci_low"], e["ci_high"])] for _, e in r.main_effects.iterrows()],
-        columns=["setting", "level", "configs", "trials", "mean", "95% CI"])))
-    sections.append((f"Each level against its setting's best, matched on the other settings{unit}", pd.DataFrame(
-        [[c["factor"], c["level"], c["reference"], str(c["n_seeds"]) if c["cells"] else "", *_contrast_cells(m, c)]
-         for _, c in r.contrasts.iterrows()], columns=["setting", "level", "vs", "seeds", *tail])))
-    sections.append((f"The best configuration against every other{unit}", pd.DataFrame(
-        [[b["config"], str(b["n"]), _mean_cell(m, b["mean"], b["mean_low"], b["mean_high"]), *_contrast_cells(m, b)]
-         for _, b in r.versus_best.iterrows()], columns=["configuration", "seeds", "mean (95% CI)", *tail])))
-    for (a, b), table in r.interactions.items():
-        shown = table.apply(lambda col: col.map(lambda v: _bare(m, v)))
-        shown.columns = [f"{b}={c}" for c in shown.columns]
-        sections.append((f"Mean {name}: {a} x {b}", shown.rename_axis(a).reset_index()))
-    return sections
-
-
-def render(result: CompareResult, fmt: str = "table", width: int | None = None) -> str:
-    """The compare report as text: rich tables ("table"), "markdown", or "json"."""
-    if fmt == "json":
-        return json.dumps(result.to_dict(), indent=2)
-    sections = _sections(result)
-    if fmt == "markdown":
-        lines = ["## Findings", "", *(f"- {s}" for s in result.findings)]
-        for title, frame in sections:
-            if frame.empty:
-                continue
-            lines += ["", f"### {title}", "", "| " + " | ".join(frame.columns) + " |",
-                      "|" + "---|" * len(frame.columns)]
-            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-        return "\n".join(lines) + "\n"
-    import io
-    import shutil
-
-    from rich.console import Console
-    from rich.table import Table
-
-    width = width or max(shutil.get_terminal_size((120, 24)).columns, 100)
-    console = Console(file=io.StringIO(), width=width, soft_wrap=False)
-    console.print("[bold]Findings[/bold]")
-    for sentence in result.findings:
-        console.print(f" - {sentence}", highlight=False, markup=False)
-    for title, frame in sections:
-        if frame.empty:
-            continue
-        table = Table(title=title, title_justify="left")
-        for column in frame.columns:
-            table.add_column(str(column), ratio=3 if column == "configuration" else None)
-        for row in frame.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        console.print()
-        console.print(table)
-    return console.file.getvalue()
+        return getattr(compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The summary as a table: picking, filtering, sorting and formatting the rows `mnist-sweep show` prints.
+"""The summary as a table: picking, filtering, sorting and formatting the rows `mnist-sweep show` prints,
+one per configuration (its seeds' mean and 95% CI, from `stats.summarize_configs`) or one per trial.
 
 Also the small vocabulary the figures share with it: which settings vary, in which order their
 levels go, how a trial is labelled, and which way is "better" for a column.
@@ -6,38 +7,26 @@ levels go, how a trial is labelled, and which way is "better" for a column.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import SweepError
-from .store import SUMMARY_TAIL, factor_columns, load_results
+from .errors import OptionError, did_you_mean
+from .store import factor_columns, load_results
 
 METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "val_loss", "train_loss")
 SHOWN = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds", "status")
+CONFIG_METRICS = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds")  # the configuration view's
 FORMATS = ("table", "csv", "json", "markdown")
 # Short headers for the terminal table (csv, json and markdown keep the column names).
 HEADERS = {"test_accuracy": "test acc", "val_accuracy": "val acc", "train_accuracy": "train acc",
-           "epochs_run": "epochs", "wall_seconds": "wall s", "seconds_per_epoch": "s/epoch"}
+           "epochs_run": "epochs", "wall_seconds": "wall s", "seconds_per_epoch": "s/epoch", "n_seeds": "seeds",
+           "excluded": "left out"}
 # How `show` marks trials that did not finish cleanly (the table format only; csv/json keep the raw status).
 STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "yellow"),
                 "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta")}
-
-
-class OptionError(SweepError):
-    """A command-line option names a column, value or setting the results do not have."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option = option
-
-
-def did_you_mean(word: str, choices: Iterable[Any]) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f' (did you mean "{match[0]}"?)' if match else ""
 
 
 def higher_is_better(column: str) -> bool:
@@ -149,6 +138,80 @@ def select(summary, sort: str = "test_accuracy", top: int | None = None, where: 
     return rows[columns].reset_index(drop=True)
 
 
+def _config_sort(summary, configs_columns: list[str], sort: str) -> str | None:
+    """The metric to summarize for `--sort` in the configuration view (None: sort by a column it has)."""
+    import pandas as pd
+
+    if sort in configs_columns:
+        return None
+    per_trial = ("seed", "trial_id", "status", "error")
+    metrics = [c for c in summary.columns if c not in (*per_trial, *factor_columns(summary))
+               and pd.api.types.is_numeric_dtype(summary[c])]
+    if sort in metrics:
+        return sort
+    choices = [*configs_columns, *metrics]
+    if sort in summary.columns:
+        raise OptionError("--sort", f'"{sort}" differs between the trials of a configuration; sort configurations '
+                                    f"by a setting or a metric ({', '.join(m for m in METRICS if m in metrics)}), "
+                                    f"or add --trials")
+    raise OptionError("--sort", f'no column "{sort}"{did_you_mean(sort, choices)}; columns: {", ".join(choices)}')
+
+
+def _left_out(statuses) -> str:
+    """"1 failed, 1 running": a configuration's trials that did not finish, by status."""
+    return ", ".join(f"{n} {status}" for status, n in statuses[statuses != "ok"].value_counts(sort=False).items())
+
+
+def select_configs(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
+    """The rows `show` prints by default: one per configuration of the trials `where` keeps.
+
+    Columns: config_id, the varying settings, `n_seeds` (finished trials), `excluded` (the others, by
+    status; only when there are any), then `<metric>_mean`, `_sd`, `_ci_low`, `_ci_high` (95% CI across
+    seeds, empty below 2 seeds) per metric. A metric `sort` sorts by its mean, best first.
+    """
+    import pandas as pd
+
+    from .stats import summarize_configs
+
+    trials = filter_rows(summary, parse_where(where))
+    keys = ["config_id", *varying_factors(summary), "n_seeds"]
+    metric = _config_sort(summary, keys, sort)
+    metrics = [m for m in CONFIG_METRICS if m in summary.columns]
+    if metric and metric not in metrics:
+        metrics.append(metric)
+    columns = keys + [f"{m}_{part}" for m in metrics for part in ("mean", "sd", "ci_low", "ci_high")]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    configs = summarize_configs(trials, metrics)
+    group = [k for k in ("sweep", "config_id") if k in trials.columns]
+    configs = configs.join(trials.groupby(group, sort=False)["status"].agg(_left_out).rename("excluded"), on=group)
+    if configs["excluded"].astype(bool).any():
+        columns.insert(len(keys), "excluded")
+    rows = configs.sort_values(f"{metric}_mean" if metric else sort, ascending=not higher_is_better(metric or sort),
+                               na_position="last", kind="stable")
+    if top is not None:
+        rows = rows.head(top)
+    return rows[columns].reset_index(drop=True)
+
+
+def format_mean(column: str, mean: float, low: float, high: float) -> str:
+    """"0.9123 ± 0.0040": a mean and the half-width of its (symmetric) t-interval; the mean alone without one."""
+    if mean is None or math.isnan(mean):
+        return "-"
+    digits = 4 if column in METRICS else 1
+    return f"{mean:.{digits}f}" + ("" if math.isnan(high) else f" ± {high - mean:.{digits}f}")
+
+
+def _config_display(configs):
+    """The configuration rows as people read them: each metric's mean, SD and CI become one "mean ± CI" cell."""
+    metrics = [c.removesuffix("_mean") for c in configs.columns if c.endswith("_mean")]
+    shown = configs[[c for c in configs.columns if not c.startswith(tuple(f"{m}_" for m in metrics))]].copy()
+    for m in metrics:
+        shown[m] = [format_mean(m, *values) for values in
+                    configs[[f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"]].itertuples(index=False, name=None)]
+    return shown, metrics
+
+
 def format_cell(column: str, value: Any) -> str:
     """A cell as people read it: metrics to 4 decimals, seconds to 0.1, whole numbers without ".0"."""
     if value is None or isinstance(value, float) and math.isnan(value):
@@ -173,13 +236,18 @@ def to_json(frame) -> str:
                       indent=2, default=str) + "\n"
 
 
-def to_markdown(frame) -> str:
+def _numeric(frame, column: str, right: Iterable[str] = ()) -> bool:
+    """Whether a column holds numbers (right-aligned): by its type, or named in `right` (formatted numbers)."""
     import pandas as pd
 
+    return column in right or pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
+
+
+def to_markdown(frame, right: Iterable[str] = ()) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool for c in frame.columns]
+    numeric = [_numeric(frame, c, right) for c in frame.columns]
     lines = ["| " + " | ".join(cell(str(c)) for c in frame.columns) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for row in frame.itertuples(index=False):
@@ -187,17 +255,16 @@ def to_markdown(frame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_rich(frame, title: str = ""):
+def to_rich(frame, title: str = "", right: Iterable[str] = ()):
     """A rich Table; failed, diverged and unfinished trials are marked in colour."""
-    import pandas as pd
     from rich.table import Table
 
     table = Table(title=title or None, title_justify="left")
-    # On a terminal the settings and numbers come first; the long trial id and error go last.
-    tail = [c for c in ("trial_id", "error") if c in frame.columns]
+    # On a terminal the settings and numbers come first; the long ids and error go last.
+    tail = [c for c in ("config_id", "trial_id", "error") if c in frame.columns]
     frame = frame[[c for c in frame.columns if c not in tail] + tail]
     for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
+        numeric = _numeric(frame, column, right)
         # Numbers and status never wrap; on a narrow terminal the long text columns fold instead.
         folds = not numeric and column != "status"
         table.add_column(HEADERS.get(column, column), justify="right" if numeric else "left", no_wrap=not folds,
@@ -213,14 +280,19 @@ def to_rich(frame, title: str = ""):
 
 
 def render(frame, fmt: str = "table", title: str = ""):
-    """`frame` as csv, json or markdown text, or as a rich Table for `table`."""
+    """`frame` as csv, json or markdown text, or as a rich Table for `table`.
+
+    The configuration view (columns `<metric>_mean` …) keeps its numbers in csv and json; for
+    people, table and markdown show each metric as one "mean ± CI" cell.
+    """
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
         return to_json(frame)
+    frame, right = _config_display(frame)
     if fmt == "markdown":
-        return to_markdown(frame)
-    return to_rich(frame, title)
+        return to_markdown(frame, right)
+    return to_rich(frame, title, right)
 
 
 def status_notes(summary) -> list[str]:
@@ -246,15 +318,36 @@ class Shown:
 
 
 def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None = None,
-                 where: Iterable[str] = (), fmt: str = "table") -> Shown:
-    """Load a sweep's (or a folder of sweeps') summary and render the selected rows."""
+                 where: Iterable[str] = (), fmt: str = "table", trials: bool = False) -> Shown:
+    """Load a sweep's (or a folder of sweeps') summary and render the selected configurations (or trials)."""
     summary = load_results(path)
     if summary.empty:
         return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"])
-    rows = select(summary, sort, top, where)
-    notes = status_notes(summary.loc[summary["trial_id"].isin(rows["trial_id"])])
+    sweeps = ", ".join(map(str, summary["sweep"].unique()))
+    if trials:
+        rows = select(summary, sort, top, where)
+        notes = status_notes(summary.loc[summary["trial_id"].isin(rows["trial_id"])])
+        title = f"{sweeps}: {len(rows)} of {len(summary)} trials, sorted by {sort}"
+    else:
+        rows = select_configs(summary, sort, top, where)
+        notes = _config_notes(filter_rows(summary, parse_where(where)), rows)
+        total = summary.groupby([k for k in ("sweep", "config_id") if k in summary.columns]).ngroups
+        by = f"mean {sort}" if f"{sort}_mean" in rows.columns else sort
+        title = f"{sweeps}: {len(rows)} of {total} configurations, sorted by {by}"
+        title += "; ± is the 95% CI across seeds" if (rows["n_seeds"] > 1).any() else ""
     if rows.empty:
-        notes.append("no trial matches every --where filter")
-    sweeps = summary["sweep"].unique()
-    title = f"{', '.join(map(str, sweeps))}: {len(rows)} of {len(summary)} trials, sorted by {sort}"
+        notes.append(f"no {'trial' if trials else 'configuration'} matches every --where filter")
     return Shown(render(rows, fmt, title), len(rows), notes)
+
+
+def _config_notes(trials, configs) -> list[str]:
+    """What the configuration view leaves out of its means, and where no interval could be given."""
+    shown = trials[trials["config_id"].isin(configs["config_id"])]
+    notes = [f"{note}; left out of the means (--trials lists them)" for note in status_notes(shown)]
+    single = int((configs["n_seeds"] == 1).sum())
+    if len(configs) and single == len(configs):
+        notes.append("1 finished seed per configuration: no interval can be given, the values are single runs; "
+                     "run more seeds (e.g. --set seeds=3) to see which differences hold up")
+    elif single:
+        notes.append(f"{single} configuration(s) with 1 finished seed: no interval for them")
+    return notes

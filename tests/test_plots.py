@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
-from scipy import stats
 
-from mnist_sweep import plots
+from mnist_sweep import plots, stats
 from mnist_sweep.store import load_histories, load_results
 from tests.fake_results import write_sweep
 
@@ -161,24 +160,78 @@ def test_overfitting_gap_is_train_minus_validation_and_test_in_points(finished):
     assert "percentage points" in ax.get_xlabel()
 
 
-def test_factor_effects_show_the_t_interval_of_each_levels_mean(mixed):
+def _error_bars(ax) -> list[tuple[float, float, float]]:
+    """(mean, low, high) of each error bar on a panel, as drawn."""
+    container = ax.containers[0]
+    means = container.lines[0].get_ydata()
+    segments = container.lines[2][0].get_segments()
+    return [(m, min(s[:, 1]), max(s[:, 1])) for m, s in zip(means, segments)]
+
+
+def test_factor_effects_draw_the_intervals_compare_reports(mixed):
     summary, _ = mixed  # trials without test accuracy (failed, diverged, running) are left out
     fig = plots.factor_effects(summary, "test_accuracy")
-    by_activation = fig.axes[0]
-    assert by_activation.get_title() == "by activation"
+    effects = stats.main_effects(summary, "test_accuracy")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [f"by {f}" for f in dict.fromkeys(effects["factor"])]
+    for ax in panels:
+        table = effects[effects["factor"] == ax.get_title().removeprefix("by ")].set_index("level")
+        levels = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+        drawn = _error_bars(ax)
+        expected = table.loc[levels, ["mean", "ci_low", "ci_high"]].to_numpy()
+        assert np.array(drawn) == pytest.approx(expected)
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{v}\n(n={table.loc[v, 'n_trials']})" for v in levels]
+    by_activation = next(ax for ax in panels if ax.get_title() == "by activation")
     assert [t.get_text() for t in by_activation.get_xticklabels()] == ["relu\n(n=3)", "tanh\n(n=2)", "sigmoid\n(n=4)"]
-    values = summary.loc[summary["activation"] == "sigmoid", "test_accuracy"]
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    mean, ci_low, ci_high = plots.mean_ci(values)
-    assert (mean, ci_low, ci_high) == pytest.approx((values.mean(), low, high))
-    error_bars = by_activation.containers[0]
-    assert error_bars.lines[0].get_ydata()[2] == pytest.approx(mean)
+    assert "seed-to-seed SD pooled within configurations" in fig._suptitle.get_text()
+
+
+def test_factor_effects_of_one_seed_draw_means_without_intervals(tmp_path):
+    summary = load_results(write_sweep(tmp_path, "once", seeds=1))
+    fig = plots.factor_effects(summary)
+    assert all(low == mean == high for ax in fig.axes if ax.get_visible() for mean, low, high in _error_bars(ax))
+    assert stats.main_effects(summary)["ci_low"].isna().all()
+    assert "no interval: a single seed per configuration" in fig._suptitle.get_text()
+
+
+def test_learning_curves_band_is_the_ci_across_seeds(tmp_path):
+    # 2 configurations x 3 seeds: each level is one configuration, so its band is the t-interval of its seeds.
+    sweep = write_sweep(tmp_path, "pair", factors={"activation": ["relu", "tanh"]}, seeds=3)
+    summary, histories = load_results(sweep), load_histories(sweep)
+    fig = plots.learning_curves(summary, histories, "activation")
+    accuracy = fig.axes[2]
+    bands = [c for c in accuracy.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # one per level
+    ids = summary.loc[summary["activation"] == "relu", "trial_id"]
+    first = histories[histories["trial_id"].isin(ids) & (histories["epoch"] == 1)]["accuracy"]
+    mean, _, low, high = stats.mean_ci(first)
+    outline = bands[0].get_paths()[0].vertices
+    at_epoch_1 = outline[np.isclose(outline[:, 0], 1.0), 1]
+    assert (at_epoch_1.min(), at_epoch_1.max()) == pytest.approx((low, high))
+    assert "band: its 95% CI across seeds" in fig._suptitle.get_text()
+
+
+def test_learning_curves_of_one_seed_have_no_band(tmp_path):
+    sweep = write_sweep(tmp_path, "once", factors={"activation": ["relu", "tanh"]}, seeds=1)
+    fig = plots.learning_curves(load_results(sweep), load_histories(sweep), "activation")
+    assert not [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
+    assert "no band: a single seed per configuration" in fig._suptitle.get_text()
+
+
+def test_the_band_pools_the_seed_spread_within_configurations():
+    # Level "a" holds two configurations; the band uses the SD within each, not the gap between them.
+    rows = pd.DataFrame({"epoch": [1] * 6, "config_id": ["x"] * 3 + ["y"] * 3,
+                         "accuracy": [0.50, 0.52, 0.54, 0.80, 0.82, 0.84]})
+    mean, half = plots.seed_band(rows, "accuracy", ["config_id"])
+    pooled = math.sqrt((2 * 0.02**2 + 2 * 0.02**2) / 4)  # 6 trials - 2 configurations = 4 df
+    assert mean[1] == pytest.approx(0.67)
+    assert half[1] == pytest.approx(2.776445 * pooled / math.sqrt(6), rel=1e-6)
 
 
 def test_mean_ci_of_one_value_has_no_interval():
-    mean, low, high = plots.mean_ci([0.9])
-    assert mean == 0.9 and math.isnan(low) and math.isnan(high)
-    assert all(math.isnan(v) for v in plots.mean_ci([]))
+    mean, sd, low, high = stats.mean_ci([0.9])
+    assert mean == 0.9 and math.isnan(sd) and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(v) for v in stats.mean_ci([]))
 
 
 def test_axis_labels_carry_units():

@@ -1,6 +1,7 @@
 """`mnist-sweep plot` and report.html: every figure written, what is skipped said, the page self-contained,
 escaped, and rendering in a real headless browser; the Python API on results the real runner wrote."""
 
+import html
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from mnist_sweep import report
+from mnist_sweep import compare, report
 from mnist_sweep.cli import cli
 from mnist_sweep.store import HISTORY_COLUMNS, load_histories, load_results
 from tests.conftest import tiny_config
@@ -126,6 +127,48 @@ def test_findings_go_at_the_top_of_the_report(plotted):
     assert 'id="findings"' not in report.render_report(sweep, load_results(sweep), {}, [], "test_accuracy", [])
 
 
+def _findings_section(page: str) -> str:
+    return page[page.index('<section id="findings">'):page.index("</section>", page.index('<section id="findings">'))]
+
+
+def test_the_report_starts_with_compares_findings_escaped(plotted):
+    results, _ = plotted
+    page = (results / "mixed" / "report.html").read_text()
+    sentences = compare.findings(load_results(results / "mixed"))
+    section = _findings_section(page)
+    assert page.index("</header>") < page.index('<section id="findings">') < page.index('id="skipped"')
+    assert section.count("<li>") == len(sentences) and '<a href="#findings">Findings</a>' in page
+    for sentence in sentences:
+        assert f"<li>{html.escape(sentence)}</li>" in section
+    assert sentences[0] == "5 of 8 trials count: 3 were excluded (1 failed, 1 diverged, 1 running)."
+    assert f"mnist-sweep compare {results / 'mixed'} --metric test_accuracy" in section
+
+
+def test_findings_are_escaped_and_follow_the_metric(tmp_path):
+    sweep = write_sweep(tmp_path, "clear", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=3)
+    summary = load_results(sweep)
+    section = report.render_findings(summary, sweep, "test_loss")
+    sentences = compare.findings(summary, "test_loss")
+    assert any("p < 0.001" in s for s in sentences) and "p &lt; 0.001" in section and "p < 0.001" not in section
+    assert all(html.escape(s) in section for s in sentences)
+
+
+def test_a_one_seed_sweep_gets_the_one_seed_finding(plotted):
+    results, _ = plotted
+    section = _findings_section((results / "single" / "report.html").read_text())
+    assert "No interval can be given with 1 seed per configuration" in section
+
+
+def test_a_sweep_without_finished_trials_says_why_it_has_no_findings(tmp_path):
+    sweep = write_sweep(tmp_path, "early", factors={"activation": ["relu", "tanh"]}, seeds=1,
+                        statuses={0: "running", 1: "failed"})
+    assert plot(sweep).exit_code == 0
+    section = _findings_section((sweep / "report.html").read_text())
+    assert "<li>" not in section
+    assert ("No findings yet: none of the 2 trials finished with a test_accuracy (1 running, 1 failed): "
+            "nothing to compare.") in section
+
+
 def test_model_diagrams_without_graphviz_say_how_to_install_it_and_go_on(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path, "single", factors={}, seeds=1)
     monkeypatch.setattr(shutil, "which", lambda name: None)
@@ -234,5 +277,7 @@ def test_a_sweep_killed_before_its_first_summary_still_plots_and_shows(tmp_path)
     assert sorted(p.name for p in (sweep / "plots").iterdir()) == [
         "history_relu-s0-00000000.png", "history_tanh-s0-00010000.png"]
     assert "2 running trial(s) left out of the comparisons" in result.stderr
-    shown = CliRunner().invoke(cli, ["show", str(sweep), "--format", "csv"])
+    shown = CliRunner().invoke(cli, ["show", str(sweep), "--trials", "--format", "csv"])
     assert shown.exit_code == 0 and shown.stdout.count(",running") == 2
+    configs = CliRunner().invoke(cli, ["show", str(sweep), "--format", "csv"])
+    assert configs.exit_code == 0 and configs.stdout.count(",1 running,") == 2

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from scipy import stats as sps
 
 from fake_results import write_sweep
-from mnist_sweep import stats
+from mnist_sweep import compare, stats
 from mnist_sweep.cli import cli
-from mnist_sweep.tables import OptionError
+from mnist_sweep.errors import OptionError
 
 T2 = 4.302653  # t quantile 0.975 with 2 df
 T4 = 2.776445  # with 4 df
@@ -127,7 +127,7 @@ def test_interactions_give_the_two_way_table_and_its_test():
 
 def test_an_unbalanced_design_uses_type_ii_and_matches_like_with_like():
     frame = regularization_like()
-    result = stats.compare(frame)
+    result = compare.compare(frame)
     assert not result.balanced and result.interactions == {}  # no full activation x kernel_l2 table
     # kernel_l2 after activation: only the two relu configurations differ, n/2 * (difference of means)^2
     ss = 1.5 * (0.89 - np.mean([0.85, 0.86, 0.88])) ** 2
@@ -176,11 +176,11 @@ def test_lower_is_better_for_losses_and_holm_runs_over_every_pair():
     adjusted = dict(zip(pairs, stats.holm(list(pairs.values()))))
     assert table["p_holm"].tolist()[1:] == pytest.approx([adjusted[("rmsprop", "adam")], adjusted[("sgd", "adam")]])
     assert table.loc[1, "seeds_needed"] > 3
-    result = stats.compare(frame, "test_loss")
+    result = compare.compare(frame, "test_loss")
     sgd = result.contrasts.set_index("level").loc["sgd"]  # sgd - adam: positive, and worse
     sentence = next(s for s in result.findings if s.startswith("optimizer"))
     assert sgd["verdict"] == "worse" and 0 < sgd["ci_low"] < sgd["diff"] < sgd["ci_high"]
-    assert (f"adam beats sgd by {sgd['diff']:.3f} (95% CI {sgd['ci_low']:.3f} to {sgd['ci_high']:.3f}, "
+    assert (f"adam beats sgd by {sgd['diff']:.3f} (Holm-adjusted CI {sgd['ci_low']:.3f} to {sgd['ci_high']:.3f}, "
             f"p < 0.001, 3 seeds)") in sentence and sgd["p_holm"] < 0.001
 
 
@@ -212,12 +212,12 @@ def test_findings_quote_the_numbers_of_the_tables():
     frame = trials({"_factors": ("optimizer", "kernel_l2"),
                     ("adam", 0.0): [0.950, 0.955, 0.948], ("adam", 0.02): [0.951, 0.950, 0.954],
                     ("sgd", 0.0): [0.890, 0.887, 0.893], ("sgd", 0.02): [0.889, 0.893, 0.886]})
-    result = stats.compare(frame)
+    result = compare.compare(frame)
     optimizer = next(s for s in result.findings if s.startswith("optimizer explains"))
     row = result.contrasts.set_index("factor").loc["optimizer"]
     share = result.importance.set_index("factor").loc["optimizer", "share"]
     assert optimizer.startswith(f"optimizer explains {share:.0%} of the variance in test accuracy")
-    assert (f"adam beats sgd by {-row['diff'] * 100:.1f} points (95% CI {-row['ci_high'] * 100:.1f} to "
+    assert (f"adam beats sgd by {-row['diff'] * 100:.1f} points (Holm-adjusted CI {-row['ci_high'] * 100:.1f} to "
             f"{-row['ci_low'] * 100:.1f}, p < 0.001, 3 seeds)") in optimizer
     l2 = next(s for s in result.findings if s.startswith("kernel_l2 explains"))
     assert "shows no detectable difference" in l2 and "3 seeds" in l2
@@ -226,17 +226,36 @@ def test_findings_quote_the_numbers_of_the_tables():
 
 def test_one_seed_ranks_but_gives_no_interval():
     frame = trials({"_factors": ("optimizer",), ("adam",): [0.95], ("sgd",): [0.89], ("rmsprop",): [0.94]})
-    result = stats.compare(frame)
+    result = compare.compare(frame)
     assert any("No interval can be given with 1 seed per configuration" in s for s in result.findings)
     assert result.versus_best["config"].tolist() == ["optimizer=adam", "optimizer=rmsprop", "optimizer=sgd"]
     assert result.versus_best["p"].isna().all() and result.importance["share"].iloc[0] == pytest.approx(1.0)
     assert result.versus_best["verdict"].iloc[1] == "no interval with 1 seed"
 
 
+def test_a_best_configuration_with_one_finished_seed_gets_no_made_up_interval():
+    frame = trials({"_factors": ("optimizer",), ("adam",): [0.95, float("nan")], ("sgd",): [0.89, 0.88]},
+                   status={1: "failed"})
+    sentence = next(s for s in compare.findings(frame) if s.startswith("The best"))
+    assert sentence == ("The best configuration is optimizer=adam (test accuracy 95.0%, no interval, 1 seed); "
+                        "1 other cannot be tested against it (a side with fewer than 2 finished seeds).")
+
+
+def test_a_metric_every_trial_shares_has_no_variance_to_explain():
+    frame = trials({"_factors": ("optimizer",), ("adam",): [8, 8, 8], ("sgd",): [8, 8, 8]}, metric="epochs_run")
+    sentences = compare.findings(frame, "epochs_run")
+    assert "optimizer makes no difference: every trial has the same epochs run." in sentences
+    assert not any("nan" in s for s in sentences)
+
+
+def test_compare_findings_and_render_are_still_importable_from_stats():
+    assert stats.compare is compare.compare and stats.findings is compare.findings and stats.render is compare.render
+
+
 def test_failed_trials_are_excluded_and_counted():
     frame = trials({"_factors": ("optimizer",), ("adam",): [0.95, 0.94, 0.96], ("sgd",): [0.89, 0.88, float("nan")]},
                    status={0: "failed", 5: "running"})
-    result = stats.compare(frame)
+    result = compare.compare(frame)
     assert result.excluded == {"failed": 1, "running": 1} and result.seeds == (2, 2)
     assert result.findings[0] == "4 of 6 trials count: 2 were excluded (1 failed, 1 running)."
     assert result.versus_best["test"].iloc[1] == "Welch t"  # seeds 1, 2 against 0, 1
@@ -245,7 +264,7 @@ def test_failed_trials_are_excluded_and_counted():
 def test_compare_refuses_a_folder_of_several_sweeps():
     frame = pd.concat([regularization_like(), regularization_like().assign(sweep="other")])
     with pytest.raises(OptionError, match="2 sweeps"):
-        stats.compare(frame)
+        compare.compare(frame)
 
 
 # ---------------------------------------------------------------- the command
@@ -281,3 +300,26 @@ def test_compare_command_has_help_with_an_example():
 def test_importing_the_cli_loads_no_statistics():
     code = "import sys, mnist_sweep.cli; print(sorted({'pandas', 'scipy', 'mnist_sweep.stats'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_holm_levels_are_the_step_down_levels_and_stop_at_the_first_kept_test():
+    from mnist_sweep.stats import holm_levels
+
+    # Sorted p: 0.001 (rejected at .05/4), 0.013 (rejected at .05/3), 0.03 (kept at .05/2: stop), 0.04.
+    levels = holm_levels([0.03, 0.001, 0.04, 0.013])
+    assert levels.tolist() == pytest.approx([0.025, 0.0125, 0.025, 0.05 / 3])
+
+
+def test_every_verdict_agrees_with_its_interval():
+    """'better' or 'worse' exactly when the interval excludes zero, over many noisy synthetic sweeps."""
+    from mnist_sweep.stats import compare_to_best
+
+    rng = np.random.default_rng(3)
+    for draw in range(40):
+        rows = [{"trial_id": f"c{c}s{s}", "config_id": f"c{c}", "seed": s, "lr": c, "status": "ok",
+                 "test_accuracy": 0.9 + 0.004 * c * (draw % 3) + rng.normal(0, 0.005)}
+                for c in range(5) for s in range(4)]
+        table = compare_to_best(pd.DataFrame(rows))
+        for _, r in table.iloc[1:].iterrows():
+            excludes_zero = r["ci_low"] > 0 or r["ci_high"] < 0
+            assert excludes_zero == (r["verdict"] in ("better", "worse")), r.to_dict()
