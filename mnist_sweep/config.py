@@ -7,7 +7,6 @@ list, a list becomes a grid axis. `grid.py` turns those lists into trials.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -18,7 +17,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError
+from .config_errors import describe_errors, model_in, show
+from .errors import ConfigError, did_you_mean
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -143,7 +143,7 @@ class OptimizerConfig(Strict):
             if key not in allowed:
                 known = sorted(allowed | {"learning_rate"})
                 problems.append((f".{key}", f"{self.name} takes no setting {key!r}"
-                                 f"{_did_you_mean(key, known)}; it takes {', '.join(known)}", value))
+                                 f"{did_you_mean(key, known)}; it takes {', '.join(known)}", value))
             elif key == "nesterov":
                 if not isinstance(value, bool):
                     problems.append((f".{key}", "nesterov must be true or false", value))
@@ -406,125 +406,8 @@ def _cnn_keys_without_cnn(raw: dict) -> list[str]:
     if any(t != "mlp" for t in types):  # a cnn among them, or a typo the schema reports
         return []
     return [f"model.{key}: {key} applies to convolutional networks only, but model.type is mlp; set "
-            f"model.type: cnn (or [mlp, cnn] to compare both), or remove {key} (got {_show(model[key])})"
+            f"model.type: cnn (or [mlp, cnn] to compare both), or remove {key} (got {show(model[key])})"
             for key in CNN_ONLY if key in model]
-
-
-def _did_you_mean(word: str, choices) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f' (did you mean "{match[0]}"?)' if match else ""
-
-
-def _model_in(annotation):
-    """The pydantic model class inside an annotation like list[Union[..., Model]], if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-# pydantic names the branch of a union an error came from inside its location: `literal['a','b']`,
-# `function-after[...]`, `bool`, a model class name. None of these is a key the user wrote.
-_UNION_TAG = re.compile(r"^([a-z-]+\[.*\]|bool|int|float|str|none|[A-Z]\w*)$")
-
-
-def _walk(loc, raw) -> tuple[str, Any]:
-    """Follow pydantic's error location through the user's raw config.
-
-    Returns the key path as the user wrote it (union tags dropped, and the `[0]` of a scalar that
-    became a one-element axis too) and the model class found there.
-    """
-    path, node, cls, wrapped = "", raw, SweepConfig, False
-    for part in loc:
-        if isinstance(part, int):
-            if isinstance(node, list) and not wrapped:
-                path += f"[{part}]"
-                node = node[part] if part < len(node) else None
-            wrapped = False
-            continue
-        fields = cls.model_fields if cls is not None else {}
-        if not (isinstance(node, dict) and part in node or part in fields) and _UNION_TAG.match(part):
-            continue
-        if isinstance(node, str) and part == "name":
-            continue  # `optimizer: adam` is short for {name: adam}
-        path += f".{part}" if path else part
-        cls = _model_in(fields[part].annotation) if part in fields else None
-        node = node.get(part) if isinstance(node, dict) else None
-        wrapped = part == "hidden" and _is_architecture(node)  # stored as [node]: the user wrote no index
-    return path, cls
-
-
-def _choices(annotation) -> list[str]:
-    """The allowed values of a Literal field (possibly inside Optional/list), else []."""
-    if typing.get_origin(annotation) is Literal:
-        return [str(a) for a in typing.get_args(annotation)]
-    for arg in typing.get_args(annotation):
-        found = _choices(arg)
-        if found:
-            return found
-    return []
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _describe(err: dict, raw) -> list[tuple[str, str]]:
-    """One pydantic error as (key path, message) lines: key path, bad value, what is allowed."""
-    path, _ = _walk(err["loc"], raw)
-    bad = err.get("input")
-    kind = err["type"]
-    if kind == "config_problems":
-        return [(path + sub if path else sub.lstrip("."), f"{msg} (got {_show(value)})")
-                for sub, msg, value in err["ctx"]["problems"]]
-    if kind == "extra_forbidden":
-        _, parent = _walk(err["loc"][:-1], raw)
-        allowed = sorted(parent.model_fields) if parent is not None else []
-        msg = f"unknown key{_did_you_mean(err['loc'][-1], allowed)}"
-        return [(path, msg + (f"; allowed keys: {', '.join(allowed)}" if allowed else ""))]
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        choices = re.findall(r"'([^']*)'", expected)
-        return [(path, f"{bad!r} is not allowed; expected one of {expected}{_did_you_mean(bad, choices)}")]
-    if kind == "missing":
-        _, parent = _walk(err["loc"][:-1], raw)
-        field = parent.model_fields.get(err["loc"][-1]) if parent is not None else None
-        hint = "a plain directory name for the sweep's results, e.g. name: my-sweep" if path == "name" else \
-            ", ".join(_choices(field.annotation)) if field is not None else ""
-        return [(path, "required key is missing" + (f"; expected {hint}" if hint else ""))]
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        msg = "expected a mapping of keys to values"
-    elif kind == "list_type":
-        msg = "expected a list"
-    else:
-        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
-    return [(path, f"{msg} (got {_show(bad)})")]
-
-
-# When a value fails every branch of a union, pydantic reports each branch at the same key path; the
-# first of these kinds says it best (a literal mismatch lists the allowed values).
-_PREFERRED = ("config_problems", "value_error", "literal_error", "extra_forbidden", "missing")
-
-
-def _problems(error: ValidationError, raw: Any) -> list[str]:
-    """Turn pydantic's errors into one line per problem: key path, bad value, what is allowed."""
-    by_path: dict[str, list[tuple[int, str]]] = {}
-    for err in error.errors():
-        rank = _PREFERRED.index(err["type"]) if err["type"] in _PREFERRED else len(_PREFERRED)
-        for path, msg in _describe(err, raw):
-            by_path.setdefault(path or "(top level)", []).append((rank, msg))
-    lines = []
-    for path, found in by_path.items():
-        if any(other != path and other.startswith((path + ".", path + "[")) for other in by_path):
-            continue  # a union branch's error deeper under this key says it better
-        best = min(rank for rank, _ in found)
-        for msg in dict.fromkeys(msg for rank, msg in found if rank == best):
-            lines.append(f"{path}: {msg}")
-    return lines
 
 
 class _Loader(yaml.SafeLoader):
@@ -584,13 +467,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             keys = _keys(cls) if cls is not None else set()
             here = ".".join(path[: i + 1])
             if cls is not None and part not in keys:
-                problems.append(f"--set {'.'.join(path)}: unknown key {here!r}{_did_you_mean(part, keys)}; "
+                problems.append(f"--set {'.'.join(path)}: unknown key {here!r}{did_you_mean(part, keys)}; "
                                 f"allowed keys: {', '.join(sorted(keys))}")
                 break
             if i == len(path) - 1:
                 node[part] = value
                 break
-            child_cls = _model_in(cls.model_fields[part].annotation) if part in getattr(cls, "model_fields", {}) \
+            child_cls = model_in(cls.model_fields[part].annotation) if part in getattr(cls, "model_fields", {}) \
                 else None
             child = node.get(part)
             if child is None and child_cls is not None:
@@ -620,7 +503,7 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(_problems(exc, raw) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
+        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
     problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
     if problems:
         raise ConfigError(problems, source)

@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _did_you_mean, _is_architecture, _is_float, _problems
+from .config import CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _is_architecture, _is_float
+from .config_errors import describe_errors
+from .errors import did_you_mean
 
 # Every setting of a trial and the config section it lives in (None: top level).
 SECTIONS = {
@@ -155,7 +157,7 @@ def _unknown_settings(raw: Any) -> list[str]:
                 problems.append(f"{kind}[{i}]: an entry needs at least one setting, such as {{activation: relu}}")
             for key in entry:
                 if key not in SECTIONS:
-                    problems.append(f"{kind}[{i}].{key}: unknown setting{_did_you_mean(key, SECTIONS)}; "
+                    problems.append(f"{kind}[{i}].{key}: unknown setting{did_you_mean(key, SECTIONS)}; "
                                     f"settings: {', '.join(SECTIONS)}")
     return problems
 
@@ -171,7 +173,7 @@ def check_selectors(config: SweepConfig) -> list[str]:
                 if kind == "exclude" and key == "optimizer" and isinstance(value, dict) and "name" not in value:
                     known = {"learning_rate"}.union(*OPTIMIZER_KEYS.values())
                     problems += [f"{kind}[{i}].optimizer.{k}: no optimizer takes this setting"
-                                 f"{_did_you_mean(k, known)}; settings: {', '.join(sorted(known))}"
+                                 f"{did_you_mean(k, known)}; settings: {', '.join(sorted(known))}"
                                  for k in value if k not in known]
                     continue
                 data = _pinned(config, {key: value})
@@ -180,7 +182,7 @@ def check_selectors(config: SweepConfig) -> list[str]:
                 except ValidationError as exc:
                     # Report at the entry's own key path: include[0].activation, not model.activation.
                     where = f"{SECTIONS[key]}.{key}" if SECTIONS[key] else key
-                    for line in _problems(exc, data):
+                    for line in describe_errors(exc, data, SweepConfig):
                         if line.startswith(where):
                             problems.append(f"{kind}[{i}].{key}{line[len(where):]}")
                         else:
