@@ -37,7 +37,6 @@ class Options:
     ray_address: Optional[str] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    extra_env: dict[str, str] = field(default_factory=dict)
     fuse: bool = False  # train compatible trials as branches of one model
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
@@ -83,7 +82,7 @@ def worker_env(options: Options, index: int) -> dict[str, str]:
     threads = str(max(1, cpu_count() // max(options.jobs, 1)))
     env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
            "TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-           "MNIST_SWEEP_TORCH_THREADS": threads, **options.extra_env}
+           "MNIST_SWEEP_TORCH_THREADS": threads}
     if threads == "1":
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     if options.backend:

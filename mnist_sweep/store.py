@@ -233,8 +233,4 @@ def load_histories(path: str | Path):
 def factor_columns(summary) -> list[str]:
     """The swept-setting columns of a summary DataFrame (everything between seed and status)."""
     known = {"sweep", *SUMMARY_HEAD, *SUMMARY_TAIL}
-    return [c for c in summary.columns if c not in known and c not in EXTRA_COLUMNS]
-
-
-# Columns later features may add after the standard tail; they are never factors.
-EXTRA_COLUMNS = ()
+    return [c for c in summary.columns if c not in known]
