@@ -146,8 +146,9 @@ def make_fused_model(trials: list[Trial], x_train):
 class _Branch:
     """What the group callback tracks for one branch."""
 
-    def __init__(self, trial: Trial):
+    def __init__(self, trial: Trial, model):
         self.trial = trial
+        self.trial_model = model  # the branch as an ordinary model: its weights, summary and saved file
         spec = trial.settings["early_stopping"]
         self.spec = spec or None
         self.tracker = EarlyStopTracker(spec["monitor"], spec["patience"], spec["min_delta"]) if spec else None
@@ -227,9 +228,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         settings = trials[0].settings
         model = make_fused_model(trials, data.x_train)
         model.compile(optimizer=build_optimizer(settings["optimizer"]))
-        branches = [_Branch(t) for t in trials]
-        for b, plain in zip(branches, model.plain_models):
-            b.trial_model = plain
+        branches = [_Branch(t, plain) for t, plain in zip(trials, model.plain_models)]
         deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
         callback = _group_callback(model, branches, on_epoch, deadline)
         keras.utils.set_random_seed(trials[0].seed)
