@@ -22,6 +22,8 @@ from .fused import group_trials
 from .grid import Trial, expand, varying_settings
 from .store import FINISHED, ResultsStore, summary_row
 
+INTERRUPTED = "stopped by Ctrl-C before it finished"
+
 
 @dataclass
 class SweepReport:
@@ -70,6 +72,7 @@ class Sweep:
         self.data = None
         self.report: Optional[SweepReport] = None
         self.executor = None
+        self.halting = False  # a second Ctrl-C: stop the running trial(s) now
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
@@ -117,6 +120,10 @@ class Sweep:
             self.store.write_text(trial.trial_id, "model.txt", summary_text + "\n")
         record.update({"error": None, "traceback": None, "notes": []})
         record.update(result)
+        if self.halting and record["status"] == "failed":
+            # Ctrl-C landing inside TensorFlow's tracing surfaces as an arbitrary error, not KeyboardInterrupt.
+            record.update(status="interrupted", error=INTERRUPTED, traceback=None,
+                          notes=record["notes"] + [f"the interrupt surfaced as: {result.get('error')}"])
         record["finished_at"] = _now()
         self._write(record)
         status = record["status"]
@@ -139,7 +146,7 @@ class Sweep:
     def _mark_interrupted(self) -> None:
         for record in list(self.records.values()):
             if record.get("status") == "running":
-                record = dict(record, status="interrupted", error="stopped by Ctrl-C before it finished",
+                record = dict(record, status="interrupted", error=INTERRUPTED,
                               finished_at=_now())
                 self.store.write_record(record)
                 self.records[record["trial_id"]] = record
@@ -172,6 +179,7 @@ class Sweep:
                 self.progress.message("Ctrl-C: finishing the running trial(s), starting no more; "
                                       "press Ctrl-C again to stop now.")
             else:
+                self.halting = True
                 raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGINT, handle)

@@ -184,6 +184,39 @@ def test_first_ctrl_c_finishes_running_trials_second_stops_now(tmp_path):
     assert sorted(_statuses(sweep).values()) == ["interrupted", "ok"]
 
 
+def test_a_second_ctrl_c_that_surfaces_as_another_error_still_records_interrupted(tmp_path, monkeypatch):
+    """TensorFlow can turn a KeyboardInterrupt raised mid-trace into a ValueError: that is not a failure."""
+    from mnist_sweep import runner
+
+    class StopNowMidTrace:
+        stopping = False
+
+        def __init__(self, name, options):
+            pass
+
+        def run(self, tasks, data, emit):
+            trial = tasks[0][0]
+            emit("started", trial.trial_id, {})
+            os.kill(os.getpid(), signal.SIGINT)  # first Ctrl-C: finish this trial
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # second: stop now, raised "inside TensorFlow"
+                time.sleep(5)
+            except KeyboardInterrupt:
+                emit("done", trial.trial_id, {"status": "failed", "error": "ValueError: None values not supported."})
+
+        def stop(self):
+            self.stopping = True
+
+    monkeypatch.setattr(runner, "make_executor", StopNowMidTrace)
+    config = tiny_config(name="exec", model={"activation": ACTIVATIONS})
+    report = runner.Sweep(runner.validate_config(config), tmp_path / "r").run()
+    assert report.interrupted
+    record, = _records(tmp_path / "r" / "exec").values()
+    assert record["status"] == "interrupted"
+    assert "None values not supported" in record["notes"][-1]
+    assert list(_summary(tmp_path / "r")["status"]) == ["interrupted"]
+
+
 def test_a_second_run_on_the_same_results_refuses_and_names_the_first(tmp_path):
     config = _config(tmp_path)
     with ResultsStore(tmp_path / "r", "exec").lock():
