@@ -105,6 +105,40 @@ def resolve_device(device: str) -> str:
     return f"gpu:{gpus[0]}" if gpus else "cpu"
 
 
+def _tf_gradient_registry() -> dict | None:
+    """TensorFlow's process-wide table of gradient functions, or None on other backends."""
+    if backend_name() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.framework import ops
+
+        return ops._gradient_registry._registry
+    except (ImportError, AttributeError):  # a TensorFlow that moved it: nothing to clean
+        return None
+
+
+@contextmanager
+def fresh_session():
+    """Free everything one trial (or fused group) built once it is done, so a long sweep stays flat.
+
+    `clear_session()` drops the models and traced functions. On TensorFlow that is not enough: each
+    traced train step also registers a gradient function (the optimizer's all-reduce uses
+    `tf.custom_gradient`) in a process-wide table that nothing ever empties, and each entry keeps
+    its whole traced graph alive, about 2 MB a trial (tensorflow/tensorflow#97697). The entries the
+    trial added are removed too; entries that were there before are left alone.
+    """
+    registry = _tf_gradient_registry()
+    before = set(registry) if registry is not None else set()
+    try:
+        yield
+    finally:
+        get_keras().backend.clear_session()
+        if registry is not None:
+            for name in set(registry) - before:
+                if name.startswith("CustomGradient-"):
+                    registry.pop(name, None)
+
+
 def versions() -> dict[str, str]:
     """Versions recorded with every trial."""
     keras = get_keras()

@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Optional
 
-from .backend import get_keras
+from .backend import fresh_session, get_keras
 from .grid import Trial
 from .models import build_model, count_params, summary_text
 from .store import HISTORY_COLUMNS
@@ -213,6 +213,7 @@ def _metrics(b: _Branch) -> dict[str, Any]:
                              stopped_early=tracked and b.tracker.stopped_epoch is not None)
 
 
+@fresh_session()
 def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
                   save_model: bool = False) -> dict[str, dict[str, Any]]:
     """Train a group of trials as one fused model; returns each trial's result, keyed by trial id."""
@@ -247,7 +248,6 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         raise
     except Exception as exc:  # the whole group failed: every branch is recorded with the error
         error = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-        keras.backend.clear_session()
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}
@@ -275,5 +275,4 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             from .saving import model_to_bytes
 
             results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(b.trial_model, b.trial.settings))
-    keras.backend.clear_session()
     return results

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .backend import get_keras
+from .backend import fresh_session, get_keras
 from .grid import Trial
 from .models import build_model, compile_model, count_params, summary_text
 from .store import HISTORY_COLUMNS
@@ -142,6 +142,7 @@ def _timeout_guard(seconds: float):
     return Timeout()
 
 
+@fresh_session()  # also on failure: the next trial starts clean
 def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
                   timeout_seconds: Optional[float] = None, save_model: bool = False) -> dict[str, Any]:
     """Train one trial wherever it runs and return a plain, picklable result; never raises but for Ctrl-C.
@@ -174,7 +175,5 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
         raise
     except Exception as exc:  # recorded as a failed trial; the sweep goes on
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    finally:
-        get_keras().backend.clear_session()  # keeps a long sweep's memory flat
     result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
     return result

@@ -61,3 +61,27 @@ def test_same_seed_gives_the_same_history():
     first = train_trial(_trial(epochs=2), _data()).history
     second = train_trial(_trial(epochs=2), _data()).history
     assert [r["loss"] for r in first] == pytest.approx([r["loss"] for r in second], rel=1e-5)
+
+
+def test_a_long_sweep_in_one_process_keeps_no_traced_graphs_from_finished_trials():
+    """Memory stays flat: TensorFlow's custom-gradient table would otherwise pin every trial's graph."""
+    import gc
+
+    from mnist_sweep.backend import backend_name
+    from mnist_sweep.train import execute_trial
+
+    if backend_name() != "tensorflow":
+        pytest.skip("the leak and its cleanup are TensorFlow's")
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def live_graphs():
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    trials = expand(validate_config(tiny_config(model={"activation": ["relu", "tanh", "sigmoid", "elu"]},
+                                                train={"epochs": 1})))
+    assert execute_trial(trials[0], _data())["status"] == "ok"
+    after_one = live_graphs()
+    for trial in trials[1:]:
+        assert execute_trial(trial, _data())["status"] == "ok"
+    assert live_graphs() == after_one
