@@ -77,9 +77,41 @@ class Sweep:
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
         self.records = self.store.read_records()
+        self._adopt_renamed()
         if force:
             return list(self.trials)
         return [t for t in self.trials if self.records.get(t.trial_id, {}).get("status") != FINISHED]
+
+    def _adopt_renamed(self) -> None:
+        """Keep finished trials whose id changed only because another setting started or stopped varying.
+
+        An id is `<slug>-s<seed>-<hash>`: the slug names the settings that vary, so adding an axis
+        renames trials whose settings did not change; the hash covers every setting, the data and
+        the seed. Such a trial's directory is renamed instead of the trial being trained again.
+        """
+        missing = {t.trial_id.rsplit("-", 1)[1]: t for t in self.trials if t.trial_id not in self.records}
+        if not missing:
+            return
+        adopted = 0
+        for digest, (folder, record) in self.store.finished_by_digest().items():
+            trial = missing.get(digest)
+            if trial is None or record.get("seed") != trial.seed or folder in self.by_id.keys() - {trial.trial_id}:
+                continue
+            if folder != trial.trial_id:
+                if self.store.run_dir(trial.trial_id).exists():
+                    continue  # an unfinished attempt under the new id: train it again
+                self.store.rename_run(folder, trial.trial_id)
+            renamed = record["trial_id"]
+            record = dict(record, trial_id=trial.trial_id, factors=trial.factors,
+                          notes=list(record.get("notes") or []) + [f"renamed from {renamed}: the grid's varying "
+                                                                  "settings changed, this trial's did not"])
+            self.store.write_record(record)
+            self.records.pop(renamed, None)
+            self.records[trial.trial_id] = record
+            adopted += 1
+        if adopted:
+            self.progress.message(f"{adopted} finished trial(s) kept under new ids: the grid's varying settings "
+                                  "changed, theirs did not")
 
     # ------------------------------------------------------------ recording
 

@@ -145,6 +145,24 @@ class ResultsStore:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
+    def finished_by_digest(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Finished trials by the hash that ends their id: {hash: (directory name, record)}.
+
+        Unlike `read_records`, a record whose directory was renamed but not yet rewritten counts.
+        """
+        found = {}
+        for path in sorted(self.runs.glob("*/trial.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("status") == FINISHED and "-" in str(record.get("trial_id")):
+                found.setdefault(record["trial_id"].rsplit("-", 1)[1], (path.parent.name, record))
+        return found
+
+    def rename_run(self, old: str, new: str) -> None:
+        os.rename(self.run_dir(old), self.run_dir(new))
+
     def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
         atomic_write(self.dir / "summary.csv", _csv_text(summary_columns(factors), rows))
 

@@ -67,6 +67,35 @@ def test_second_run_skips_finished_trials_and_force_retrains(tmp_path, two_trial
     assert "0 already finished" in forced.output and "2 ok" in forced.output
 
 
+def test_adding_an_axis_keeps_the_finished_trials_it_did_not_change(tmp_path, two_trial_config):
+    """`dropout: [0.0, 0.3]` renames the dropout-0.0 trials (their ids gain `do-0`) but does not retrain them."""
+    out = tmp_path / "results"
+    assert _run(two_trial_config, "--out", out).exit_code == 0
+    runs = out / "tiny" / "runs"
+    before = {json.loads(p.read_text())["settings"]["activation"]: (p.parent.name, (p.parent / "history.csv").read_text())
+              for p in runs.glob("*/trial.json")}
+    wider = _run(two_trial_config, "--out", out, "--set", "model.dropout=[0.0,0.3]")
+    assert wider.exit_code == 0, wider.output
+    assert "2 finished trial(s) kept under new ids" in wider.output and "2 already finished, skipped" in wider.output
+    assert "2 ok" in wider.output  # only the two dropout-0.3 trials trained
+    summary = pd.read_csv(out / "tiny" / "summary.csv")
+    assert len(summary) == 4 and set(summary["status"]) == {"ok"}
+    assert sorted(p.name for p in runs.iterdir()) == sorted(summary["trial_id"])  # no stale directories
+    for row in summary[summary["dropout"] == 0.0].itertuples():
+        old_id, history = before[row.activation]
+        assert row.trial_id != old_id and row.trial_id.endswith(old_id.rsplit("-", 1)[1])
+        assert (runs / row.trial_id / "history.csv").read_text() == history
+        record = json.loads((runs / row.trial_id / "trial.json").read_text())
+        assert record["trial_id"] == row.trial_id and record["factors"]["dropout"] == 0.0
+        assert f"renamed from {old_id}" in record["notes"][-1]
+    # A rename cut short by a crash (directory moved, trial.json not yet rewritten) is finished too.
+    target = summary[summary["dropout"] == 0.0]["trial_id"].iloc[0]
+    stale = json.loads((runs / target / "trial.json").read_text())
+    (runs / target / "trial.json").write_text(json.dumps(dict(stale, trial_id="relu-s0-" + target[-8:])))
+    again = _run(two_trial_config, "--out", out, "--set", "model.dropout=[0.0,0.3]")
+    assert "4 already finished, skipped" in again.output and "nothing trained" in again.output
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_config, monkeypatch):
     import mnist_sweep.train as train
 
