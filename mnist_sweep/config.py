@@ -174,6 +174,7 @@ Hidden = list[PositiveInt]
 InitializerSpec = Union[Literal[INITIALIZERS], Initializer]  # type: ignore[valid-type]
 ConvStack = list[Union[int, Literal["pool"]]]
 CNN_ONLY = ("conv", "kernel_size", "conv_batch_norm")  # settings a dense network (type mlp) does not read
+BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST: the conv stack must leave at least one pixel of it
 
 
@@ -209,6 +210,8 @@ class ModelConfig(Strict):
     activation: list[Activation] = ["relu"]
     leaky_alpha: list[Rate] = [0.01]  # SEEDS.md #4; Keras' own default is 0.3
     batch_norm: list[Union[bool, Literal["input"]]] = [False]
+    # Keras' default; lower (0.9) lets the running statistics catch up when an epoch has few steps.
+    batch_norm_momentum: list[Annotated[Float, Field(gt=0.0, lt=1.0)]] = [BN_MOMENTUM]
     dropout: list[Rate] = [0.0]
     kernel_l1: list[Penalty] = [0.0]
     kernel_l2: list[Penalty] = [0.0]
@@ -228,7 +231,7 @@ class ModelConfig(Strict):
         return _axis(value)
 
     @field_validator("activation", "leaky_alpha", "dropout", "kernel_l1", "kernel_l2",
-                     "activity_l1", "activity_l2", "initializer", "type", mode="before")
+                     "activity_l1", "activity_l2", "initializer", "type", "batch_norm_momentum", mode="before")
     @classmethod
     def _axis(cls, value):
         return _axis(value)
@@ -410,6 +413,29 @@ def _cnn_keys_without_cnn(raw: dict) -> list[str]:
             for key in CNN_ONLY if key in model]
 
 
+def uses_batch_norm(config: dict) -> bool:
+    """Whether any network of a config (raw, or dumped) has a BatchNormalization layer, `include` too."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    include = config.get("include") if isinstance(config.get("include"), list) else []
+    for settings in [model, *({**model, **entry} for entry in include if isinstance(entry, dict))]:
+        dense = _as_list(settings.get("batch_norm", False))
+        cnn = "cnn" in _as_list(settings.get("type", "mlp"))
+        conv = _as_list(settings.get("conv_batch_norm", False)) if cnn else []
+        if any(v is not False for v in dense + conv):  # anything else is BN, or a typo the schema reports
+            return True
+    return False
+
+
+def _momentum_without_batch_norm(raw: dict) -> list[str]:
+    """batch_norm_momentum in a config with no BatchNormalization layer: it would change nothing."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "batch_norm_momentum" not in model or uses_batch_norm(raw):
+        return []
+    return [f"model.batch_norm_momentum: no network in this sweep has a BatchNormalization layer, so "
+            f"batch_norm_momentum would change nothing; set model.batch_norm (true or input) or, for "
+            f"type cnn, model.conv_batch_norm: true, or remove it (got {show(model['batch_norm_momentum'])})"]
+
+
 class _Loader(yaml.SafeLoader):
     """YAML's safe loader, but a repeated key is an error instead of silently replacing the first."""
 
@@ -503,8 +529,9 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
-    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
+        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
+                          + _momentum_without_batch_norm(raw) + _unknown_settings(raw), source) from None
+    problems = _cnn_keys_without_cnn(raw) + _momentum_without_batch_norm(raw) + check_selectors(config)
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -549,4 +576,6 @@ def config_to_dict(config: SweepConfig) -> dict:
     data = config.model_dump(mode="json")
     if "cnn" not in config.model.type:  # a dense network's config names no convolution settings
         data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
+    if not uses_batch_norm(data):
+        del data["model"]["batch_norm_momentum"]
     return data

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _is_architecture, _is_float
+from .config import BN_MOMENTUM, CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _is_architecture, _is_float
 from .config_errors import describe_errors
 from .errors import did_you_mean
 
@@ -19,6 +19,7 @@ from .errors import did_you_mean
 SECTIONS = {
     "type": "model", "conv": "model", "kernel_size": "model", "conv_batch_norm": "model", "normalize": "model",
     "hidden": "model", "activation": "model", "leaky_alpha": "model", "batch_norm": "model",
+    "batch_norm_momentum": "model",
     "dropout": "model", "kernel_l1": "model", "kernel_l2": "model", "activity_l1": "model",
     "activity_l2": "model", "initializer": "model",
     "optimizer": None, "augment": None,
@@ -27,7 +28,7 @@ SECTIONS = {
 # Short names for trial-id slugs; settings not listed use their value alone.
 SLUG_PREFIX = {
     "conv": "c", "kernel_size": "k", "conv_batch_norm": "cbn-", "normalize": "norm-",
-    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "dropout": "do-", "kernel_l1": "kl1-",
+    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "batch_norm_momentum": "bnm-", "dropout": "do-", "kernel_l1": "kl1-",
     "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
     "early_stopping": "es-", "initializer": "init-", "augment": "aug-",
 }
@@ -196,10 +197,22 @@ def _product(config: SweepConfig) -> list[dict[str, Any]]:
 
 
 def _resolved(settings: dict[str, Any]) -> dict[str, Any]:
-    """A dense network reads no convolution settings: blank them, so it is one trial, not one per conv stack."""
+    """Blank the settings a trial's network does not read, so it is one trial, not one per value:
+    convolution settings for a dense network, batch_norm_momentum without BatchNormalization."""
     if settings["type"] == "mlp":
         settings.update({key: None for key in CNN_ONLY})
+    if settings["batch_norm"] is False and not settings["conv_batch_norm"]:
+        settings["batch_norm_momentum"] = None
     return settings
+
+
+# Settings added after trial ids were first written, and the values at which they change nothing:
+# left out of the hash there, so results recorded before keep their ids.
+LATER_SETTINGS = {"batch_norm_momentum": (None, BN_MOMENTUM)}
+
+
+def _hashed(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if not (k in LATER_SETTINGS and v in LATER_SETTINGS[k])}
 
 
 def expand(config: SweepConfig) -> list[Trial]:
@@ -219,8 +232,8 @@ def expand(config: SweepConfig) -> list[Trial]:
     for seed in config.seeds:  # seed-major: a partial sweep already compares every configuration
         for settings in combos:
             factors = {k: label(k, settings[k]) for k in varying}
-            config_id = _digest({"settings": settings, "dataset": dataset})
-            digest = _digest({"settings": settings, "dataset": dataset, "seed": seed})
+            config_id = _digest({"settings": _hashed(settings), "dataset": dataset})
+            digest = _digest({"settings": _hashed(settings), "dataset": dataset, "seed": seed})
             trials.append(Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors))
     return trials
 

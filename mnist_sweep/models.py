@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import get_keras
+from .config import BN_MOMENTUM
 
 NUM_CLASSES = 10
 
@@ -59,6 +60,10 @@ def _normalization(x_train):
                                             variance=float(x.var(dtype=np.float64)), name="normalize")
 
 
+def _momentum(settings: dict[str, Any]) -> float:
+    return settings.get("batch_norm_momentum") or BN_MOMENTUM  # absent from trials recorded before it existed
+
+
 def _conv_stack(x, settings: dict[str, Any]):
     """Conv(filters, k×k, activation) per number and MaxPool(2×2) per `pool`; BatchNormalization after
     each convolution, after the pools that follow it (SEEDS.md #3's order)."""
@@ -70,14 +75,14 @@ def _conv_stack(x, settings: dict[str, Any]):
             x = layers.MaxPooling2D(2)(x)
             continue
         if pending_norm:
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=_momentum(settings))(x)
         x = layers.Conv2D(item, settings["kernel_size"], activation=None if leaky else settings["activation"],
                           kernel_initializer=_initializer(settings["initializer"]))(x)
         if leaky:
             x = _activation(settings)(x)
         pending_norm = settings["conv_batch_norm"]
     if pending_norm:
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=_momentum(settings))(x)
     return x
 
 
@@ -92,7 +97,7 @@ def _dense_head(x, settings: dict[str, Any]):
             activity_regularizer=_regularizer(settings["activity_l1"], settings["activity_l2"]),
         )(x)
         if settings["batch_norm"] is True:
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=_momentum(settings))(x)
         if settings["activation"] != "linear":
             x = _activation(settings)(x)
         if settings["dropout"] > 0:
@@ -122,7 +127,7 @@ def build_model(settings: dict[str, Any], input_shape=(28, 28), name: Optional[s
         x = _conv_stack(x, settings)
     x = layers.Flatten()(x)
     if settings["batch_norm"] == "input":
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=_momentum(settings))(x)
     x = _dense_head(x, settings)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax",
                            kernel_initializer=_initializer(settings["initializer"]))(x)

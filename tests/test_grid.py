@@ -193,6 +193,8 @@ def test_trial_ids_change_with_what_is_trained():
     ("optimizer: {name: adam, learning_rate: 1e-3}", "optimizer: adam"),
     ("model: {dropout: 0}", "model: {dropout: 0.0}"),
     ("model: {hidden: 30}", "model: {hidden: [[30]]}"),
+    # batch_norm_momentum came later: at Keras' default it leaves the ids of earlier results alone.
+    ("model: {batch_norm: true}", "model: {batch_norm: true, batch_norm_momentum: 0.99}"),
 ])
 def test_same_trial_written_differently_has_the_same_id(a, b):
     assert trials(f"name: x\n{a}")[0].trial_id == trials(f"name: x\n{b}")[0].trial_id
@@ -236,3 +238,11 @@ def test_config_id_is_shared_across_seeds_only():
         assert sorted(t.seed for t in group) == [0, 1, 2]
         assert len({t.trial_id for t in group}) == 3
         assert all(t.settings == group[0].settings for t in group)
+
+
+def test_batch_norm_momentum_is_an_axis_only_where_there_is_batch_norm():
+    ts = trials("name: x\nmodel: {batch_norm: [false, true], batch_norm_momentum: [0.9, 0.99]}")
+    assert sorted((t.settings["batch_norm"], t.settings["batch_norm_momentum"]) for t in ts) == [
+        (False, None), (True, 0.9), (True, 0.99)]  # one network without BN, not one per momentum
+    assert len({t.trial_id for t in ts}) == 3
+    assert [t.factors["batch_norm_momentum"] for t in ts if t.settings["batch_norm"]] == [0.9, 0.99]

@@ -65,3 +65,17 @@ def test_optimizer_settings_are_passed_through():
     assert float(optimizer.learning_rate) == pytest.approx(0.3)
     assert optimizer.momentum == pytest.approx(0.9)
     assert float(build_optimizer({"name": "rmsprop", "learning_rate": 0.01, "rho": 0.99}).rho) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("model", [
+    {"batch_norm": True, "hidden": [8, 4]},
+    {"batch_norm": "input"},
+    {"type": "cnn", "conv": [4, "pool", 4], "conv_batch_norm": True, "batch_norm": True},
+])
+def test_batch_norm_momentum_reaches_every_batch_normalization_layer(model):
+    def momenta(settings):
+        return [layer.momentum for layer in build_model(settings).layers
+                if type(layer).__name__ == "BatchNormalization"]
+
+    assert momenta(_settings(**model)) and set(momenta(_settings(**model))) == {0.99}  # Keras' default
+    assert set(momenta(_settings(**model, batch_norm_momentum=0.9))) == {0.9}
