@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .stats import half_width, level_text, main_effects
+from .stats import half_width, level_text, main_effects, metric_range
 from .tables import factor_levels, higher_is_better, trial_labels, varying_factors
 
 # Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
@@ -140,7 +140,9 @@ def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CU
             ax.plot(mean.index, mean, color=color, linestyle=style, linewidth=2, label=str(level))
             if half.notna().any():
                 banded = True
-                ax.fill_between(half.index, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
+                low, high = metric_range(metric)
+                ax.fill_between(half.index, (mean - half).clip(lower=low), (mean + half).clip(upper=high),
+                                color=color, alpha=0.15, linewidth=0)
         ax.set_title(TITLES.get(metric, metric))
         ax.set_ylabel(axis_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -34,6 +34,11 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss") or "seconds" in metric or metric == "params"
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take: accuracies lie in [0, 1]; losses, times and counts are at least 0."""
+    return (0.0, 1.0) if metric.endswith("accuracy") else (0.0, math.inf)
+
+
 def t_quantile(df, q: float = 1 - ALPHA / 2):
     """Student's t quantile (scipy.stats.t.ppf(q, df)); NaN below 1 degree of freedom. Takes arrays."""
     return special.stdtrit(np.where(np.asarray(df, dtype=float) >= 1, df, np.nan), q)
@@ -48,8 +53,12 @@ def half_width(sd, df, n):
     return t_quantile(df) * np.asarray(sd, dtype=float) / np.sqrt(n)
 
 
-def mean_ci(values) -> tuple[float, float, float, float]:
-    """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values."""
+def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float, float]:
+    """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values.
+
+    The interval is cut to `bounds`, the values the mean can take (`metric_range`): with few seeds a
+    t-interval of an accuracy can reach past 100%, where the true mean cannot be.
+    """
     x = pd.Series(values, dtype=float).dropna()
     n = len(x)
     if n == 0:
@@ -59,7 +68,7 @@ def mean_ci(values) -> tuple[float, float, float, float]:
         return mean, math.nan, math.nan, math.nan
     sd = float(x.std(ddof=1))
     half = float(half_width(sd, n - 1, n))
-    return mean, sd, mean - half, mean + half
+    return mean, sd, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
 def holm(pvalues) -> np.ndarray:
@@ -235,7 +244,7 @@ def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
         row.update(config=_config_label(first.map(level_text), factors), n_seeds=len(ok),
                    n_excluded=len(group) - len(ok))
         for m in metrics:
-            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m])))
+            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m], metric_range(m))))
             row.update({f"{m}_{k}": v for k, v in values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -305,13 +314,14 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
     """The mean metric at each level of each setting, with a 95% CI, factors in order of importance.
 
     The interval uses the pooled seed-to-seed SD (df = trials - configurations), as a factorial
-    ANOVA does; it is NaN with one seed. Level means average every trial at that level, so in an
+    ANOVA does, cut to the values the metric can take; it is NaN with one seed. Level means average every trial at that level, so in an
     unbalanced design they mix other settings: `level_contrasts` compares like with like.
     Columns: factor, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
     """
     t = _trials(df, metric, factor)
     spread = seed_spread(df, metric)
     importance = factor_importance(df, metric).set_index("factor")
+    low, high = metric_range(metric)
     rows = []
     for f in importance.index if factor is None else [factor]:
         for level in _ordered(t.ok[f]):
@@ -320,7 +330,7 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
             half = float(half_width(spread["sd"], spread["df"], n))
             rows.append({"factor": f, "rank": importance.at[f, "rank"], "share": importance.at[f, "share"],
                          "level": level, "n_configs": values["_config"].nunique(), "n_trials": n,
-                         "mean": mean, "ci_low": mean - half, "ci_high": mean + half})
+                         "mean": mean, "ci_low": max(mean - half, low), "ci_high": min(mean + half, high)})
     return pd.DataFrame(rows, columns=["factor", "rank", "share", "level", "n_configs", "n_trials", "mean",
                                        "ci_low", "ci_high"])
 
@@ -434,7 +444,7 @@ def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataF
     rows = []
     for rank, config in enumerate(means.index, 1):
         values, first = groups[config][()], trials[config].iloc[0]
-        mean, _, low, high = mean_ci(values)
+        mean, _, low, high = mean_ci(values, metric_range(metric))
         row = {"rank": rank, "config": config, **{f: first[f] for f in t.factors}, "n": len(values),
                "mean": mean, "mean_low": low, "mean_high": high}
         row.update(contrasts.get(config, {"diff": 0.0, "verdict": "best"}))

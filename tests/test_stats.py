@@ -17,6 +17,7 @@ from mnist_sweep import compare, stats
 from mnist_sweep.cli import cli
 from mnist_sweep.errors import OptionError
 
+T1 = 12.706205  # t quantile 0.975 with 1 df
 T2 = 4.302653  # t quantile 0.975 with 2 df
 T4 = 2.776445  # with 4 df
 
@@ -90,6 +91,21 @@ def test_summarize_configs_groups_seeds_and_counts_the_excluded():
         [0.82 - half, 0.82 + half])
     assert summary.loc["sgd", ["wall_seconds_mean", "wall_seconds_sd"]].tolist() == pytest.approx([12.0, 2.0])
     assert summary.loc["adam", "test_accuracy_sd"] == pytest.approx(np.std([0.9, 0.9, 0.93], ddof=1))
+
+
+def test_intervals_stay_within_what_the_metric_can_be():
+    """Two seeds at 97.8% and 98.9% give a t-interval reaching past 100%: it is cut at 100%, and losses at 0."""
+    frame = trials({"_factors": ("optimizer",), ("sgd",): [0.978, 0.989], ("adam",): [0.5, 0.52]})
+    frame["test_loss"] = [0.02, 0.09, 1.0, 1.1]
+    summary = stats.summarize_configs(frame, ["test_accuracy", "test_loss"]).set_index("optimizer")
+    assert 0.9835 + T1 * 0.0055 > 1  # the uncut interval would reach past 100%
+    assert summary.loc["sgd", "test_accuracy_ci_high"] == 1.0
+    assert summary.loc["sgd", "test_accuracy_ci_low"] == pytest.approx(0.9835 - T1 * 0.0055)
+    assert summary.loc["sgd", "test_loss_ci_low"] == 0.0
+    best = stats.compare_to_best(frame).set_index("optimizer")
+    assert best.loc["sgd", "mean_high"] == 1.0
+    effects = stats.main_effects(frame).set_index("level")
+    assert (effects["ci_high"] <= 1.0).all() and (effects["ci_low"] >= 0.0).all()
 
 
 def test_summarize_configs_rejects_an_unknown_metric():
