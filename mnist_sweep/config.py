@@ -414,7 +414,11 @@ def _cnn_keys_without_cnn(raw: dict) -> list[str]:
 
 
 def uses_batch_norm(config: dict) -> bool:
-    """Whether any network of a config (raw, or dumped) has a BatchNormalization layer, `include` too."""
+    """Whether any network of a dumped config has a BatchNormalization layer, `include` too.
+
+    Without one, batch_norm_momentum changes nothing and is left out of sweep.yaml. It is not an
+    error: `--set model.batch_norm=false` on a config that sets a momentum is an ordinary ablation.
+    """
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     include = config.get("include") if isinstance(config.get("include"), list) else []
     for settings in [model, *({**model, **entry} for entry in include if isinstance(entry, dict))]:
@@ -424,16 +428,6 @@ def uses_batch_norm(config: dict) -> bool:
         if any(v is not False for v in dense + conv):  # anything else is BN, or a typo the schema reports
             return True
     return False
-
-
-def _momentum_without_batch_norm(raw: dict) -> list[str]:
-    """batch_norm_momentum in a config with no BatchNormalization layer: it would change nothing."""
-    model = raw.get("model")
-    if not isinstance(model, dict) or "batch_norm_momentum" not in model or uses_batch_norm(raw):
-        return []
-    return [f"model.batch_norm_momentum: no network in this sweep has a BatchNormalization layer, so "
-            f"batch_norm_momentum would change nothing; set model.batch_norm (true or input) or, for "
-            f"type cnn, model.conv_batch_norm: true, or remove it (got {show(model['batch_norm_momentum'])})"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -529,9 +523,8 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
-                          + _momentum_without_batch_norm(raw) + _unknown_settings(raw), source) from None
-    problems = _cnn_keys_without_cnn(raw) + _momentum_without_batch_norm(raw) + check_selectors(config)
+        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
+    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
     if problems:
         raise ConfigError(problems, source)
     return config
