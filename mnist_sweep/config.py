@@ -523,7 +523,8 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw) + _unknown_settings(raw), source) from None
+        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
+                          + _unknown_settings(raw), source) from None
     problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
     if problems:
         raise ConfigError(problems, source)

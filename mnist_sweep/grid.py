@@ -28,8 +28,8 @@ SECTIONS = {
 # Short names for trial-id slugs; settings not listed use their value alone.
 SLUG_PREFIX = {
     "conv": "c", "kernel_size": "k", "conv_batch_norm": "cbn-", "normalize": "norm-",
-    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "batch_norm_momentum": "bnm-", "dropout": "do-", "kernel_l1": "kl1-",
-    "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
+    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "batch_norm_momentum": "bnm-", "dropout": "do-",
+    "kernel_l1": "kl1-", "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
     "early_stopping": "es-", "initializer": "init-", "augment": "aug-",
 }
 
