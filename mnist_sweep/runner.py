@@ -95,7 +95,7 @@ class Sweep:
         adopted = 0
         for digest, (folder, record) in self.store.finished_by_digest().items():
             trial = missing.get(digest)
-            if trial is None or record.get("seed") != trial.seed or folder in self.by_id.keys() - {trial.trial_id}:
+            if trial is None or record.get("seed") != trial.seed:
                 continue
             if folder != trial.trial_id:
                 if self.store.run_dir(trial.trial_id).exists():

@@ -22,7 +22,7 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -151,13 +151,9 @@ class ResultsStore:
         Unlike `read_records`, a record whose directory was renamed but not yet rewritten counts.
         """
         found = {}
-        for path in sorted(self.runs.glob("*/trial.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and record.get("status") == FINISHED and "-" in str(record.get("trial_id")):
-                found.setdefault(record["trial_id"].rsplit("-", 1)[1], (path.parent.name, record))
+        for folder, record in _run_records(self.dir):
+            if record.get("status") == FINISHED and "-" in str(record.get("trial_id")):
+                found.setdefault(record["trial_id"].rsplit("-", 1)[1], (folder, record))
         return found
 
     def rename_run(self, old: str, new: str) -> None:
@@ -183,16 +179,19 @@ def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, An
     return row
 
 
-def read_records(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    records = {}
+def _run_records(sweep_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(directory name, record) for every run directory whose trial.json parses as a mapping."""
     for path in sorted((Path(sweep_dir) / "runs").glob("*/trial.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("trial_id") == path.parent.name:
-            records[record["trial_id"]] = record
-    return records
+        if isinstance(record, dict):
+            yield path.parent.name, record
+
+
+def read_records(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    return {folder: record for folder, record in _run_records(sweep_dir) if record.get("trial_id") == folder}
 
 
 def find_sweeps(path: str | Path) -> list[Path]:
