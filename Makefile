@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test test-quick install clean
 
 run: $(STAMP)
 	$(BIN)/mnist-sweep run configs/regularization.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that need no Keras (config, grid, results, statistics, figures): under a minute.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not keras and not slow"
 
 install: $(STAMP)
 
