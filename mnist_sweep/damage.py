@@ -127,14 +127,29 @@ def _summary_row_problem(row: dict[str, str]) -> str:
             return f"{column} is {excerpt(row[column])}, not a number"
         if math.isinf(value) and not (row["status"] == "diverged" and column.endswith("loss")):
             return f"{column} is {row[column]}"
+        if _out_of_range(column, value):
+            return f"{column} is {value:g}, outside {_RANGES[column.rsplit('_', 1)[-1]]}"
     return ""
+
+
+# What a number in a results file can be, by the end of its column name; losses may be anything.
+_RANGES = {"accuracy": "0-1", "seconds": "0 or more", "epoch": "0 or more"}
+
+
+def _out_of_range(column: str, value: float) -> bool:
+    """Whether a finite or infinite value is impossible for its column (accuracies 0-1, times and counts >= 0)."""
+    kind = column.rsplit("_", 1)[-1]
+    if math.isnan(value) or kind not in _RANGES:
+        return False
+    return not math.isfinite(value) or value < 0 or (kind == "accuracy" and value > 1)
 
 
 def read_history(path: Path, columns: tuple[str, ...]):
     """One history.csv as a DataFrame, or None and the Damage that makes it unusable.
 
-    Infinite values, which a diverging loss leaves, are read as missing; text, a missing epoch
-    column or epochs that are not whole numbers make the file damaged.
+    Infinite losses, which a diverging trial leaves, are read as missing; text, a missing epoch
+    column, epochs that are not whole numbers, or accuracies and times that cannot be make the
+    file damaged.
     """
     import numpy as np
 
@@ -154,6 +169,9 @@ def read_history(path: Path, columns: tuple[str, ...]):
                 return None, Damage(path, f"line {line}: {column} is {excerpt(cell)}, not a number")
             if column == "epoch" and not (math.isfinite(value) and value >= 0 and value == int(value)):
                 return None, Damage(path, f"line {line}: epoch is {excerpt(cell)}, not a whole number")
+            if _out_of_range(column, value):
+                return None, Damage(path, f"line {line}: {column} is {excerpt(cell)}, outside "
+                                          f"{_RANGES[column.rsplit('_', 1)[-1]]}")
     frame = _frame(header, [cells for _, cells in rows])
     numeric = frame[known].apply(lambda column: column.astype(float))
     frame[known] = numeric.where(np.isfinite(numeric))

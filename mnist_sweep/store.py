@@ -97,7 +97,7 @@ class ResultsStore:
         from .errors import OptionError
 
         for parent in self.dir.absolute().parents:
-            if (parent / "sweep.yaml").is_file():
+            if (parent / "sweep.yaml").is_file() and (parent / "runs").is_dir():
                 raise OptionError("--out", f"{self.dir.parent} is inside the sweep {parent}, whose files this "
                                            f"sweep would mix with; choose a folder outside it, e.g. --out "
                                            f"{parent.parent}")
