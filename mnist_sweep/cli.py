@@ -8,6 +8,7 @@ import sys
 import click
 
 from .errors import ConfigError, DataError, SweepError
+from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -113,8 +114,24 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        _print_next_steps(report.directory)
     if report.failed:
         raise UserError(f"{report.failed} trial(s) failed; their errors are in {report.directory}/runs/*/trial.json")
+
+
+def _print_next_steps(directory) -> None:
+    """After a run: the best configurations by validation accuracy, and the commands that come next."""
+    from rich.console import Console
+
+    from .tables import after_run
+
+    shown = after_run(directory)
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, soft_wrap=True)
+    if shown.body is not None:
+        console.print(shown.body)
+    for line in shown.notes:
+        console.print(line if line.endswith(":") else f"  {line}", markup=False)
 
 
 def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
@@ -174,7 +191,7 @@ def reports_bad_options(command):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric for the findings, factor effects and accuracy-against-time figures, e.g. val_accuracy.")
+              help=f"Metric for the findings, factor effects and metric-against-time figures: {', '.join(METRICS)}.")
 @click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
@@ -218,8 +235,8 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
 @click.argument("results", type=click.Path())
 @click.option("--trials", is_flag=True, help="One row per trial (each seed) instead of per configuration.")
 @click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
-              help="Column to sort by, best first: accuracies high to low, anything else low to high; "
-                   "a metric sorts configurations by its mean.")
+              help="Column to sort by, best first: accuracies high to low; losses, times, epochs, parameters "
+                   "and settings low to high. A metric sorts configurations by its mean.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N rows.")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
@@ -259,7 +276,8 @@ def show(results, trials, sort, top, where, fmt):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric to compare; lower is better for losses and times, e.g. test_loss.")
+              help=f"Metric to compare: {', '.join(METRICS)}. Higher is better for accuracies; lower for "
+                   "losses, times, epochs and parameters.")
 @click.option("--factor", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")

@@ -14,28 +14,35 @@ import numpy as np
 import pandas as pd
 
 from .errors import OptionError
+from .metrics import get as get_metric
+from .metrics import lower_is_better, title
 from .stats import (ALPHA, compare_to_best, design, factor_importance, interaction_tests, interactions, level_contrasts,
-                    lower_is_better, main_effects, seed_spread)
+                    main_effects, seed_spread)
 from .store import load_results
 
 
 # ---------------------------------------------------------------- numbers in words
 
+def _percent(metric: str) -> bool:
+    """Accuracies read in percent, their differences in points."""
+    return get_metric(metric).kind == "accuracy"
+
+
 def _bare(metric: str, value: float) -> str:
     """A number in display units without the unit: accuracies in percent (points), losses to 0.001."""
-    digits = 1 if "accuracy" in metric else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
-    text = f"{value * (100 if 'accuracy' in metric else 1):.{digits}f}"
+    digits = 1 if _percent(metric) else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    text = f"{value * (100 if _percent(metric) else 1):.{digits}f}"
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
 
 
 def _amount(metric: str, value: float, signed: bool = False) -> str:
     text = _bare(metric, value)
     text = f"+{text}" if signed and value > 0 and text.strip("0.") else text
-    return text + (" points" if "accuracy" in metric else " s" if "seconds" in metric else "")
+    return text + (" points" if _percent(metric) else " s" if get_metric(metric).kind == "time" else "")
 
 
 def _value(metric: str, value: float) -> str:
-    return f"{_bare(metric, value)}%" if "accuracy" in metric else _amount(metric, value)
+    return f"{_bare(metric, value)}%" if _percent(metric) else _amount(metric, value)
 
 
 def _p(p: float) -> str:
@@ -82,7 +89,7 @@ def _level_name(factor: str, level: str, levels) -> str:
 
 
 def _factor_sentences(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
+    name = title(r.metric)
     sentences = []
     for _, f in r.importance.iterrows():
         if r.factor not in (None, f["factor"]):
@@ -101,7 +108,7 @@ def _factor_sentences(r: "CompareResult") -> list[str]:
 
 
 def _best_sentence(r: "CompareResult") -> str:
-    name, table = r.metric.replace("_", " "), r.versus_best
+    name, table = title(r.metric), r.versus_best
     best, others = table.iloc[0], table.iloc[1:]
     if others.empty:
         return f"Only one configuration finished ({best['config']}): there is nothing to compare it with."
@@ -130,7 +137,7 @@ def _best_sentence(r: "CompareResult") -> str:
 # ---------------------------------------------------------------- findings
 
 def _findings(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
+    name = title(r.metric)
     n_ok = r.total - sum(r.excluded.values())
     if r.excluded:
         dropped = ", ".join(f"{n} {status}" for status, n in r.excluded.items())
@@ -256,8 +263,8 @@ def _contrast_cells(metric: str, r) -> list[str]:
 
 def _sections(r: CompareResult) -> list[tuple[str, pd.DataFrame]]:
     """The report's tables as (title, DataFrame of display strings)."""
-    m, name = r.metric, r.metric.replace("_", " ")
-    unit = " (accuracy in %, differences in points)" if "accuracy" in m else ""
+    m, name = r.metric, title(r.metric)
+    unit = " (accuracy in %, differences in points)" if _percent(m) else ""
     tail = ["difference (Holm-adjusted CI)", "p (Holm)", "verdict", "seeds needed"]
     sections = [(f"Settings ranked by share of the variance in {name}", pd.DataFrame(
         [[str(f["rank"]), f["factor"], str(f["levels"]), _pct(f["share"]) if pd.notna(f["share"]) else "",

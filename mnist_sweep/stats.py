@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import special
 
 from .errors import OptionError, ResultsError, did_you_mean
+from .metrics import METRICS, bounds, lower_is_better, unknown_metric
 from .store import FINISHED, factor_columns
 
 ALPHA = 0.05  # two-sided level of every interval (95%) and test
@@ -26,17 +27,6 @@ POWER = 0.80  # the power a seeds hint aims for
 MAX_SEEDS_HINT = 1000  # beyond this a hint says nothing: the difference is too small to chase
 DEFAULT_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss",
                    "wall_seconds")
-METRICS = DEFAULT_METRICS + ("fit_seconds", "seconds_per_epoch", "epochs_run", "best_epoch", "params")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Losses and times improve downwards; accuracies upwards."""
-    return metric.endswith("loss") or "seconds" in metric or metric == "params"
-
-
-def metric_range(metric: str) -> tuple[float, float]:
-    """The values a metric can take: accuracies lie in [0, 1]; losses, times and counts are at least 0."""
-    return (0.0, 1.0) if metric.endswith("accuracy") else (0.0, math.inf)
 
 
 def t_quantile(df, q: float = 1 - ALPHA / 2):
@@ -56,7 +46,7 @@ def half_width(sd, df, n):
 def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float, float]:
     """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values.
 
-    The interval is cut to `bounds`, the values the mean can take (`metric_range`): with few seeds a
+    The interval is cut to `bounds`, the values the mean can take (`metrics.bounds`): with few seeds a
     t-interval of an accuracy can reach past 100%, where the true mean cannot be.
     """
     x = pd.Series(values, dtype=float).dropna()
@@ -176,11 +166,11 @@ def split_ok(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
 def _trials(df: pd.DataFrame, metric: str, factor: str | None = None) -> _Trials:
     if df.empty:
         raise ResultsError("the results hold no trials yet: run `mnist-sweep run CONFIG` first")
-    numeric = [c for c in df.columns if c in METRICS or (c not in factor_columns(df) and
-                                                         pd.api.types.is_numeric_dtype(df[c]))]
-    if metric not in df.columns or metric not in numeric:
-        raise OptionError("--metric", f'no metric "{metric}" in the results{did_you_mean(metric, numeric)}; '
-                          f"metrics: {', '.join(m for m in METRICS if m in df.columns)}")
+    if metric not in METRICS:
+        raise unknown_metric(metric)
+    if metric not in df.columns:
+        raise OptionError("--metric", f'no metric "{metric}" in the results; '
+                                      f"metrics: {', '.join(m for m in METRICS if m in df.columns)}")
     ok, excluded = split_ok(df)
     missing = ok[metric].isna()
     if missing.any():
@@ -244,7 +234,7 @@ def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
         row.update(config=_config_label(first.map(level_text), factors), n_seeds=len(ok),
                    n_excluded=len(group) - len(ok))
         for m in metrics:
-            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m], metric_range(m))))
+            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m], bounds(m))))
             row.update({f"{m}_{k}": v for k, v in values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -321,7 +311,7 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
     t = _trials(df, metric, factor)
     spread = seed_spread(df, metric)
     importance = factor_importance(df, metric).set_index("factor")
-    low, high = metric_range(metric)
+    low, high = bounds(metric)
     rows = []
     for f in importance.index if factor is None else [factor]:
         for level in _ordered(t.ok[f]):
@@ -444,7 +434,7 @@ def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataF
     rows = []
     for rank, config in enumerate(means.index, 1):
         values, first = groups[config][()], trials[config].iloc[0]
-        mean, _, low, high = mean_ci(values, metric_range(metric))
+        mean, _, low, high = mean_ci(values, bounds(metric))
         row = {"rank": rank, "config": config, **{f: first[f] for f in t.factors}, "n": len(values),
                "mean": mean, "mean_low": low, "mean_high": high}
         row.update(contrasts.get(config, {"diff": 0.0, "verdict": "best"}))

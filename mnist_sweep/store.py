@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from .errors import ResultsError
+from .records import TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
 SUMMARY_HEAD = ("trial_id", "config_id", "seed")
@@ -125,7 +126,7 @@ class ResultsStore:
     def write_history(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.run_dir(trial_id) / "history.csv", _csv_text(HISTORY_COLUMNS, rows))
 
-    def write_record(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
         atomic_write(self.run_dir(record["trial_id"]) / "trial.json",
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
@@ -141,7 +142,7 @@ class ResultsStore:
         else:
             atomic_write(path, model_file)
 
-    def read_records(self) -> dict[str, dict[str, Any]]:
+    def read_records(self) -> dict[str, TrialRecord]:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
@@ -167,7 +168,7 @@ def summary_columns(factors: list[str]) -> list[str]:
     return [*SUMMARY_HEAD, *factors, *SUMMARY_TAIL]
 
 
-def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
+def summary_row(record: TrialRecord, factors: dict[str, Any]) -> dict[str, Any]:
     """Flatten a trial record into its summary.csv row."""
     row = {"trial_id": record["trial_id"], "config_id": record["config_id"], "seed": record["seed"], **factors}
     row.update(record.get("metrics") or {})
@@ -190,7 +191,7 @@ def _run_records(sweep_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield path.parent.name, record
 
 
-def read_records(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+def read_records(sweep_dir: Path) -> dict[str, TrialRecord]:
     return {folder: record for folder, record in _run_records(sweep_dir) if record.get("trial_id") == folder}
 
 

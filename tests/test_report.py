@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from mnist_sweep import compare, report
+from mnist_sweep import compare, report, report_html
 from mnist_sweep.cli import cli
 from mnist_sweep.store import HISTORY_COLUMNS, load_histories, load_results
 from tests.conftest import tiny_config
@@ -121,10 +121,10 @@ def test_report_is_self_contained_escaped_and_has_every_section(plotted):
 def test_findings_go_at_the_top_of_the_report(plotted):
     results, _ = plotted
     sweep = results / "single"
-    page = report.render_report(sweep, load_results(sweep), {}, [], "test_accuracy", [],
+    page = report_html.render_report(sweep, load_results(sweep), {}, [], [],
                                 findings_html="<p id='f'>relu beats tanh</p>")
     assert page.index("<!-- findings") < page.index("<p id='f'>relu beats tanh</p>") < page.index('id="summary"')
-    assert 'id="findings"' not in report.render_report(sweep, load_results(sweep), {}, [], "test_accuracy", [])
+    assert 'id="findings"' not in report_html.render_report(sweep, load_results(sweep), {}, [], [])
 
 
 def _findings_section(page: str) -> str:
@@ -147,7 +147,7 @@ def test_the_report_starts_with_compares_findings_escaped(plotted):
 def test_findings_are_escaped_and_follow_the_metric(tmp_path):
     sweep = write_sweep(tmp_path, "clear", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=3)
     summary = load_results(sweep)
-    section = report.render_findings(summary, sweep, "test_loss")
+    section = report_html.render_findings(summary, sweep, "test_loss")
     sentences = compare.findings(summary, "test_loss")
     assert any("p < 0.001" in s for s in sentences) and "p &lt; 0.001" in section and "p < 0.001" not in section
     assert all(html.escape(s) in section for s in sentences)

@@ -298,7 +298,7 @@ def test_compare_command_reports_a_sweep_on_disk(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--metric", "test_acc"], 'Error: --metric: no metric "test_acc" in the results (did you mean "test_accuracy"?)'),
+    (["--metric", "test_acc"], 'Error: --metric: unknown metric "test_acc" (did you mean "test_accuracy"?)'),
     (["--factor", "activaton"], 'Error: --factor: "activaton" is not a setting of this sweep (did you mean '
                                 '"activation"?); settings that vary: activation, dropout'),
 ])
