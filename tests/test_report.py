@@ -118,6 +118,22 @@ def test_report_is_self_contained_escaped_and_has_every_section(plotted):
     assert len(rows) == 8 and rows.count("failed") == rows.count("running") == rows.count("diverged") == 1
 
 
+def test_the_header_names_the_best_trial_by_validation_accuracy_with_its_test_accuracy(tmp_path):
+    sweep = write_sweep(tmp_path, "ranked", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=1)
+    summary = load_results(sweep)
+    summary["test_accuracy"] = 1.5 - summary["val_accuracy"]  # the test set would pick another trial
+    page = report_html.render_report(sweep, summary, {}, [], [])
+    header = page[page.index("<header>"):page.index("</header>")]
+    best = summary.loc[summary["val_accuracy"].idxmax()]
+    assert (f"Best by validation accuracy: <strong>{best['val_accuracy']:.4f}</strong>, test accuracy "
+            f"{best['test_accuracy']:.4f} (activation={best['activation']})") in header
+    assert ("Trials are ranked by validation accuracy, as the saved best model is chosen; test accuracy is shown "
+            "beside it, never used to choose.") in header
+    table = page[page.index('id="summary"'):]
+    first = [t for t in summary.sort_values("val_accuracy", ascending=False)["trial_id"]]
+    assert sorted(first, key=table.index) == first  # the table is ranked the same way
+
+
 def test_findings_go_at_the_top_of_the_report(plotted):
     results, _ = plotted
     sweep = results / "single"
