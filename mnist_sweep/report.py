@@ -53,7 +53,7 @@ class PlotOutcome:
 
 def check_options(metric: str, group_by: str | None, fmt: str) -> None:
     """Reject an unknown metric, setting or format before reading anything."""
-    from .grid import SECTIONS
+    from .config import SECTIONS
 
     check_metric(metric)
     if group_by is not None and group_by not in SECTIONS:
