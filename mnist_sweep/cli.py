@@ -191,8 +191,8 @@ def reports_bad_options(command):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help=f"Metric for the findings, factor effects and metric-against-time figures: {', '.join(METRICS)}.")
-@click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
+              help=f"Metric for the findings, setting effects and metric-against-time figures: {', '.join(METRICS)}.")
+@click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
 @click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True, help="Resolution of raster images.")
@@ -200,7 +200,7 @@ def reports_bad_options(command):
                                                      "(needs graphviz and pydot).")
 @reports_errors
 @reports_bad_options
-def plot(results, metric, group_by, fmt, dpi, model_diagrams):
+def plot(results, metric, setting, fmt, dpi, model_diagrams):
     """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
 
     The report starts with the findings of `mnist-sweep compare` on METRIC.
@@ -220,7 +220,7 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
     from .report import plot_results
 
     wrote = 0
-    for outcome in plot_results(results, metric, group_by, fmt, dpi, model_diagrams):
+    for outcome in plot_results(results, metric, setting, fmt, dpi, model_diagrams):
         for note in outcome.skipped:
             click.echo(f"Skipped ({outcome.sweep_dir.name}): {note}", err=True)
         if outcome.report:
@@ -278,12 +278,12 @@ def show(results, trials, sort, top, where, fmt):
 @click.option("--metric", default="test_accuracy", show_default=True,
               help=f"Metric to compare: {', '.join(METRICS)}. Higher is better for accuracies; lower for "
                    "losses, times, epochs and parameters.")
-@click.option("--factor", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
+@click.option("--factor", "setting", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
 @reports_bad_options
-def compare(results, metric, factor, fmt):
+def compare(results, metric, setting, fmt):
     """Say which settings matter and which differences hold up across seeds.
 
     Ranks the settings of one sweep by the share of variance they explain,
@@ -299,7 +299,7 @@ def compare(results, metric, factor, fmt):
     """
     from .compare import compare as compare_results, render
 
-    click.echo(render(compare_results(results, metric, factor), fmt), nl=False)
+    click.echo(render(compare_results(results, metric, setting), fmt), nl=False)
 
 
 @cli.command()

@@ -19,8 +19,8 @@ from matplotlib.ticker import MaxNLocator
 
 from .metrics import bounds, higher_is_better, title
 from .metrics import get as get_metric
-from .stats import factor_importance, half_width, level_contrasts, level_text
-from .tables import factor_levels, trial_labels, varying_factors
+from .stats import setting_importance, half_width, level_contrasts, level_text
+from .tables import setting_levels, trial_labels, varying_columns
 
 # Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -95,7 +95,7 @@ def _trials(n: int) -> str:
 
 def _config_keys(summary) -> list[str]:
     """The columns that tell one configuration from another: its id, else its settings."""
-    keys = ["config_id"] if "config_id" in summary.columns else [f for f in varying_factors(summary) if f != "sweep"]
+    keys = ["config_id"] if "config_id" in summary.columns else [f for f in varying_columns(summary) if f != "sweep"]
     return (["sweep"] if "sweep" in summary.columns else []) + keys
 
 
@@ -112,23 +112,23 @@ def seed_band(rows, metric: str, configs: list[str]):
     return values.groupby("epoch")[metric].mean(), pd.Series(half_width(sd, dof, epochs["n"]), index=epochs.index)
 
 
-def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
-    """Loss and accuracy per epoch, one line per level of `factor`: the mean over the trials with that
+def learning_curves(summary, histories, setting: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
+    """Loss and accuracy per epoch, one line per level of `setting`: the mean over the trials with that
     level (other settings and seeds), with a band for its 95% CI across seeds (see `seed_band`): how
     far the line could move with other seeds, not how the other settings spread (SEEDS.md #4)."""
     configs = _config_keys(summary)
-    data = _with_settings(histories, summary, [factor, *configs])
-    levels = [v for v in factor_levels(summary, factor) if (data[factor] == v).any()]
+    data = _with_settings(histories, summary, [setting, *configs])
+    levels = [v for v in setting_levels(summary, setting) if (data[setting] == v).any()]
     if not levels:
-        raise ValueError(f"no history to draw for {factor}")
+        raise ValueError(f"no history to draw for {setting}")
     colors, styles = level_styles(len(levels))
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, math.ceil(len(metrics) / 2), sharex=True, sharey="row", squeeze=False)
-    counts = [data.loc[data[factor] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
+    counts = [data.loc[data[setting] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
     ragged = banded = False
     for ax, metric in zip(axes.flat, metrics):
         for level, color, style in zip(levels, colors, styles):
-            rows = data[data[factor] == level]
+            rows = data[data[setting] == level]
             ragged |= rows.groupby("epoch")[metric].count().nunique() > 1
             mean, half = seed_band(rows, metric, configs)
             ax.plot(mean.index, mean, color=color, linestyle=style, linewidth=2, label=str(level))
@@ -152,8 +152,8 @@ def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CU
         else "no band: a single seed per configuration gives no interval")
     if ragged:
         detail += "; trials that stopped early leave the mean after their last epoch"
-    fig.suptitle(f"Learning curves by {factor}\n" + textwrap.fill(detail, 110), fontsize=12)
-    _level_key(fig, axes, levels, colors, styles, factor, counts)
+    fig.suptitle(f"Learning curves by {setting}\n" + textwrap.fill(detail, 110), fontsize=12)
+    _level_key(fig, axes, levels, colors, styles, setting, counts)
     return fig
 
 
@@ -235,7 +235,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
 
     keys = _keys(summary, histories)
     trial_ids = list(summary["trial_id"] if trial_ids is None else trial_ids)
-    parts = varying_factors(summary) or ["trial_id"]
+    parts = varying_columns(summary) or ["trial_id"]
     if summary["seed"].nunique() > 1:
         parts.append("seed")
     rows_needed = math.ceil(len(trial_ids) / columns)
@@ -375,15 +375,15 @@ def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12
     higher = higher_is_better(metric)
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     ax = fig.subplots()
-    factors = [f for f in varying_factors(summary) if summary[f].nunique() <= MAX_LEGEND]
+    settings = [f for f in varying_columns(summary) if summary[f].nunique() <= MAX_LEGEND]
     markers = ("o", "s", "^", "D", "v", "P", "X", "*")
-    if factors:
-        levels = factor_levels(data, factors[0])
+    if settings:
+        levels = setting_levels(data, settings[0])
         colors, _ = level_styles(len(levels))
         for level, color, marker in zip(levels, colors, markers):
-            rows = data[data[factors[0]] == level]
+            rows = data[data[settings[0]] == level]
             ax.scatter(rows["wall_seconds"], rows[metric], s=45, color=color, marker=marker, alpha=0.85,
-                       label=f"{factors[0]}={level}", zorder=3)
+                       label=f"{settings[0]}={level}", zorder=3)
     else:
         ax.scatter(data["wall_seconds"], data[metric], s=45, color=PALETTE[0], alpha=0.85, label="trial", zorder=3)
     front = pareto_front(data["wall_seconds"].to_numpy(), data[metric].to_numpy(), higher)
@@ -449,7 +449,7 @@ def _tick(level, detail: str) -> str:
     return textwrap.fill(str(level), 14, max_lines=3, placeholder="…") + (f"\n({detail})" if detail else "")
 
 
-def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str] | None = None) -> Figure:
+def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[str] | None = None) -> Figure:
     """Per varying setting, most important first, each level minus the setting's best level, matched on
     the other settings, with its Holm-adjusted 95% interval: `stats.level_contrasts`, the comparisons
     `mnist-sweep compare` tests, number for number.
@@ -460,20 +460,20 @@ def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str
     says "no detectable difference". Accuracies are drawn in percentage points.
     """
     contrasts = level_contrasts(summary, metric)
-    ranked = [f for f in factor_importance(summary, metric)["factor"] if f in set(contrasts["factor"])]
-    factors = [f for f in ranked if factors is None or f in factors]
-    if not factors:
+    ranked = [f for f in setting_importance(summary, metric)["setting"] if f in set(contrasts["setting"])]
+    settings = [f for f in ranked if settings is None or f in settings]
+    if not settings:
         raise ValueError("no setting varies among the finished trials")
     measure = get_metric(metric)
     scale, unit = (100, "percentage points") if measure.kind == "accuracy" else (1, measure.unit)
-    columns = min(len(factors), 3)
-    rows = math.ceil(len(factors) / columns)
+    columns = min(len(settings), 3)
+    rows = math.ceil(len(settings) / columns)
     fig = Figure(figsize=(4.6 * columns + 0.4, 4.4 * rows + 0.8), layout="constrained")
     axes = fig.subplots(rows, columns, sharey=True, squeeze=False)
-    for ax, factor in zip(axes.flat, factors):
-        table = contrasts[contrasts["factor"] == factor].set_index("level")
+    for ax, setting in zip(axes.flat, settings):
+        table = contrasts[contrasts["setting"] == setting].set_index("level")
         reference = table["reference"].iloc[0]
-        order = {level_text(v): i for i, v in enumerate(factor_levels(summary, factor))}  # the config's order
+        order = {level_text(v): i for i, v in enumerate(setting_levels(summary, setting))}  # the config's order
         levels = sorted([reference, *table.index], key=lambda v: order.get(v, len(order)))
         ax.axhline(0, color="0.3", linewidth=1, zorder=1)
         names = []
@@ -496,13 +496,13 @@ def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str
         crowded = len(levels) > 6
         ax.set_xticks(range(len(levels)), names, fontsize=8, rotation=30 if crowded else 0,
                       ha="right" if crowded else "center")
-        ax.set_title(f"by {factor}")
-        ax.set_xlabel(factor)
+        ax.set_title(f"by {setting}")
+        ax.set_xlabel(setting)
         if ax in axes[:, 0]:
             ax.set_ylabel(f"{measure.title}: level − best level" + (f" ({unit})" if unit else ""))
         ax.grid(axis="y", alpha=0.3)
         ax.set_xlim(-0.5, len(levels) - 0.5)
-    for ax in axes.flat[len(factors):]:
+    for ax in axes.flat[len(settings):]:
         ax.set_visible(False)
     interval = ("bars: the Holm-adjusted 95% CI of each difference, as `mnist-sweep compare` reports it; a bar "
                 "crossing 0 is no detectable difference" if contrasts["ci_low"].notna().any()

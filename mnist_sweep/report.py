@@ -20,7 +20,7 @@ from .metrics import get as get_metric
 from .metrics import title
 from .report_html import MIME, Drawn, render_findings, render_report
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
-from .tables import varying_factors
+from .tables import varying_columns
 
 FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
@@ -51,26 +51,26 @@ class PlotOutcome:
     skipped: list[str] = field(default_factory=list)
 
 
-def check_options(metric: str, group_by: str | None, fmt: str) -> None:
+def check_options(metric: str, setting: str | None, fmt: str) -> None:
     """Reject an unknown metric, setting or format before reading anything."""
     from .config import SECTIONS
 
     check_metric(metric)
-    if group_by is not None and group_by not in SECTIONS:
-        raise OptionError("--group-by", f'unknown setting "{group_by}"{did_you_mean(group_by, SECTIONS)}; '
+    if setting is not None and setting not in SECTIONS:
+        raise OptionError("--group-by", f'unknown setting "{setting}"{did_you_mean(setting, SECTIONS)}; '
                                         f"settings: {', '.join(SECTIONS)}")
     if fmt not in FORMATS:
         raise OptionError("--format", f'unknown format "{fmt}"; formats: {", ".join(FORMATS)}')
 
 
-def plot_results(path: str | Path, metric: str = "test_accuracy", group_by: str | None = None,
+def plot_results(path: str | Path, metric: str = "test_accuracy", setting: str | None = None,
                  fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> Iterator[PlotOutcome]:
     """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time."""
-    check_options(metric, group_by, fmt)
+    check_options(metric, setting, fmt)
     sweeps = find_sweeps(path)
     for sweep_dir in sweeps:
         try:
-            yield plot_sweep(sweep_dir, metric, group_by, fmt, dpi, model_diagrams)
+            yield plot_sweep(sweep_dir, metric, setting, fmt, dpi, model_diagrams)
         except OptionError as exc:
             if len(sweeps) == 1:
                 raise
@@ -103,33 +103,33 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     return finished, summary[has_history], notes
 
 
-def _plan(summary, histories, metric: str, group_by: str | None) -> tuple[list[FigurePlan], list[str]]:
+def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[FigurePlan], list[str]]:
     """The figures to draw, and notes on what is skipped."""
     from . import plots
 
     finished, drawable, notes = _triage(summary, histories)
     done_histories = histories[histories["trial_id"].isin(finished["trial_id"])]
-    factors = varying_factors(finished)
-    if group_by is not None:
-        if group_by not in factors:
-            raise OptionError("--group-by", f'"{group_by}" does not vary among the finished trials of '
-                                            f"{summary['sweep'].iloc[0]}; varying settings: {', '.join(factors) or 'none'}")
-        factors = [group_by]
+    settings = varying_columns(finished)
+    if setting is not None:
+        if setting not in settings:
+            raise OptionError("--group-by", f'"{setting}" does not vary among the finished trials of '
+                                            f"{summary['sweep'].iloc[0]}; varying settings: {', '.join(settings) or 'none'}")
+        settings = [setting]
     has_metric = finished[metric].notna()
     plan: list[FigurePlan] = []
-    if not factors:
-        notes.append("no setting varies among the finished trials: learning curves per factor and "
-                     "factor effects skipped")
-    for factor in factors if len(done_histories) else []:
-        plan.append(FigurePlan(f"curves_{factor}", "Learning curves per factor",
-                     f"Loss and accuracy per epoch, one line per {factor} level: the mean over its trials, with "
+    if not settings:
+        notes.append("no setting varies among the finished trials: learning curves per setting and "
+                     "setting effects skipped")
+    for setting in settings if len(done_histories) else []:
+        plan.append(FigurePlan(f"curves_{setting}", "Learning curves per setting",
+                     f"Loss and accuracy per epoch, one line per {setting} level: the mean over its trials, with "
                      "a band for the 95% CI of that mean across seeds (none with one seed per configuration)",
-                     lambda f=factor: plots.learning_curves(summary, done_histories, f)))
-    if factors and has_metric.any():
-        plan.append(FigurePlan("effects", "Factor effects", f"{metric} of each level minus its setting's best level, "
+                     lambda f=setting: plots.learning_curves(summary, done_histories, f)))
+    if settings and has_metric.any():
+        plan.append(FigurePlan("effects", "Setting effects", f"{metric} of each level minus its setting's best level, "
                      "matched on the other settings, with Holm-adjusted 95% intervals: the comparisons and numbers "
                      "of `mnist-sweep compare`",
-                     lambda: plots.factor_effects(summary, metric, factors)))
+                     lambda: plots.setting_effects(summary, metric, settings)))
     if has_metric.any() and get_metric(metric).kind == "time":
         notes.append(f"{metric} against time skipped: {metric} is a time itself")
     elif has_metric.any():
@@ -137,7 +137,7 @@ def _plan(summary, histories, metric: str, group_by: str | None) -> tuple[list[F
                      f"{metric} against wall time; the Pareto front is circled",
                      lambda: plots.accuracy_vs_time(finished[has_metric], metric)))
     elif len(finished):
-        notes.append(f"no finished trial has {metric}: factor effects and accuracy against time skipped")
+        notes.append(f"no finished trial has {metric}: setting effects and accuracy against time skipped")
     timed = summary[summary["wall_seconds"].notna()]
     if len(timed):
         plan.append(FigurePlan("wall_time", "Time", "Wall time and seconds per epoch per trial, sorted",
@@ -175,7 +175,7 @@ def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
     return data, MIME[fmt]
 
 
-def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: str | None = None,
+def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: str | None = None,
                fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> PlotOutcome:
     """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
@@ -184,7 +184,7 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
     if summary.empty:
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
-    plan, outcome.skipped = _plan(summary, histories, metric, group_by)
+    plan, outcome.skipped = _plan(summary, histories, metric, setting)
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     for pattern in OWN_FILES:
@@ -203,7 +203,7 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
     outcome.figures = [d.path for d in drawn]
     outcome.report = sweep_dir / "report.html"
     atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, outcome.skipped,
-                                               render_findings(summary, sweep_dir, metric, group_by)))
+                                               render_findings(summary, sweep_dir, metric, setting)))
     return outcome
 
 

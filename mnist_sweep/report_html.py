@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from .errors import OptionError, ResultsError
 from .metrics import title
-from .tables import by_validation, format_cell, trial_labels, varying_factors
+from .tables import by_validation, format_cell, trial_labels, varying_columns
 
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
 
@@ -31,15 +31,15 @@ class Drawn:
     mime: str
 
 
-def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", factor: str | None = None) -> str:
+def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", setting: str | None = None) -> str:
     """`mnist-sweep compare`'s findings on one sweep as an HTML list, escaped; when it has none, why."""
     from .compare import compare
 
     try:
-        sentences = compare(summary, metric, factor).findings
+        sentences = compare(summary, metric, setting).findings
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
-    command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {factor}" if factor else "")
+    command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {setting}" if setting else "")
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
             f"<p>Every number here comes from the tables of <code>{_e(command)}</code>.</p>")
 
@@ -92,8 +92,8 @@ def _e(value: Any) -> str:
 def _summary_table(summary) -> str:
     import pandas as pd
 
-    factors = [f for f in varying_factors(summary) if f != "sweep"]
-    columns = ["trial_id", *factors, *(c for c in TABLE_COLUMNS if c in summary.columns)]
+    settings = [f for f in varying_columns(summary) if f != "sweep"]
+    columns = ["trial_id", *settings, *(c for c in TABLE_COLUMNS if c in summary.columns)]
     if "seed" in columns and summary["seed"].nunique() < 2:
         columns.remove("seed")
     rows, _ = by_validation(summary)

@@ -248,7 +248,7 @@ def load_histories(path: str | Path):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def factor_columns(summary) -> list[str]:
+def setting_columns(summary) -> list[str]:
     """The swept-setting columns of a summary DataFrame (everything between seed and status)."""
     known = {"sweep", *SUMMARY_HEAD, *SUMMARY_TAIL}
     return [c for c in summary.columns if c not in known]

@@ -18,7 +18,7 @@ from .metrics import (METRICS, SELECTION, SELECTION_WITHOUT_VALIDATION, VOCABULA
                       unknown_metric)
 from .metrics import get as get_metric
 from .metrics import title as title_of
-from .store import factor_columns, load_results
+from .store import setting_columns, load_results
 
 SHOWN = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds", "status")
 CONFIG_METRICS = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds")  # the configuration view's
@@ -30,33 +30,33 @@ STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "y
                 "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta")}
 
 
-def varying_factors(summary) -> list[str]:
+def varying_columns(summary) -> list[str]:
     """The settings that take more than one value in these trials (plus `sweep` when several are mixed)."""
-    columns = [c for c in factor_columns(summary) if summary[c].dropna().nunique() > 1]
+    columns = [c for c in setting_columns(summary) if summary[c].dropna().nunique() > 1]
     if "sweep" in summary.columns and summary["sweep"].nunique() > 1:
         columns.insert(0, "sweep")
     return columns
 
 
-def factor_levels(summary, factor: str) -> list[Any]:
-    """A factor's distinct values: numbers in increasing order, anything else as the config lists them."""
+def setting_levels(summary, setting: str) -> list[Any]:
+    """A setting's distinct values: numbers in increasing order, anything else as the config lists them."""
     import pandas as pd
 
-    values = list(dict.fromkeys(summary[factor].dropna().tolist()))
-    if pd.api.types.is_numeric_dtype(summary[factor]):
+    values = list(dict.fromkeys(summary[setting].dropna().tolist()))
+    if pd.api.types.is_numeric_dtype(summary[setting]):
         return sorted(values)
     return values
 
 
-def trial_labels(summary, factors: list[str] | None = None):
+def trial_labels(summary, settings: list[str] | None = None):
     """A short label per trial ("activation=relu, dropout=0.2, seed 1"): its varying settings and seed."""
-    factors = varying_factors(summary) if factors is None else factors
+    settings = varying_columns(summary) if settings is None else settings
     with_seed = "seed" in summary.columns and summary["seed"].nunique() > 1
-    if not factors and not with_seed:
+    if not settings and not with_seed:
         return summary["trial_id"].astype(str)
 
     def one(row) -> str:
-        parts = [f"{f}={row[f]}" for f in factors]
+        parts = [f"{f}={row[f]}" for f in settings]
         if with_seed:
             parts.append(f"seed {row['seed']}")
         return ", ".join(parts)
@@ -149,7 +149,7 @@ def select(summary, sort: str = "test_accuracy", top: int | None = None, where: 
     rows = sort_rows(filter_rows(summary, parse_where(where)), sort)
     if top is not None:
         rows = rows.head(top)
-    columns = ["trial_id", *varying_factors(summary)]
+    columns = ["trial_id", *varying_columns(summary)]
     if summary["seed"].nunique() > 1:
         columns.append("seed")
     columns += [c for c in SHOWN if c in summary.columns]
@@ -167,7 +167,7 @@ def _config_sort(summary, configs_columns: list[str], sort: str) -> str | None:
     if sort in configs_columns:
         return None
     per_trial = ("seed", "trial_id", "status", "error")
-    metrics = [c for c in summary.columns if c not in (*per_trial, *factor_columns(summary))
+    metrics = [c for c in summary.columns if c not in (*per_trial, *setting_columns(summary))
                and pd.api.types.is_numeric_dtype(summary[c])]
     if sort in metrics:
         return sort
@@ -197,7 +197,7 @@ def select_configs(summary, sort: str = "test_accuracy", top: int | None = None,
     from .stats import summarize_configs
 
     trials = filter_rows(summary, parse_where(where))
-    keys = ["config_id", *varying_factors(summary), "n_seeds"]
+    keys = ["config_id", *varying_columns(summary), "n_seeds"]
     metric = _config_sort(summary, keys, sort)
     metrics = [m for m in CONFIG_METRICS if m in summary.columns]
     if metric and metric not in metrics:
@@ -386,7 +386,7 @@ def after_run(path: str | Path, top: int = RUN_TOP) -> Shown:
     configs = summarize_configs(finished, [m for m in RUN_METRICS if m in finished.columns])
     ranked, accuracy = by_validation(configs, "_mean")
     rows = ranked.head(top)
-    keys = ["config_id", *varying_factors(summary), "n_seeds"]
+    keys = ["config_id", *varying_columns(summary), "n_seeds"]
     metrics = [m for m in (accuracy, "test_accuracy", "wall_seconds") if f"{m}_mean" in rows.columns]
     rows = rows[[*keys, *(f"{m}_{part}" for m in metrics for part in ("mean", "sd", "ci_low", "ci_high"))]]
     title = (f"Top {len(rows)} of {len(configs)} configurations by {title_of(accuracy)} (mean over seeds"

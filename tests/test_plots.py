@@ -175,10 +175,10 @@ def _check_effects_match_compare(summary, fig, metric="test_accuracy", scale=100
     """Every panel draws compare's matched differences and intervals; the best level sits at 0."""
     contrasts = compare.compare(summary, metric).contrasts
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    order = list(stats.factor_importance(summary, metric)["factor"])
+    order = list(stats.setting_importance(summary, metric)["setting"])
     assert [ax.get_title() for ax in panels] == [f"by {f}" for f in order]
     for ax in panels:
-        table = contrasts[contrasts["factor"] == ax.get_title().removeprefix("by ")].set_index("level")
+        table = contrasts[contrasts["setting"] == ax.get_title().removeprefix("by ")].set_index("level")
         drawn = _drawn_levels(ax)
         assert drawn.pop(table["reference"].iloc[0]) == (0, 0, 0)
         matched = table[table["cells"] > 0]
@@ -194,18 +194,18 @@ def _check_effects_match_compare(summary, fig, metric="test_accuracy", scale=100
     return panels
 
 
-def test_factor_effects_draw_the_differences_compare_reports(mixed):
+def test_setting_effects_draw_the_differences_compare_reports(mixed):
     summary, _ = mixed  # trials without test accuracy (failed, diverged, running) are left out
-    fig = plots.factor_effects(summary, "test_accuracy")
+    fig = plots.setting_effects(summary, "test_accuracy")
     panels = _check_effects_match_compare(summary, fig)
     by_activation = next(ax for ax in panels if ax.get_title() == "by activation")
     assert [t.get_text().split("\n")[0] for t in by_activation.get_xticklabels()] == ["relu", "tanh", "sigmoid"]
     assert "Holm-adjusted 95% CI of each difference" in fig._suptitle.get_text()
 
 
-def test_factor_effects_of_one_seed_draw_differences_without_intervals(tmp_path):
+def test_setting_effects_of_one_seed_draw_differences_without_intervals(tmp_path):
     summary = load_results(write_sweep(tmp_path, "once", seeds=1))
-    fig = plots.factor_effects(summary)
+    fig = plots.setting_effects(summary)
     _check_effects_match_compare(summary, fig)
     assert all(low == value == high for ax in fig.axes if ax.get_visible()
                for value, low, high in _drawn_levels(ax).values())
@@ -229,12 +229,12 @@ def unbalanced_sweep():
 
 def test_in_an_unbalanced_sweep_the_effects_figure_agrees_with_compare():
     summary = unbalanced_sweep()
-    plain = stats.main_effects(summary).set_index(["factor", "level"])["mean"]
+    plain = stats.main_effects(summary).set_index(["setting", "level"])["mean"]
     assert plain[("kernel_l2", "0.02")] - plain[("kernel_l2", "0")] > 0.02  # the misleading plain means
-    fig = plots.factor_effects(summary)
+    fig = plots.setting_effects(summary)
     _check_effects_match_compare(summary, fig)
     by_l2 = next(ax for ax in fig.axes if ax.get_title() == "by kernel_l2")
-    row = compare.compare(summary).contrasts.set_index("factor").loc["kernel_l2"]
+    row = compare.compare(summary).contrasts.set_index("setting").loc["kernel_l2"]
     value, low, high = _drawn_levels(by_l2)[row["level"]]
     assert abs(value) < 0.5 and low < 0 < high  # like for like: a tie, as compare says
     assert row["verdict"].startswith("no detectable difference")

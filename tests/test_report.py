@@ -57,8 +57,8 @@ def test_plot_says_what_it_skipped_and_why(plotted):
     assert any(line.startswith("Skipped (mixed): 1 failed trial(s) left out") for line in skipped)
     assert any("1 diverged trial(s)" in line for line in skipped)
     assert any("1 running trial(s) left out of the comparisons (still training" in line for line in skipped)
-    assert ("Skipped (single): no setting varies among the finished trials: learning curves per factor and "
-            "factor effects skipped") in skipped
+    assert ("Skipped (single): no setting varies among the finished trials: learning curves per setting and "
+            "setting effects skipped") in skipped
 
 
 def test_many_trials_share_grid_pages_instead_of_a_file_each(tmp_path):
