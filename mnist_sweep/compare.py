@@ -16,8 +16,8 @@ import pandas as pd
 from .errors import OptionError
 from .metrics import get as get_metric
 from .metrics import lower_is_better, title
-from .stats import (ALPHA, compare_to_best, design, setting_importance, interaction_tests, interactions, level_contrasts,
-                    main_effects, seed_spread)
+from .stats import (ALPHA, compare_to_best, design, interaction_tests, interactions, level_contrasts, main_effects,
+                    seed_spread, setting_importance)
 from .store import load_results
 
 

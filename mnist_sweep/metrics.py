@@ -119,6 +119,23 @@ def bounds(name: str) -> tuple[float, float]:
     return _BY_NAME[name].bounds if name in _BY_NAME else (-math.inf, math.inf)
 
 
+def level_order(values) -> list:
+    """A setting's distinct levels in the one order every table and figure lists them: numbers (or labels
+    that read as numbers, "0.02") in increasing order first, then the others as they first appear."""
+    def number(value):
+        if isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(number) else number
+
+    distinct = list(dict.fromkeys(values))
+    numbers = sorted((v for v in distinct if number(v) is not None), key=number)
+    return numbers + [v for v in distinct if number(v) is None]
+
+
 def unknown_metric(name: str, option: str = "--metric") -> OptionError:
     """The one error every command gives for a metric name it does not know."""
     return OptionError(option, f'unknown metric "{name}"{did_you_mean(name, METRICS)}; metrics: {", ".join(METRICS)}')

@@ -120,11 +120,11 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
     if not settings:
         notes.append("no setting varies among the finished trials: learning curves per setting and "
                      "setting effects skipped")
-    for setting in settings if len(done_histories) else []:
-        plan.append(FigurePlan(f"curves_{setting}", "Learning curves per setting",
-                     f"Loss and accuracy per epoch, one line per {setting} level: the mean over its trials, with "
+    for name in settings if len(done_histories) else []:
+        plan.append(FigurePlan(f"curves_{name}", "Learning curves per setting",
+                     f"Loss and accuracy per epoch, one line per {name} level: the mean over its trials, with "
                      "a band for the 95% CI of that mean across seeds (none with one seed per configuration)",
-                     lambda f=setting: plots.learning_curves(summary, done_histories, f)))
+                     lambda f=name: plots.learning_curves(summary, done_histories, f)))
     if settings and has_metric.any():
         plan.append(FigurePlan("effects", "Setting effects", f"{metric} of each level minus its setting's best level, "
                      "matched on the other settings, with Holm-adjusted 95% intervals: the comparisons and numbers "

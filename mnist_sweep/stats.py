@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import special
 
 from .errors import OptionError, ResultsError, did_you_mean
-from .metrics import METRICS, bounds, lower_is_better, unknown_metric
+from .metrics import METRICS, bounds, level_order, lower_is_better, unknown_metric
 from .store import FINISHED, setting_columns
 
 ALPHA = 0.05  # two-sided level of every interval (95%) and test
@@ -141,13 +141,8 @@ def level_text(value) -> str:
 
 
 def _ordered(labels: pd.Series) -> list[str]:
-    """Distinct labels, numbers in numeric order first, then the others as they appear."""
-    def key(text):
-        try:
-            return (0, float(text))
-        except ValueError:
-            return (1, 0.0)
-    return sorted(pd.unique(labels), key=key)
+    """Distinct labels in `metrics.level_order`."""
+    return level_order(labels.tolist())
 
 
 def _config_label(row: pd.Series, settings: list[str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from .errors import OptionError, did_you_mean
 from .metrics import (METRICS, SELECTION, SELECTION_WITHOUT_VALIDATION, VOCABULARY, higher_is_better, known,
-                      unknown_metric)
+                      level_order, unknown_metric)
 from .metrics import get as get_metric
 from .metrics import title as title_of
 from .store import setting_columns, load_results
@@ -39,13 +39,8 @@ def varying_columns(summary) -> list[str]:
 
 
 def setting_levels(summary, setting: str) -> list[Any]:
-    """A setting's distinct values: numbers in increasing order, anything else as the config lists them."""
-    import pandas as pd
-
-    values = list(dict.fromkeys(summary[setting].dropna().tolist()))
-    if pd.api.types.is_numeric_dtype(summary[setting]):
-        return sorted(values)
-    return values
+    """A setting's distinct values in `metrics.level_order`: numbers increasing, the rest as the config lists them."""
+    return level_order(summary[setting].dropna().tolist())
 
 
 def trial_labels(summary, settings: list[str] | None = None):

@@ -3,10 +3,11 @@ names with the same "did you mean" error for a typo."""
 
 import math
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mnist_sweep import metrics, report, report_html, tables
+from mnist_sweep import metrics, report, report_html, stats, tables
 from mnist_sweep.cli import cli
 from mnist_sweep.store import load_histories, load_results
 from tests.fake_results import write_sweep
@@ -79,3 +80,13 @@ def test_a_mistyped_setting_is_still_a_column_error_in_show(sweep):
     result = invoke("show", sweep, "--trials", "--sort", "activaton")
     assert result.exit_code == 2
     assert result.stderr.startswith('Error: --sort: no column "activaton" (did you mean "activation"?)')
+
+
+def test_levels_are_listed_in_one_order_by_tables_and_statistics():
+    assert metrics.level_order([0.02, 0.0, "none", 0.05, 0.0]) == [0.0, 0.02, 0.05, "none"]
+    assert metrics.level_order(["relu", "0.5", "tanh", "0.1"]) == ["0.1", "0.5", "relu", "tanh"]
+    assert metrics.level_order([True, False]) == [True, False]  # as the config lists them
+    frame = pd.DataFrame({"trial_id": list("abcd"), "config_id": list("abcd"), "seed": 0, "status": "ok",
+                          "kernel_l2": [0.02, 0.0, 0.05, 0.0], "test_accuracy": [0.9, 0.8, 0.85, 0.81]})
+    effects = stats.main_effects(frame)
+    assert list(effects["level"]) == [stats.level_text(v) for v in tables.setting_levels(frame, "kernel_l2")]
