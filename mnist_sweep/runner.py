@@ -20,6 +20,7 @@ from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
 from .fused import group_trials
 from .grid import Trial, expand, varying_settings
+from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
@@ -48,7 +49,7 @@ class Progress:
     def start(self, total: int, todo: int, skipped: int, dataset_info: dict) -> None: ...
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
-    def trial_finished(self, trial: Trial, record: dict) -> None: ...
+    def trial_finished(self, trial: Trial, record: TrialRecord) -> None: ...
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
 
@@ -78,11 +79,11 @@ class Sweep:
         self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
         self.progress = progress or Progress()
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict]] = {}
         self.data = None
         self.report: Optional[SweepReport] = None
-        self.executor = None
+        self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
 
     def pending(self, force: bool = False) -> list[Trial]:
@@ -126,7 +127,7 @@ class Sweep:
 
     # ------------------------------------------------------------ recording
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: TrialRecord) -> None:
         self.records[record["trial_id"]] = record
         self.store.write_record(record)
         self._write_summary()
@@ -152,8 +153,8 @@ class Sweep:
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
 
-    def _finish(self, trial: Trial, result: dict) -> None:
-        record = dict(self.records.get(trial.trial_id) or {})
+    def _finish(self, trial: Trial, result: TrialResult) -> None:
+        record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
