@@ -25,7 +25,7 @@ def offline(tmp_path, monkeypatch):
 
 
 def cfg(**overrides):
-    """A data config like config.py's, with test-friendly defaults."""
+    """A data config like the schema's DatasetConfig (config/schema.py), with test-friendly defaults."""
     fields = dict(name="mnist", source="auto", path=None, n_train=None, n_test=None,
                   validation_split=0.0, seed=0)
     return SimpleNamespace(**{**fields, **overrides})
