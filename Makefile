@@ -12,8 +12,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The tests that need no Keras (config, grid, results, statistics, figures), one file per core:
-# under a minute. `make test` above stays the full suite CI runs.
+# The tests that need no Keras (config, grid, results, statistics, figures), one file per core.
+# `make test` above stays the full suite CI runs.
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not keras and not slow" -n auto --dist loadfile
 
