@@ -70,11 +70,11 @@ def cli():
               help="Ray: CPUs each trial reserves.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Ray: GPUs (fractions allowed) each trial reserves.")
-@click.option("--fuse", is_flag=True,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
-                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
+                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --fuse: most trials in one fused model.")
+              help="Most trials in one fused model.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
@@ -91,7 +91,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
-        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
     """
     from .config import load_config

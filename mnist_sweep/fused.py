@@ -29,16 +29,68 @@ SHARED = ("batch_size", "epochs", "optimizer")
 DEFAULT_MAX_BRANCHES = 16
 
 
+def _chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
+    """Near-equal chunks of at most `max_branches`: 17 trials make 9 + 8, not 16 + 1."""
+    count = -(-len(members) // max_branches)
+    size, extra = divmod(len(members), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(members[start:end])
+        start = end
+    return out
+
+
 def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
-    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer."""
+    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer.
+
+    Within those, dense networks of one shape form stacked groups; the rest (other shapes left
+    alone, convolutional or augmented networks) form groups of branch sub-models.
+    """
+    from .stacked import fallback_reason, stack_key
+
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
         key = json.dumps([trial.seed, *(trial.settings[k] for k in SHARED)], sort_keys=True)
         groups.setdefault(key, []).append(trial)
     chunks = []
     for members in groups.values():
-        chunks.extend(members[i:i + max_branches] for i in range(0, len(members), max_branches))
+        stacks: dict[tuple, list[Trial]] = {}
+        rest = []
+        for trial in members:
+            if fallback_reason(trial.settings) is None:
+                stacks.setdefault(stack_key(trial.settings), []).append(trial)
+            else:
+                rest.append(trial)
+        for stack in stacks.values():
+            if len(stack) > 1:
+                chunks.extend(_chunks(stack, max_branches))
+            else:
+                rest.extend(stack)
+        if rest:
+            chunks.extend(_chunks(rest, max_branches))
     return chunks
+
+
+def describe_groups(tasks: list[list[Trial]]) -> str:
+    """How the trials were grouped, for the run's output."""
+    from .stacked import fallback_reason
+
+    stacked = [t for t in tasks if len(t) > 1 and group_form(t) == "stacked"]
+    branches = [t for t in tasks if len(t) > 1 and group_form(t) == "branches"]
+    alone = sum(1 for t in tasks if len(t) == 1)
+    parts = []
+    if stacked:
+        sizes = sorted({len(t) for t in stacked})
+        parts.append(f"{sum(map(len, stacked))} trial(s) in {len(stacked)} stacked group(s) "
+                     f"({'/'.join(map(str, sizes))} branches: one batched matmul per layer)")
+    if branches:
+        reasons = sorted({fallback_reason(x.settings) or "layer shapes differ" for t in branches for x in t})
+        parts.append(f"{sum(map(len, branches))} trial(s) in {len(branches)} group(s) of branch sub-models "
+                     f"({', '.join(reasons)})")
+    if alone:
+        parts.append(f"{alone} trial(s) isolated (nothing to fuse them with)")
+    return "fused: " + "; ".join(parts)
 
 
 def group_id(trials: list[Trial]) -> str:
@@ -140,9 +192,7 @@ def make_fused_model(trials: list[Trial], x_train):
         branch, model = _branch(trial.settings, x_train, k)
         branches.append(branch)
         plain.append(model)
-    model = FusedModel(branches, plain, [t.settings for t in trials])
-    model.build((None, *x_train.shape[1:]))
-    return model
+    return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as stacked.py says
 
 
 class _BranchForm:
@@ -222,6 +272,7 @@ class _Branch:
         self.weights = None  # the weights this branch ends with once it has stopped
         self.best_weights = None
         self.timed_out = False
+        self.left_after: Optional[int] = None  # the epoch after which it left the stack
 
 
 def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
@@ -263,6 +314,9 @@ def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[
             if not still:
                 model.stop_training = True
             elif epoch + 1 < epochs and not model.stop_training and _restack_due(len(still), form.size()):
+                for b in branches:
+                    if b.status is not None and b.left_after is None:
+                        b.left_after = epoch + 1
                 form.drop(still)
 
         def _early_stop(self, epoch, b: _Branch, row, weights):
@@ -361,6 +415,8 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
         if status == "timeout":
             notes.append(f"stopped after {timeout_seconds:g} s (train.timeout_seconds)")
+        if b.left_after is not None:
+            notes.append(f"left the stack after epoch {b.left_after}: the others went on without it")
         results[b.trial.trial_id] = {
             **common, "status": status, "history": b.rows, "metrics": metrics, "fused_form": fused.kind,
             "params": count_params(twin), "model_summary": summary_text(twin), "notes": notes,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from .config import SweepConfig, config_to_dict, load_config, validate_config
 from .errors import ResultsError
 from .executors import Options, make_executor
-from .fused import group_trials
+from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .store import FINISHED, ResultsStore, summary_row
 
@@ -229,7 +229,7 @@ class Sweep:
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
-                          fuse=options.fuse or self.config.execution == "fused",
+                          fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none")
         with self.store.lock():
@@ -241,8 +241,9 @@ class Sweep:
             self.executor = make_executor(executor, options)
             tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
             self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if options.fuse:
-                self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
+            if todo:
+                self.progress.message(describe_groups(tasks) if options.fuse else
+                                      f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
                 with self._ctrl_c():

@@ -344,6 +344,6 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
             self.branch_metrics.update_state(losses, probs, y)
             return ops.sum(losses)  # branches share no weights: each gets exactly its own gradient
 
-    model = StackedModel()
-    model.build((None, *input_shape))
-    return model
+    # Left unbuilt: fit builds it from a first batch, as it does an isolated model, and that draw is
+    # part of the shuffling sequence on backends that shuffle with numpy's generator (JAX).
+    return StackedModel()
