@@ -21,6 +21,7 @@ import numpy as np
 from .backend import fresh_session, get_keras
 from .grid import Trial
 from .models import build_model, count_params, summary_text
+from .records import TrialResult
 from .store import HISTORY_COLUMNS
 from .train import EVAL_BATCH, stop_mode, summarize_history
 
@@ -361,7 +362,7 @@ def group_form(trials: list[Trial]) -> str:
 
 @fresh_session()
 def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
-                  save_model: bool = False, form: Optional[str] = None) -> dict[str, dict[str, Any]]:
+                  save_model: bool = False, form: Optional[str] = None) -> dict[str, TrialResult]:
     """Train a group of trials as one fused model; returns each trial's result, keyed by trial id.
 
     `form` is "stacked" or "branches"; by default the fastest the group allows (`group_form`).
@@ -399,7 +400,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}
-    results = {}
+    results: dict[str, TrialResult] = {}
     share = group_seconds / len(trials)
     how = "stacked weights" if fused.kind == "stacked" else "branch sub-models"
     for k, b in enumerate(branches):

@@ -42,6 +42,7 @@ NORMALIZED = [{"activation": "elu", "dropout": 0.2}, {"activation": "linear", "b
               {"activation": "selu"}]
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("normalize", [False, True])
 def test_every_dense_option_trains_as_its_isolated_twin_in_the_first_epoch(normalize):
     trials, data = _sweep(model={"hidden": [8, 4], "activation": "sigmoid", "normalize": normalize},
@@ -63,6 +64,7 @@ def _monitored(result, epoch_index, monitor):
     return result["history"][epoch_index][monitor]
 
 
+@pytest.mark.keras
 def test_a_16_trial_grid_stops_where_its_twins_stop_with_the_same_mean_accuracy():
     trials, data = _sweep(
         model={"activation": ["relu", "tanh", "sigmoid", "elu"], "kernel_l2": [0.0, 0.01]},
@@ -90,6 +92,7 @@ def test_a_16_trial_grid_stops_where_its_twins_stop_with_the_same_mean_accuracy(
     assert len({r["metrics"]["epochs_run"] for r in fused.values()}) > 1, "branches should stop at different epochs"
 
 
+@pytest.mark.keras
 def test_an_early_stopper_a_diverging_branch_and_live_ones_are_each_recorded_as_alone():
     trials, data = _sweep(
         model={"activation": "tanh"},
@@ -120,6 +123,7 @@ def test_an_early_stopper_a_diverging_branch_and_live_ones_are_each_recorded_as_
     assert any("left the stack" in " ".join(r["notes"]) for r in fused.values())
 
 
+@pytest.mark.keras
 def test_a_saved_stacked_branch_loads_in_safe_mode_and_predicts_what_the_stack_predicted(tmp_path):
     keras = get_keras()
     trials, data = _sweep(model={"hidden": [8], "activation": ["relu", "tanh"], "batch_norm": [False, True],
@@ -137,6 +141,7 @@ def test_a_saved_stacked_branch_loads_in_safe_mode_and_predicts_what_the_stack_p
                                    atol=1e-6)
 
 
+@pytest.mark.keras
 def test_the_group_result_carries_each_branch_model_and_its_test_accuracy(tmp_path):
     keras = get_keras()
     trials, data = _sweep(model={"activation": ["relu", "sigmoid", "tanh"]}, train={"epochs": 2})
