@@ -196,7 +196,7 @@ def make_fused_model(trials: list[Trial], x_train):
     return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as stacked.py says
 
 
-class _BranchForm:
+class BranchForm:
     """Today's form: K branch sub-models side by side, each an ordinary model sharing the fused one's layers."""
 
     kind = "branches"
@@ -219,7 +219,7 @@ class _BranchForm:
             self.twins[i].set_weights(weights)
 
 
-class _StackedForm:
+class StackedForm:
     """The stacked form: one model whose weights carry a branch axis; stopped branches leave it."""
 
     kind = "stacked"
@@ -378,7 +378,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
-        fused = (_StackedForm if form_name == "stacked" else _BranchForm)(trials, data.x_train)
+        fused = (StackedForm if form_name == "stacked" else BranchForm)(trials, data.x_train)
         model = fused.model
         model.compile(optimizer=build_optimizer(settings["optimizer"]))
         branches = [_Branch(t, k) for k, t in enumerate(trials)]

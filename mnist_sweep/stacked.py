@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import get_keras
+from .config import BN_MOMENTUM
 from .models import build_model
 
 # What makes branches share one stack: the layer shapes and the input pipeline.
@@ -44,8 +45,6 @@ class _Plan:
     """Per-branch constants of one stack, in stack order."""
 
     def __init__(self, ids: list[int], settings: list[dict[str, Any]]):
-        from .models import _momentum
-
         self.ids = list(ids)
         self.settings = list(settings)
         layers = len(settings[0]["hidden"])
@@ -57,7 +56,7 @@ class _Plan:
         # Batch normalization: branches without it keep their statistics (momentum 1) and skip it.
         self.bn_input = np.array([s["batch_norm"] == "input" for s in settings])
         self.bn_hidden = np.array([s["batch_norm"] is True for s in settings])
-        momentum = col(_momentum)
+        momentum = col(lambda s: s.get("batch_norm_momentum") or BN_MOMENTUM)  # as models.py reads it
         self.momentum_input = np.where(self.bn_input, momentum, 1.0).astype("float32")
         self.momentum_hidden = np.where(self.bn_hidden, momentum, 1.0).astype("float32")
         self.dropout = [s["dropout"] for s in settings]

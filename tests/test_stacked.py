@@ -8,12 +8,12 @@ import pytest
 from mnist_sweep.backend import get_keras
 from mnist_sweep.config import validate_config
 from mnist_sweep.data import load_dataset
-from mnist_sweep.fused import _StackedForm, describe_groups, execute_group, group_form, group_trials
+from mnist_sweep.fused import StackedForm, describe_groups, execute_group, group_form, group_trials
 from mnist_sweep.grid import expand
 from mnist_sweep.models import build_optimizer
 from mnist_sweep.saving import model_to_bytes
 from mnist_sweep.train import execute_trial
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 FIRST_EPOCH_TOLERANCE = 1e-5  # the bound on a branch's first-epoch losses against its twin
 
@@ -128,7 +128,7 @@ def test_a_saved_stacked_branch_loads_in_safe_mode_and_predicts_what_the_stack_p
     keras = get_keras()
     trials, data = _sweep(model={"hidden": [8], "activation": ["relu", "tanh"], "batch_norm": [False, True],
                                  "dropout": 0.2}, train={"epochs": 1})
-    form = _StackedForm(trials, data.x_train)
+    form = StackedForm(trials, data.x_train)
     form.model.compile(optimizer=build_optimizer(trials[0].settings["optimizer"]))
     form.model.fit(data.x_train, data.y_train, epochs=1, batch_size=64, verbose=0)
     form.finish({})
