@@ -32,6 +32,10 @@ class ResultsError(SweepError):
     """A results directory is missing, locked or unreadable."""
 
 
+class MissingExtraError(SweepError):
+    """An option needs an optional package that is not installed; the message gives the install command."""
+
+
 class OptionError(SweepError):
     """A command-line option names a column, value or setting the results do not have."""
 
