@@ -87,7 +87,8 @@ class MlflowExport:
     """Writes sweeps to one tracking URI."""
 
     def __init__(self, tracking_uri: str):
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # the database's schema set-up is not news
+        for name in ("alembic", "mlflow.store.db.utils"):  # setting up the database's tables is not news
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
