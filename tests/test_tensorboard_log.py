@@ -85,6 +85,7 @@ def test_export_writes_each_trials_curves_final_metrics_and_session_grouped_by_c
     experiment, groups = _hparams(logdir)
     levels = {h.name: sorted(_value(v) for v in h.domain_discrete.values) for h in experiment.hparam_infos}
     assert levels == {"activation": ["relu", "tanh"], "dropout": [0.0, 0.2]}
+    assert all(h.differs for h in experiment.hparam_infos)
     assert "final/test_accuracy" in {m.name.tag for m in experiment.metric_infos}
     # One group per configuration, holding its two seeds; the group is named by the configuration id.
     assert len(groups) == 4

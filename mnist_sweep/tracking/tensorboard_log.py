@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata, plugin_data_pb2
@@ -74,21 +74,30 @@ def _scalars(values: dict[str, float]) -> summary_pb2.Summary:
     return summary
 
 
-def _session_end(status: int, end_time: float) -> summary_pb2.Summary:
-    data = plugin_data_pb2.HParamsPluginData(
-        session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=end_time))
+def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
     summary = summary_pb2.Summary()
-    summary.value.add(tag=hparams_metadata.SESSION_END_INFO_TAG, tensor=hparams_metadata.NULL_TENSOR,
+    summary.value.add(tag=tag, tensor=hparams_metadata.NULL_TENSOR,
                       metadata=hparams_metadata.create_summary_metadata(data))
     return summary
 
 
+def _session_end(status: int, end_time: float) -> summary_pb2.Summary:
+    return _hparams_summary(hparams_metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(
+        session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=end_time)))
+
+
 def write_experiment(root: Path, columns: dict[str, list]) -> None:
     """The HParams experiment at the sweep's root: each varying setting with its levels, and the metrics."""
-    hparams = [hp.HParam(name, hp.Discrete(levels)) for name, levels in columns.items()]
-    metrics = [hp.Metric(FINAL_PREFIX + name, display_name=FINAL_METRICS[name]) for name in HPARAMS_METRICS]
+    infos = []
+    for name, levels in columns.items():
+        info = api_pb2.HParamInfo(name=name, differs=len(levels) > 1)
+        hp.Discrete(levels).update_hparam_info(info)
+        infos.append(info)
+    metrics = [hp.Metric(FINAL_PREFIX + name, display_name=FINAL_METRICS[name]).as_proto() for name in HPARAMS_METRICS]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     events = EventFile(root)
-    events.add(hp.hparams_config_pb(hparams, metrics, time_created_secs=time.time()), 0)
+    events.add(_hparams_summary(hparams_metadata.EXPERIMENT_TAG,
+                                plugin_data_pb2.HParamsPluginData(experiment=experiment)), 0)
     events.close()
 
 
@@ -181,7 +190,9 @@ class TensorBoardLog(Progress):
     @_keeps_sweep_going
     def start(self, total, todo, skipped, dataset_info):
         write_experiment(self.root, self.columns)
-        for trial in self.sweep.trials:  # finished before, by a run without this log: write them from the results
+        if not skipped:  # every trial trains now (a new sweep, or --force)
+            return
+        for trial in self.sweep.trials:  # skipped as finished before, by a run without this log: from the results
             record = self.sweep.records.get(trial.trial_id)
             if record and record.get("status") == FINISHED and not _has_events(self.root / trial.trial_id):
                 write_trial(self.root, record, read_history(self.sweep.store.run_dir(trial.trial_id)), self.columns)
@@ -214,7 +225,3 @@ class TensorBoardLog(Progress):
 def _has_events(directory: Path) -> bool:
     return any(directory.glob("events.out.tfevents.*"))
 
-
-def event_dirs(root: Path) -> Iterable[Path]:
-    """The run directories under `root` that hold this module's event files."""
-    return sorted({p.parent for p in root.rglob(f"events.out.tfevents.*{SUFFIX}")})
