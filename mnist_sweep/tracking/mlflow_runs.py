@@ -31,6 +31,8 @@ DIGEST = "mnist_sweep.digest"  # what the run was written from: unchanged result
 RUN_STATUS = {FINISHED: "FINISHED", "failed": "FAILED", "diverged": "FAILED", "timeout": "FAILED",
               "interrupted": "KILLED"}
 ARTIFACTS = "mlflow-artifacts"  # next to a SQLite tracking database
+# MLflow 3's UI opens an experiment of no stated kind as a GenAI one (traces); this opens its runs.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 @dataclass
@@ -94,11 +96,14 @@ class MlflowExport:
 
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-            return experiment.experiment_id
-        return self.client.create_experiment(name, artifact_location=_artifact_location(self.tracking_uri))
+        if experiment is None:
+            return self.client.create_experiment(name, artifact_location=_artifact_location(self.tracking_uri),
+                                                 tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return experiment.experiment_id
 
     def _runs(self, experiment_id: str) -> list:
         runs, token = [], None
