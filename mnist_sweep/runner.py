@@ -92,10 +92,12 @@ class Sweep:
         self.report: Optional[SweepReport] = None
         self.executor = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
-        if tensorboard:  # each trial's curves and HParams session, written from the events received here
+        if tensorboard or config.tensorboard:  # each trial's curves and HParams session, from the events here
             from .tracking import live_tensorboard
 
-            self.progress = Observers(self.progress, live_tensorboard(tensorboard, self))
+            needed_by = "--tensorboard" if tensorboard else f"the config's tensorboard: {config.tensorboard}"
+            self.progress = Observers(self.progress, live_tensorboard(tensorboard or config.tensorboard, self,
+                                                                      needed_by))
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""

@@ -126,8 +126,8 @@ def test_settings_that_are_not_scalars_become_short_strings():
 
 
 def test_live_log_shows_each_epoch_while_the_sweep_runs(tmp_path):
-    config = validate_config(tiny_config(model={"activation": ["relu", "tanh"]}, seeds=1))
     logdir = tmp_path / "tb"
+    config = validate_config(tiny_config(model={"activation": ["relu", "tanh"]}, seeds=1, tensorboard=str(logdir)))
     seen = {}
 
     class Watcher(Progress):  # runs before the log in the same event: sees what earlier events wrote
@@ -135,7 +135,7 @@ def test_live_log_shows_each_epoch_while_the_sweep_runs(tmp_path):
             if rows[-1]["epoch"] == 2:
                 seen[trial.trial_id] = _scalars(logdir / "tiny" / trial.trial_id)
 
-    sweep = Sweep(config, tmp_path / "results", Watcher(), tensorboard=logdir)
+    sweep = Sweep(config, tmp_path / "results", Watcher())  # the config's `tensorboard:` key
     report = sweep.run(options=Options(), executor="auto")
     assert report.statuses == {"ok": 2}
     assert len(seen) == 2
@@ -185,6 +185,17 @@ def test_without_tensorboard_installed_the_option_says_how_to_install_it(tmp_pat
     assert result.exit_code == 2
     assert "pip install 'mnist-sweep[tensorboard]'" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "tb").exists()
+
+
+def test_without_tensorboard_installed_the_config_key_says_how_to_install_it(tmp_path, monkeypatch):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tensorboard=str(tmp_path / "tb"))))
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"tensorboard: {tmp_path / 'tb'} needs TensorBoard" in result.output
+    assert "pip install 'mnist-sweep[tensorboard]'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_options_that_do_not_fit_the_tool_exit_2(tmp_path):
