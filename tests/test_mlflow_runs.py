@@ -142,3 +142,11 @@ def test_without_mlflow_installed_export_says_how_to_install_it(tmp_path, monkey
     assert result.exit_code == 2
     assert "pip install 'mnist-sweep[mlflow]'" in result.output
     assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_a_tracking_uri_mlflow_cannot_use_is_an_error_not_a_traceback(exported):
+    sweep_dir, _, _ = exported
+    result = CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow", "--tracking-uri", "foo://x"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: could not export to MLflow at foo://x: ")
+    assert "unsupported URI 'foo://x'" in result.output

@@ -206,3 +206,20 @@ def test_export_options_that_do_not_fit_the_tool_exit_2(tmp_path):
     assert stray.exit_code == 2 and "--tracking-uri" in stray.output
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nothing"), "--to", "tensorboard", str(tmp_path / "tb")])
     assert missing.exit_code != 0 and "no results at" in missing.output
+
+
+def test_a_log_directory_that_cannot_be_written_is_an_error_for_export_and_a_warning_for_a_run(tmp_path):
+    results = write_sweep(tmp_path / "results", seeds=1, epochs=2)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a directory")
+    exported = CliRunner().invoke(cli, ["export", str(results), "--to", "tensorboard", str(blocked / "tb")])
+    assert exported.exit_code == 1
+    assert exported.output.startswith(f"Error: cannot write TensorBoard event files to {blocked / 'tb'}")
+    # A run goes on without its log, says so once, and says how to write the log afterwards.
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tensorboard=str(blocked / "tb"))))
+    ran = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "out")])
+    assert ran.exit_code == 0, ran.output
+    assert ran.output.count("TensorBoard log stopped: cannot write to") == 1
+    assert "--to tensorboard DIR` writes the log afterwards" in ran.output
+    assert (tmp_path / "out" / "tiny" / "summary.csv").exists()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, ResultsError
 
 __all__ = ["export_mlflow", "export_tensorboard", "live_tensorboard", "require"]
 
@@ -37,12 +37,23 @@ def export_tensorboard(results: str | Path, logdir: str | Path):
     require("tensorboard", "--to tensorboard")
     from .tensorboard_log import export_tensorboard as export
 
-    return export(results, logdir)
+    try:
+        return export(results, logdir)
+    except OSError as exc:
+        raise ResultsError(f"cannot write TensorBoard event files to {logdir}: {exc.strerror or exc}") from None
 
 
 def export_mlflow(results: str | Path, tracking_uri: str | None = None):
     """Finished results as MLflow runs; see `mlflow_runs.export_mlflow`."""
     require("mlflow", "--to mlflow")
+    from mlflow.exceptions import MlflowException
+
     from .mlflow_runs import export_mlflow as export
 
-    return export(results, tracking_uri)
+    try:
+        return export(results, tracking_uri)
+    except MlflowException as exc:
+        where = tracking_uri or "the default store in the results root"
+        raise ResultsError(f"could not export to MLflow at {where}: {exc.message.strip().splitlines()[0]}") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot write MLflow artifacts: {exc.strerror or exc}") from None
