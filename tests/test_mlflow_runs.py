@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
 from mnist_sweep.store import atomic_write
-from mnist_sweep.tracking.records import read_history
+from mnist_sweep.tracking.sweep_results import read_history
 from tests.fake_results import write_sweep
 
 mlflow = pytest.importorskip("mlflow")

@@ -12,7 +12,7 @@ from mnist_sweep.cli import cli
 from mnist_sweep.executors import Options
 from mnist_sweep.runner import Progress, Sweep
 from mnist_sweep.config import validate_config
-from mnist_sweep.tracking.records import hparam_columns, read_history, tracker_value
+from mnist_sweep.tracking.sweep_results import hparam_columns, read_history, tracker_value
 from tests.conftest import tiny_config
 from tests.fake_results import write_sweep
 

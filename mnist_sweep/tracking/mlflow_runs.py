@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ..errors import SweepError
 from ..grid import label
 from ..store import FINISHED
-from .records import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
+from .sweep_results import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
 
 ROLE = "mnist_sweep.role"  # "sweep" on a parent run, "trial" on a trial's run
 DIGEST = "mnist_sweep.digest"  # what the run was written from: unchanged results are not written again

@@ -29,9 +29,10 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from ..metrics import title
 from ..runner import Progress
 from ..store import FINISHED
-from .records import (EPOCH_METRICS, FINAL_METRICS, FINAL_PREFIX, SweepResults, final_metrics, hparam_columns,
+from .sweep_results import (EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, hparam_columns,
                       hparams_of, load_sweeps, read_history, seconds)
 
 # Files this module writes end so; only they are replaced when a trial is written again.
@@ -93,7 +94,7 @@ def write_experiment(root: Path, columns: dict[str, list]) -> None:
         info = api_pb2.HParamInfo(name=name, differs=len(levels) > 1)
         hp.Discrete(levels).update_hparam_info(info)
         infos.append(info)
-    metrics = [hp.Metric(FINAL_PREFIX + name, display_name=FINAL_METRICS[name]).as_proto() for name in HPARAMS_METRICS]
+    metrics = [hp.Metric(FINAL_PREFIX + name, display_name=title(name)).as_proto() for name in HPARAMS_METRICS]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     events = EventFile(root)
     events.add(_hparams_summary(hparams_metadata.EXPERIMENT_TAG,

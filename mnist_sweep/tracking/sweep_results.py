@@ -15,14 +15,10 @@ from ..store import FINISHED, HISTORY_COLUMNS, find_sweeps, read_records
 
 # Per-epoch values, named as in history.csv; `epoch` is the step.
 EPOCH_METRICS = tuple(c for c in HISTORY_COLUMNS if c != "epoch")
-# What a finished trial reports once, and how trackers label it. Logged under "final/<name>" so that
-# the restored model's val_accuracy is not mistaken for the last epoch's.
-FINAL_METRICS = {
-    "test_accuracy": "test accuracy", "test_loss": "test loss", "val_accuracy": "validation accuracy",
-    "val_loss": "validation loss", "train_accuracy": "training accuracy", "train_loss": "training loss",
-    "epochs_run": "epochs run", "best_epoch": "best epoch", "wall_seconds": "wall seconds",
-    "fit_seconds": "fit seconds",
-}
+# What a finished trial reports once (named and titled as in metrics.py). Logged as "final/<name>" so
+# that the restored model's val_accuracy is not mistaken for the last epoch's.
+FINAL_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss",
+                 "epochs_run", "best_epoch", "wall_seconds", "fit_seconds")
 FINAL_PREFIX = "final/"
 
 Scalar = bool | float | str
