@@ -1,5 +1,8 @@
 """TensorBoard event files, read back with TensorBoard's own readers: the event accumulator for the
-scalars, the HParams plugin's handlers over its data provider for the experiment and the sessions."""
+scalars, the HParams plugin's handlers over its data provider for the experiment and the sessions.
+
+Those readers load TensorFlow (through `tensorboard.compat.tf`), so the tests that read are marked
+keras; the writer does not."""
 
 import math
 import sys
@@ -13,7 +16,7 @@ from mnist_sweep.executors import Options
 from mnist_sweep.runner import Progress, Sweep
 from mnist_sweep.config import validate_config
 from mnist_sweep.tracking.sweep_results import hparam_columns, read_history, tracker_value
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from tests.fake_results import write_sweep
 
 pytest.importorskip("tensorboard")
@@ -63,6 +66,7 @@ def _value(proto_value):
             "bool_value": proto_value.bool_value}[kind]
 
 
+@pytest.mark.keras
 def test_export_writes_each_trials_curves_final_metrics_and_session_grouped_by_configuration(tmp_path):
     sweep_dir = write_sweep(tmp_path / "results", factors={"activation": ["relu", "tanh"], "dropout": [0.0, 0.2]},
                             seeds=2, epochs=5, statuses={1: "failed"})
@@ -102,6 +106,7 @@ def test_export_writes_each_trials_curves_final_metrics_and_session_grouped_by_c
     assert mean == pytest.approx(sum(seeds) / len(seeds), rel=1e-6)  # the group's value averages its seeds
 
 
+@pytest.mark.keras
 def test_exporting_again_replaces_the_event_files_instead_of_adding_to_them(tmp_path):
     sweep_dir = write_sweep(tmp_path / "results", factors={"activation": ["relu", "tanh"]}, seeds=1, epochs=3)
     logdir = tmp_path / "tb"
@@ -125,6 +130,7 @@ def test_settings_that_are_not_scalars_become_short_strings():
     assert hparam_columns([{"kernel_size": 3}, {"kernel_size": None}]) == {"kernel_size": ["3.0", "none"]}
 
 
+@pytest.mark.keras
 def test_live_log_shows_each_epoch_while_the_sweep_runs(tmp_path):
     logdir = tmp_path / "tb"
     config = validate_config(tiny_config(model={"activation": ["relu", "tanh"]}, seeds=1, tensorboard=str(logdir)))
@@ -152,6 +158,7 @@ def test_live_log_shows_each_epoch_while_the_sweep_runs(tmp_path):
         assert scalars["final/val_accuracy"][0][1] == pytest.approx(record["metrics"]["val_accuracy"], rel=1e-6)
 
 
+@pytest.mark.keras
 def test_run_with_tensorboard_fused_and_resumed_logs_every_trial(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(tiny_config(model={"activation": ["relu", "tanh"]}, seeds=1)))
@@ -208,6 +215,7 @@ def test_export_options_that_do_not_fit_the_tool_exit_2(tmp_path):
     assert missing.exit_code != 0 and "no results at" in missing.output
 
 
+@pytest.mark.keras
 def test_a_log_directory_that_cannot_be_written_is_an_error_for_export_and_a_warning_for_a_run(tmp_path):
     results = write_sweep(tmp_path / "results", seeds=1, epochs=2)
     blocked = tmp_path / "a_file"

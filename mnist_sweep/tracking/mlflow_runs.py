@@ -75,7 +75,7 @@ def _ms(timestamp: float | None) -> int | None:
     return None if timestamp is None else int(timestamp * 1000)
 
 
-def _digest(record: dict[str, Any], history: list[dict], model: Path) -> str:
+def _results_digest(record: dict[str, Any], history: list[dict], model: Path) -> str:
     data = {"record": record, "history": history, "model": model.stat().st_size if model.exists() else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -141,7 +141,7 @@ class MlflowExport:
         trial_id = record["trial_id"]
         history = sweep.history(trial_id)
         model = sweep.run_dir(trial_id) / "model.keras"
-        digest = _digest(record, history, model)
+        digest = _results_digest(record, history, model)
         if existing is not None:
             if existing.data.tags.get(DIGEST) == digest:
                 done.unchanged += 1

@@ -30,7 +30,6 @@ from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from ..metrics import title
-from ..runner import Progress
 from ..store import FINISHED
 from .sweep_results import (EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, hparam_columns,
                       hparams_of, load_sweeps, read_history, seconds)
@@ -172,8 +171,9 @@ def _keeps_sweep_going(method):
     return wrapper
 
 
-class TensorBoardLog(Progress):
-    """Receives the sweep's events, as the progress display does, and writes each trial's run live."""
+class TensorBoardLog:
+    """Receives the sweep's events, as the progress display (a runner.Progress) does, and writes each
+    trial's run live."""
 
     def __init__(self, logdir: str | Path, sweep):
         self.sweep = sweep
@@ -215,6 +215,9 @@ class TensorBoardLog(Progress):
             if row["epoch"] > log.last_epoch:
                 log.epoch(row)
         log.end(record)
+
+    def message(self, text):
+        """Messages are for the display."""
 
     @_keeps_sweep_going
     def finish(self, report):
