@@ -329,6 +329,8 @@ class SweepConfig(Strict):
     # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
     # branch gives its isolated twin's results; isolated: one model per trial.
     execution: Literal["auto", "isolated", "fused"] = "auto"
+    # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.
+    tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
 
