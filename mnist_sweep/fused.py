@@ -30,7 +30,7 @@ SHARED = ("batch_size", "epochs", "optimizer")
 DEFAULT_MAX_BRANCHES = 16
 
 
-def _chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
+def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
     """Near-equal chunks of at most `max_branches`: 17 trials make 9 + 8, not 16 + 1."""
     count = -(-len(members) // max_branches)
     size, extra = divmod(len(members), count)
@@ -65,11 +65,11 @@ def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) 
                 rest.append(trial)
         for stack in stacks.values():
             if len(stack) > 1:
-                chunks.extend(_chunks(stack, max_branches))
+                chunks.extend(_balanced_chunks(stack, max_branches))
             else:
                 rest.extend(stack)
         if rest:
-            chunks.extend(_chunks(rest, max_branches))
+            chunks.extend(_balanced_chunks(rest, max_branches))
     return chunks
 
 
