@@ -204,6 +204,12 @@ def run_race(attempted: pd.DataFrame, plan: RacePlan, configs: list[str]) -> Rac
     return Race(plan, looks, racing, left_at, outcome)
 
 
+def plan_for(config) -> RacePlan:
+    """The race a validated config asks for (`seeds: {min, max, race}`)."""
+    return RacePlan(config.race.mode, config.race.min, config.race.max, tuple(config.seeds),
+                    config.race_metric or "val_accuracy")
+
+
 def trial_counts(configs: int, plan: RacePlan) -> tuple[int, int]:
     """(best case, worst case) trials: every configuration decided at `min` seeds, or all run to `max`.
 
