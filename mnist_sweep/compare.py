@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import OptionError
+from .race import describe as describe_race, read_race
 from .stats import (ALPHA, compare_to_best, design, factor_importance, interaction_tests, interactions, level_contrasts,
                     lower_is_better, main_effects, seed_spread)
 from .store import load_results
@@ -221,6 +222,9 @@ def compare(results, metric: str = "test_accuracy", factor: str | None = None) -
         interactions=interactions(df, metric, factor), interaction_tests=interaction_tests(df, metric, factor),
         spread=seed_spread(df, metric))
     result.findings = _findings(result)
+    race = read_race(results) if not isinstance(results, pd.DataFrame) else None
+    if race is not None:
+        result.findings.append(describe_race(race))
     return result
 
 

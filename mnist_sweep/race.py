@@ -218,6 +218,18 @@ def trial_counts(configs: int, plan: RacePlan) -> tuple[int, int]:
     return configs * plan.minimum, configs * plan.maximum
 
 
+def read_race(sweep_dir) -> Optional[dict[str, Any]]:
+    """A sweep's race.json, or None when it was not raced (or the file cannot be read)."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(sweep_dir) / RACE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "rounds" in data else None
+
+
 def describe(race: dict[str, Any]) -> str:
     """race.json in one sentence, for `compare` and the report."""
     rounds = race.get("rounds") or []

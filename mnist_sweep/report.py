@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import OptionError, ResultsError, did_you_mean
+from .race import describe as describe_race, read_race
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
 from .tables import METRICS, format_cell, higher_is_better, trial_labels, varying_factors
 
@@ -24,7 +25,7 @@ FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
 GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
-OWN_FILES = ("curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*", "model_*")
+OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*", "model_*")
 # The settings that shape a model's layer graph: trials equal on these share one diagram.
 ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
@@ -183,6 +184,8 @@ def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", fac
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
     command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {factor}" if factor else "")
+    race = read_race(sweep_dir)
+    sentences = sentences + ([describe_race(race)] if race is not None else [])
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
             f"<p>Every number here comes from the tables of <code>{_e(command)}</code>.</p>")
 
@@ -197,6 +200,12 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
     plan, outcome.skipped = _plan(summary, histories, metric, group_by)
+    race = read_race(sweep_dir)
+    if race is not None:
+        from .plots import race_rounds
+
+        plan.insert(0, ("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
+                        "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     for pattern in OWN_FILES:

@@ -114,3 +114,53 @@ def test_race_json_says_who_left_when_and_on_what_p_value():
     assert data["left_at"] == {"linear": gone and data["rounds"][[bool(r["left"]) for r in data["rounds"]].index(True)]["seeds"]}
     assert "raced on val accuracy" in describe(data)
     assert trial_counts(3, p) == (6, 15)
+
+
+def _raced_sweep(root):
+    """A synthetic sweep raced from 2 to 6 seeds: the worse configurations stop early, with race.json."""
+    import json
+
+    from mnist_sweep.race import RACE_FILE
+    from mnist_sweep.store import load_results
+    from tests.fake_results import write_sweep
+
+    sweep = write_sweep(root, "raced", factors={"activation": ["relu", "tanh", "sigmoid", "elu"]}, seeds=6)
+    frame = load_results(sweep)
+    best, close = (frame["activation"] == "elu").to_numpy(), (frame["activation"] == "sigmoid").to_numpy()
+    frame.loc[close, "val_accuracy"] = frame.loc[best, "val_accuracy"].to_numpy() - [0.01, -0.01] * 3  # a tie
+    configs = list(dict.fromkeys(frame["config_id"]))
+    race = run_race(frame, RacePlan("best", 2, 6, tuple(range(6))), configs)
+    labels = dict(zip(frame["config_id"], "activation=" + frame["activation"].astype(str)))
+    used = frame[[s < race.left_at.get(c, race.looks[-1].seeds) for c, s in zip(frame["config_id"], frame["seed"])]]
+    for trial_id in set(frame["trial_id"]) - set(used["trial_id"]):
+        for path in (sweep / "runs" / trial_id).iterdir():
+            path.unlink()
+        (sweep / "runs" / trial_id).rmdir()
+    used.drop(columns="sweep").to_csv(sweep / "summary.csv", index=False)
+    (sweep / RACE_FILE).write_text(json.dumps(race.to_dict(labels)))
+    return sweep, race
+
+
+def test_show_compare_and_plot_work_on_a_raced_sweep_with_unbalanced_seeds(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from click.testing import CliRunner
+
+    from mnist_sweep.cli import cli
+
+    sweep, race = _raced_sweep(tmp_path)
+    assert race.left_at and len(set(race.left_at.values()) | {race.looks[-1].seeds}) > 1  # unbalanced
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["show", str(sweep), "--format", "csv"])
+    assert shown.exit_code == 0, shown.output
+    seeds = dict(zip(*zip(*[(row.split(",")[0], row) for row in shown.output.splitlines()[1:]])))
+    assert len(seeds) == 4
+    compared = runner.invoke(cli, ["compare", str(sweep), "--metric", "val_accuracy"])
+    assert compared.exit_code == 0, compared.output
+    assert "This sweep was raced on val accuracy" in compared.output and "2 to" in compared.output
+    plotted = runner.invoke(cli, ["plot", str(sweep)])
+    assert plotted.exit_code == 0, plotted.output
+    assert (sweep / "plots" / "race.png").exists()
+    report = (sweep / "report.html").read_text()
+    assert "This sweep was raced" in report and "plots/race.png" in report
