@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,11 +156,12 @@ def test_show_compare_and_plot_work_on_a_raced_sweep_with_unbalanced_seeds(tmp_p
     runner = CliRunner()
     shown = runner.invoke(cli, ["show", str(sweep), "--format", "csv"])
     assert shown.exit_code == 0, shown.output
-    seeds = dict(zip(*zip(*[(row.split(",")[0], row) for row in shown.output.splitlines()[1:]])))
-    assert len(seeds) == 4
-    compared = runner.invoke(cli, ["compare", str(sweep), "--metric", "val_accuracy"])
+    table = pd.read_csv(io.StringIO(shown.output))
+    counts = [race.left_at.get(c, race.looks[-1].seeds) for c in [*race.racing, *race.left_at]]
+    assert len(table) == 4 and sorted(table["n_seeds"]) == sorted(counts)  # each configuration's own seeds
+    compared = runner.invoke(cli, ["compare", str(sweep), "--metric", "val_accuracy", "--format", "markdown"])
     assert compared.exit_code == 0, compared.output
-    assert "This sweep was raced on val accuracy" in compared.output and "2 to" in compared.output
+    assert f"- This sweep was raced on val accuracy (best): {len(race.looks)} looks (2 to" in compared.output
     plotted = runner.invoke(cli, ["plot", str(sweep)])
     assert plotted.exit_code == 0, plotted.output
     assert (sweep / "plots" / "race.png").exists()
