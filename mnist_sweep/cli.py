@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import ConfigError, DataError, SweepError
+from .errors import ConfigError, DamagedResultsError, DataError, OptionError, SweepError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -28,7 +28,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -135,6 +135,12 @@ def _warn(message: str) -> None:
     click.secho(f"Warning: {message}", fg="yellow", err=True)
 
 
+def _warn_damaged(lines: list[str]) -> None:
+    """Each damaged results file (or row) that was left out, as a warning on stderr."""
+    for line in lines:
+        _warn(f"damaged results: {line}")
+
+
 def _print_trials(sweep_config) -> None:
     """The dry-run table: one row per trial with the settings that vary."""
     from rich.console import Console
@@ -210,6 +216,7 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
 
     wrote = 0
     for outcome in plot_results(results, metric, group_by, fmt, dpi, model_diagrams):
+        _warn_damaged(outcome.damaged)
         for note in outcome.skipped:
             click.echo(f"Skipped ({outcome.sweep_dir.name}): {note}", err=True)
         if outcome.report:
@@ -252,6 +259,7 @@ def show(results, trials, sort, top, where, fmt):
     from .tables import show_results
 
     shown = show_results(results, sort, top, where, fmt, trials)
+    _warn_damaged(shown.damaged)
     for note in shown.notes:
         click.echo(f"Note: {note}", err=True)
     if isinstance(shown.body, str):
@@ -286,8 +294,12 @@ def compare(results, metric, factor, fmt):
         mnist-sweep compare results/regularization --metric test_loss --factor activation
     """
     from .compare import compare as compare_results, render
+    from .damage import report
 
-    click.echo(render(compare_results(results, metric, factor), fmt), nl=False)
+    damaged: list = []
+    result = compare_results(results, metric, factor, damaged)
+    _warn_damaged(report(damaged))
+    click.echo(render(result, fmt), nl=False)
 
 
 @cli.command()

@@ -203,13 +203,14 @@ class CompareResult:
                 "seed_spread": {k: (None if pd.isna(v) else v) for k, v in self.spread.items()}}
 
 
-def compare(results, metric: str = "test_accuracy", factor: str | None = None) -> CompareResult:
+def compare(results, metric: str = "test_accuracy", factor: str | None = None,
+            damaged: list | None = None) -> CompareResult:
     """Rank the settings, test the best configuration against the rest, and state the findings.
 
     `results` is one sweep's directory or its `load_results` DataFrame; `factor` narrows the
-    per-setting tables and sentences to one setting.
+    per-setting tables and sentences to one setting; damaged files left out go to `damaged`.
     """
-    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    df = results if isinstance(results, pd.DataFrame) else load_results(results, damaged)
     if "sweep" in df.columns and df["sweep"].nunique() > 1:
         names = sorted(df["sweep"].unique())
         where = f"{results}/" if not isinstance(results, pd.DataFrame) else ""

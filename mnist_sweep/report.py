@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .damage import report as report_damage
 from .errors import OptionError, ResultsError, did_you_mean
 from .race import describe as describe_race, read_race
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
@@ -50,6 +51,7 @@ class PlotOutcome:
     figures: list[Path] = field(default_factory=list)
     report: Path | None = None
     skipped: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # damaged files or rows left out, one line each
 
 
 def check_options(metric: str, group_by: str | None, fmt: str) -> None:
@@ -74,7 +76,7 @@ def plot_results(path: str | Path, metric: str = "test_accuracy", group_by: str 
     for sweep_dir in sweeps:
         try:
             yield plot_sweep(sweep_dir, metric, group_by, fmt, dpi, model_diagrams)
-        except OptionError as exc:
+        except (OptionError, ResultsError) as exc:  # one sweep's problem stops only that sweep's figures
             if len(sweeps) == 1:
                 raise
             yield PlotOutcome(sweep_dir, skipped=[str(exc)])
@@ -102,7 +104,8 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     finished = summary[summary["status"] == "ok"]
     missing = finished[~has_history.loc[finished.index]]
     if len(missing):
-        notes.append(f"{len(missing)} finished trial(s) have no history.csv (left out of the curves): {_ids(missing)}")
+        notes.append(f"{len(missing)} finished trial(s) have no usable history.csv (left out of the curves): "
+                     f"{_ids(missing)}")
     return finished, summary[has_history], notes
 
 
@@ -195,7 +198,9 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
     """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
     outcome = PlotOutcome(sweep_dir)
-    summary, histories = load_results(sweep_dir), load_histories(sweep_dir)
+    damaged: list = []
+    summary, histories = load_results(sweep_dir, damaged), load_histories(sweep_dir, damaged)
+    outcome.damaged = report_damage(damaged, limit=len(damaged))
     if summary.empty:
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
@@ -217,14 +222,15 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", group_by: s
         path = out / f"{stem}.{fmt}"
         image, mime = _render(fig, path, fmt, dpi)
         drawn.append(Drawn(path, section, caption, image, mime))
-    records = read_records(sweep_dir)
+    records = {k: r for k, r in read_records(sweep_dir).items() if k in set(summary["trial_id"].astype(str))}
     if model_diagrams:
         diagrams, notes = draw_model_diagrams(records, out, dpi)
         drawn += diagrams
         outcome.skipped += notes
     outcome.figures = [d.path for d in drawn]
     outcome.report = sweep_dir / "report.html"
-    atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, metric, outcome.skipped,
+    left_out = [f"damaged results: {line}" for line in outcome.damaged]
+    atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, metric, outcome.skipped + left_out,
                                                render_findings(summary, sweep_dir, metric, group_by)))
     return outcome
 

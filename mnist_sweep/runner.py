@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ResultsError
+from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
 from .fused import group_trials
 from .grid import Trial, expand, varying_settings
@@ -53,6 +53,17 @@ class Progress:
     def added(self, count: int) -> None: ...  # a race's next round: `count` more trials to run
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def _from_ray(exc: BaseException) -> bool:
+    """Whether an exception comes from Ray or the gRPC link to its cluster (not from our code)."""
+    return type(exc).__module__.split(".")[0] in ("ray", "grpc")
 
 
 def _now() -> str:
@@ -191,10 +202,10 @@ class Sweep:
                                f"The {kept} trial(s) recorded before are intact; fix the problem and run "
                                "the same command again to continue.") from None
 
-    def _mark_interrupted(self) -> None:
+    def _mark_interrupted(self, reason: str = INTERRUPTED) -> None:
         for record in list(self.records.values()):
             if record.get("status") == "running":
-                record = dict(record, status="interrupted", error=INTERRUPTED,
+                record = dict(record, status="interrupted", error=reason,
                               finished_at=_now())
                 self.store.write_record(record)
                 self.records[record["trial_id"]] = record
@@ -313,10 +324,11 @@ class Sweep:
                           fuse=options.fuse or self.config.execution == "fused",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none")
+        self.store.refuse_nested()
+        self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
             self.fresh, self._options = force, options
-            self.data = load_dataset(self.config.dataset, warn=warn)
             self.store.prepare(config_to_dict(self.config))
             self._write_summary()  # agrees with the run directories even if the last run was killed
             if self.race_plan is not None:
@@ -341,6 +353,13 @@ class Sweep:
             except KeyboardInterrupt:
                 self.report.interrupted = True
                 self._mark_interrupted()
+            except Exception as exc:  # the trials that were running are not any more, whatever stopped them
+                self._mark_interrupted(f"the sweep stopped before it finished: {_short(exc)}")
+                if _from_ray(exc):
+                    raise SweepError(f"the Ray cluster stopped under the sweep ({_short(exc)}); the running "
+                                     f"trial(s) are recorded as interrupted in {self.store.dir}; start the "
+                                     "cluster again and run the same command to resume") from None
+                raise
             self.report.wall_seconds = time.perf_counter() - start
             if self.race_plan is not None:
                 from .race import describe

@@ -315,14 +315,18 @@ class Shown:
     body: Any
     rows: int
     notes: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # damaged files or rows left out, one line each
 
 
 def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None = None,
                  where: Iterable[str] = (), fmt: str = "table", trials: bool = False) -> Shown:
     """Load a sweep's (or a folder of sweeps') summary and render the selected configurations (or trials)."""
-    summary = load_results(path)
+    from .damage import report
+
+    damage: list = []
+    summary = load_results(path, damage)
     if summary.empty:
-        return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"])
+        return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"], report(damage))
     sweeps = ", ".join(map(str, summary["sweep"].unique()))
     if trials:
         rows = select(summary, sort, top, where)
@@ -337,7 +341,7 @@ def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None 
         title += "; ± is the 95% CI across seeds" if (rows["n_seeds"] > 1).any() else ""
     if rows.empty:
         notes.append(f"no {'trial' if trials else 'configuration'} matches every --where filter")
-    return Shown(render(rows, fmt, title), len(rows), notes)
+    return Shown(render(rows, fmt, title), len(rows), notes, report(damage))
 
 
 def _config_notes(trials, configs) -> list[str]:

@@ -123,3 +123,16 @@ def test_plain_seeds_keep_their_meaning_and_a_race_round_trips_through_sweep_yam
     dumped = config_to_dict(raced)
     assert dumped["seeds"] == {"min": 2, "max": 4, "race": "best"} and dumped["race_metric"] == "val_loss"
     assert validate_config(dumped) == raced
+
+
+@pytest.mark.slow
+def test_a_race_through_worker_processes_trains_a_batch_of_seeds_per_round_as_fused_groups(tmp_path):
+    config, out = _config(tmp_path, {"min": 2, "max": 3, "race": "best"}), tmp_path / "r"
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "--jobs", "2", "--fuse"])
+    assert result.exit_code == 0, result.output
+    race, records = _race(out / "race"), _records(out / "race")
+    # Two workers and one fused group per seed: the first round trains seeds 0-2 at once (a batch of 2
+    # looks); the race judges its looks by seed count all the same.
+    assert [r["seeds"] for r in race["rounds"]] == ([2] if race["outcome"] == "winner" else [2, 3])
+    assert race["trials_run"] == len(records) == 6
+    assert {r["execution"] for r in records.values()} == {"fused"}
