@@ -163,9 +163,10 @@ def _print_trials(sweep_config) -> None:
     if race is None:
         console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
         return
-    console.print(f"Raced ({race.mode}, on {sweep_config.race_metric or 'val_accuracy'}): at worst {configs * race.max} "
-                  f"trials ({configs} configurations x {race.max} seeds, the table above); at best {configs * race.min} "
-                  f"({configs} configurations x {race.min} seeds, if the first look settles the race)")
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
 
 
 def reports_bad_options(command):

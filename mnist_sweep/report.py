@@ -26,7 +26,8 @@ FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
 GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
-OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*", "model_*")
+OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
+             "model_*")
 # The settings that shape a model's layer graph: trials equal on these share one diagram.
 ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}

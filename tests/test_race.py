@@ -77,7 +77,8 @@ def test_the_race_is_a_function_of_the_results_whatever_the_batches():
         attempted = full[[s in need.get(c, ()) or (c, s) in set(zip(attempted["config_id"], attempted["seed"]))
                           for c, s in zip(full["config_id"], full["seed"])]]
         race = run_race(attempted, p, configs)
-    assert [(lk.seeds, lk.racing, lk.left) for lk in race.looks] == [(lk.seeds, lk.racing, lk.left) for lk in done.looks]
+    looks = [(lk.seeds, lk.racing, lk.left) for lk in race.looks]
+    assert looks == [(lk.seeds, lk.racing, lk.left) for lk in done.looks]
     assert race.outcome == done.outcome
 
 
@@ -113,7 +114,8 @@ def test_race_json_says_who_left_when_and_on_what_p_value():
     assert first["in"] == ["relu", "linear", "elu"] and data["alpha_per_look"] == pytest.approx(0.05 / 4)
     gone = [left for r in data["rounds"] for left in r["left"]]
     assert [g["config"] for g in gone] == ["linear"] and gone[0]["p_holm"] < data["alpha_per_look"]
-    assert data["left_at"] == {"linear": gone and data["rounds"][[bool(r["left"]) for r in data["rounds"]].index(True)]["seeds"]}
+    left_round = next(r for r in data["rounds"] if r["left"])
+    assert data["left_at"] == {"linear": left_round["seeds"]}
     assert "raced on val accuracy" in describe(data)
     assert trial_counts(3, p) == (6, 15)
 

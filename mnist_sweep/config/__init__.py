@@ -10,7 +10,8 @@ from .describe import describe_errors, model_in, show
 from .loading import (apply_overrides, config_to_dict, load_config, parse_overrides, read_yaml, uses_batch_norm,
                       validate_config)
 from .schema import (ACTIVATIONS, BN_MOMENTUM, CNN_ONLY, IMAGE_SIZE, INITIALIZERS, NAME_PATTERN, OPTIMIZER_KEYS,
-                     OPTIMIZERS, RACE_METRICS, RACE_MODES, Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
+                     OPTIMIZERS, RACE_METRICS, RACE_MODES,
+                     Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
                      Initializer, InitializerSpec, Int, ModelConfig, OptimizerConfig, Penalty, PositiveInt, Rate,
                      SeedRace, Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
 from .selectors import SECTIONS, check_selectors, pin_settings, unknown_settings
@@ -18,7 +19,8 @@ from .selectors import SECTIONS, check_selectors, pin_settings, unknown_settings
 __all__ = [
     # schema
     "ACTIVATIONS", "BN_MOMENTUM", "CNN_ONLY", "IMAGE_SIZE", "INITIALIZERS", "NAME_PATTERN", "OPTIMIZER_KEYS",
-    "OPTIMIZERS", "RACE_METRICS", "RACE_MODES", "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
+    "OPTIMIZERS", "RACE_METRICS", "RACE_MODES",
+    "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
     "Initializer", "InitializerSpec", "Int", "ModelConfig", "OptimizerConfig", "Penalty", "PositiveInt", "Rate",
     "SeedRace", "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
     # error descriptions
