@@ -34,7 +34,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from .stats import ALPHA, level_contrasts, lower_is_better, versus_best
+from .metrics import lower_is_better
+from .stats import ALPHA, level_contrasts, versus_best
 from .store import FINISHED
 
 RACE_FILE = "race.json"

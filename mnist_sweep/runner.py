@@ -20,6 +20,7 @@ from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
 from .fused import group_trials
 from .grid import Trial, expand, varying_settings
+from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
@@ -49,7 +50,7 @@ class Progress:
     def start(self, total: int, todo: int, skipped: int, dataset_info: dict) -> None: ...
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
-    def trial_finished(self, trial: Trial, record: dict) -> None: ...
+    def trial_finished(self, trial: Trial, record: TrialRecord) -> None: ...
     def added(self, count: int) -> None: ...  # a race's next round: `count` more trials to run
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
@@ -80,11 +81,11 @@ class Sweep:
         self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
         self.progress = progress or Progress()
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict]] = {}
         self.data = None
         self.report: Optional[SweepReport] = None
-        self.executor = None
+        self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
         self.race_plan = None
         if config.race is not None:
@@ -139,7 +140,7 @@ class Sweep:
 
     # ------------------------------------------------------------ recording
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: TrialRecord) -> None:
         self.records[record["trial_id"]] = record
         self.store.write_record(record)
         self._write_summary()
@@ -165,8 +166,8 @@ class Sweep:
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
 
-    def _finish(self, trial: Trial, result: dict) -> None:
-        record = dict(self.records.get(trial.trial_id) or {})
+    def _finish(self, trial: Trial, result: TrialResult) -> None:
+        record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
