@@ -196,7 +196,7 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
     if race is not None:
         from .plots import race_rounds
 
-        plan.insert(0, ("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
+        plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
                         "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)

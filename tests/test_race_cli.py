@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _config(tmp_path, seeds):
