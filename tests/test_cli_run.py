@@ -130,7 +130,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_c
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", flaky)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 1
     assert "1 trial(s) failed" in result.output
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
@@ -203,7 +203,7 @@ def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monk
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", interrupt_second)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 130
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
     assert dict(zip(summary["activation"], summary["status"])) == {"relu": "ok", "tanh": "interrupted"}
@@ -216,7 +216,7 @@ def test_real_sigint_then_rerun_trains_only_unfinished_trials(tmp_path):
     config = _write_config(tmp_path, model={"activation": ["relu", "tanh", "sigmoid", "elu"]},
                            train={"epochs": 8})
     out = tmp_path / "r"
-    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out)]
+    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out), "--no-fuse"]
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = out / "tiny" / "runs"

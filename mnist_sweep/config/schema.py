@@ -372,8 +372,12 @@ class SweepConfig(Strict):
     # Set through `seeds: {min, max, race}` (then seeds is 0..max-1); None: every seed runs every configuration.
     race: Optional[SeedRace] = None
     race_metric: Optional[str] = None  # what a race ranks by; None: val_accuracy
-    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as branches of one model.
-    execution: Literal["isolated", "fused"] = "isolated"
+    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as one model, each trial a
+    # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
+    # branch gives its isolated twin's results; isolated: one model per trial.
+    execution: Literal["auto", "isolated", "fused"] = "auto"
+    # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.
+    tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
 
