@@ -75,10 +75,12 @@ def cli():
                    "model: several times faster for small models. Same as `execution: fused` in the config.")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
               help="With --fuse: most trials in one fused model.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse a sweep of more trials, counted from its axes before any is built [default: 100000].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, max_trials, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -96,20 +98,24 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     """
     from .config import load_config
 
-    sweep_config = load_config(config, overrides)
-    if dry_run:
-        _print_trials(sweep_config)
-        return
-    from .executors import Options
-    from .progress import make_progress
-    from .runner import Sweep
+    sweep_config = load_config(config, overrides, max_trials)
+    try:
+        if dry_run:
+            _print_trials(sweep_config, max_trials)
+            return
+        from .executors import Options
+        from .progress import make_progress
+        from .runner import Sweep
+
+        progress = make_progress(quiet)
+        sweep = Sweep(sweep_config, out, progress, max_trials)  # counts and builds the trials
+    except ConfigError as exc:  # found after loading (too many trials): name the file all the same
+        raise ConfigError(exc.problems, exc.source or config) from None
 
     gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       fuse=fuse, max_branches=max_branches)
-    progress = make_progress(quiet)
-    sweep = Sweep(sweep_config, out, progress)
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -141,14 +147,14 @@ def _warn_damaged(lines: list[str]) -> None:
         _warn(f"damaged results: {line}")
 
 
-def _print_trials(sweep_config) -> None:
+def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     """The dry-run table: one row per trial with the settings that vary."""
     from rich.console import Console
     from rich.table import Table
 
     from .grid import expand, varying_settings
 
-    trials = expand(sweep_config)
+    trials = expand(sweep_config, max_trials)
     factors = varying_settings(trials)
     table = Table(title=f"{sweep_config.name}: {len(trials)} trials", title_justify="left")
     table.add_column("trial_id", overflow="fold")

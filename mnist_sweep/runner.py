@@ -71,9 +71,10 @@ def _now() -> str:
 class Sweep:
     """One run of a config: holds the store, the dataset and every trial's record."""
 
-    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
+    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None,
+                 max_trials: Optional[int] = None):
         self.config = config
-        self.trials = expand(config)
+        self.trials = expand(config, max_trials)
         self.by_id = {t.trial_id: t for t in self.trials}
         self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)

@@ -70,6 +70,73 @@ def model(tmp_path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- 2, 3, 4: configs
+
+EXPECTED = yaml.safe_load((HOSTILE / "expected.yaml").read_text())
+CONFIGS = EXPECTED["configs"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if not CONFIGS[n].get("child")))
+def test_config_values_that_would_fail_a_trial_are_refused(tmp_path, name):
+    for dry_run in ([], ["--dry-run"]):
+        result = invoke("run", HOSTILE / "configs" / name, "--out", tmp_path / "r", *dry_run)
+        assert result.exit_code == 2
+        assert f"  - {CONFIGS[name]['message']}" in result.output.splitlines()
+        assert result.output.startswith(f"Error: {HOSTILE / 'configs' / name}: invalid config")
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if CONFIGS[n].get("child")))
+def test_configs_that_would_fill_memory_fail_fast_in_bounded_memory(tmp_path, name):
+    done, seconds = cli_child("run", HOSTILE / "configs" / name, "--dry-run", "--out", tmp_path / "r")
+    assert done.returncode == 2, output(done)
+    assert output(done).startswith(f"Error: {HOSTILE / 'configs' / name}: invalid config (1 problem)\n"
+                                   f"  - {CONFIGS[name]['message']}")
+    assert seconds < 20 and not (tmp_path / "r").exists()
+
+
+def test_the_trial_limit_can_be_raised(tmp_path):
+    config = tmp_path / "many.yaml"
+    config.write_text("name: many\nseeds: 3\nmodel: {dropout: [0, .1, .2, .3]}\n")
+    refused = invoke("run", config, "--dry-run", "--max-trials", "10")
+    assert refused.exit_code == 2
+    assert "the sweep has 12 trials (model.dropout (4) x seeds (3)), more than the limit of 10" in refused.output
+    assert invoke("run", config, "--dry-run", "--max-trials", "12").exit_code == 0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("name: deep\ninclude: " + "[" * 5_000 + "]" * 5_000 + "\n"),
+     "the YAML is nested too deeply"),
+    (lambda p: open(p, "wb").truncate(2 << 30), "the file is over 1,048,576 bytes; a config needs a few hundred"),
+])
+def test_huge_or_deep_config_files_fail_fast(tmp_path, make, message):
+    path = tmp_path / "hostile.yaml"
+    make(path)
+    done, seconds = cli_child("run", path, "--dry-run")
+    assert done.returncode == 2, output(done)
+    assert output(done) == f"Error: {path}: invalid config (1 problem)\n  - {message}\n"
+    assert seconds < 20
+
+
+def test_an_alias_bomb_in_set_is_refused(tmp_path):
+    levels = ["a: &a [relu, relu, relu, relu, relu, relu, relu, relu, relu, relu]"]
+    levels += [f"{b}: &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcdefg", "bcdefgh")]
+    bomb = "include=[{" + ", ".join(levels) + "}]"
+    done, seconds = cli_child("run", HOSTILE / "configs" / "penalty-inf.yaml", "--dry-run", "--set", bomb)
+    assert done.returncode == 2, output(done)
+    assert f"characters in all): the YAML expands to more than 250,000 values" in output(done)
+    assert len(output(done)) < 400 and seconds < 20
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "config.yaml")
+    done, seconds = cli_child("run", tmp_path / "config.yaml", "--dry-run", seconds=20)
+    assert done.returncode == 2
+    assert output(done) == f"Error: invalid config (1 problem)\n  - cannot read config {tmp_path / 'config.yaml'}: " \
+                           "not a regular file\n"
+    assert seconds < 20
+
+
 # ---------------------------------------------------------------- 1, 2, 7: data files (predict and training)
 
 def test_predict_csv_with_one_value_more_than_the_header_is_refused(tmp_path, model):
@@ -219,8 +286,6 @@ def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(t
 
 
 # ---------------------------------------------------------------- 6: damaged results
-
-EXPECTED = yaml.safe_load((HOSTILE / "expected.yaml").read_text())
 
 
 def _damage(root: Path, name: str) -> Path:
