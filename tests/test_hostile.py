@@ -105,7 +105,9 @@ def test_the_trial_limit_can_be_raised(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("name: deep\ninclude: " + "[" * 5_000 + "]" * 5_000 + "\n"),
+    (lambda p: p.write_text("name: deep\ninclude: " + "[" * 500_000 + "]" * 500_000 + "\n"),
+     "the YAML is nested more than 64 brackets deep; a config needs a few"),
+    (lambda p: p.write_text("name: deep\ninclude:\n" + "".join(" " * i + "- \n" for i in range(1_000))),
      "the YAML is nested too deeply"),
     (lambda p: open(p, "wb").truncate(2 << 30), "the file is over 1,048,576 bytes; a config needs a few hundred"),
 ])
@@ -259,6 +261,28 @@ def test_out_inside_another_sweeps_runs_is_refused(tmp_path):
     assert sorted(p.name for p in (other / "runs").iterdir()) == before
 
 
+def _tiny_npz(tmp_path: Path) -> Path:
+    data = tmp_path / "tiny.npz"
+    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
+    np.savez(data, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    return data
+
+
+def test_a_run_that_stops_before_its_first_trial_removes_what_it_created(tmp_path, monkeypatch):
+    import mnist_sweep.runner as runner
+    from mnist_sweep.errors import SweepError
+
+    def no_executor(kind, options):
+        raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'")
+
+    monkeypatch.setattr(runner, "make_executor", no_executor)
+    config = sweep_config(tmp_path, source="file", path=str(_tiny_npz(tmp_path)))
+    result = invoke("run", config, "--out", tmp_path / "new" / "r")
+    assert result.exit_code == 1 and result.output.endswith("Error: --executor ray needs Ray: pip install "
+                                                             "'mnist-sweep[ray]'\n")
+    assert not (tmp_path / "new").exists()
+
+
 def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(tmp_path, monkeypatch):
     import mnist_sweep.runner as runner
 
@@ -273,10 +297,8 @@ def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(t
             raise RaySystemError("System error: the GCS at 10.0.0.5:6379 is unreachable")
 
     monkeypatch.setattr(runner, "make_executor", lambda kind, options: DyingCluster())
-    data = tmp_path / "tiny.npz"
-    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
-    np.savez(data, x_train=images, y_train=labels, x_test=images, y_test=labels)
-    result = invoke("run", sweep_config(tmp_path, source="file", path=str(data)), "--out", tmp_path / "r")
+    result = invoke("run", sweep_config(tmp_path, source="file", path=str(_tiny_npz(tmp_path))),
+                    "--out", tmp_path / "r")
     assert result.exit_code == 1, result.output
     assert result.output.splitlines()[-1].startswith("Error: the Ray cluster stopped under the sweep "
                                                       "(RaySystemError: System error: the GCS")

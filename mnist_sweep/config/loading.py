@@ -6,6 +6,8 @@ Built on the schema (schema.py), which knows nothing of how a config is read or 
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ def uses_batch_norm(config: dict) -> bool:
 # A config is a few hundred bytes; these bound what a hostile one can make the reader allocate.
 MAX_CONFIG_BYTES = 1 << 20
 MAX_YAML_VALUES = 250_000  # scalars, lists and mappings once every alias is expanded (100,000 seeds fit)
+MAX_YAML_DEPTH = 64  # [ and { nesting: PyYAML's scanner slows quadratically with it
 
 
 class _Loader(yaml.SafeLoader):
@@ -78,6 +81,9 @@ def load_yaml(text: str) -> Any:
 
     Raises yaml.YAMLError for malformed YAML and ValueError for a document too big or too deep.
     """
+    brackets = re.sub(r"[^][{}]", "", text)
+    if max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets), default=0) > MAX_YAML_DEPTH:
+        raise ValueError(f"the YAML is nested more than {MAX_YAML_DEPTH} brackets deep; a config needs a few")
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
