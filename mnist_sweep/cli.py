@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, DamagedResultsError, DataError, OptionError, SweepError
+from .errors import ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SweepError
+from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -28,7 +29,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -70,17 +71,20 @@ def cli():
               help="Ray: CPUs each trial reserves.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Ray: GPUs (fractions allowed) each trial reserves.")
-@click.option("--fuse", is_flag=True,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
-                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
+                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --fuse: most trials in one fused model.")
+              help="Most trials in one fused model.")
+@click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
+                   "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse a sweep of more trials, counted from its axes before any is built [default: 100000].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, max_trials, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, max_trials, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -93,8 +97,9 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
-        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
+        mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
     from .config import load_config
 
@@ -108,7 +113,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         from .runner import Sweep
 
         progress = make_progress(quiet)
-        sweep = Sweep(sweep_config, out, progress, max_trials)  # counts and builds the trials
+        sweep = Sweep(sweep_config, out, progress, tensorboard, max_trials)  # counts and builds the trials
     except ConfigError as exc:  # found after loading (too many trials): name the file all the same
         raise ConfigError(exc.problems, exc.source or config) from None
 
@@ -119,8 +124,24 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        _print_next_steps(report.directory)
     if report.failed:
         raise UserError(f"{report.failed} trial(s) failed; their errors are in {report.directory}/runs/*/trial.json")
+
+
+def _print_next_steps(directory) -> None:
+    """After a run: the best configurations by validation accuracy, and the commands that come next."""
+    from rich.console import Console
+
+    from .tables import after_run
+
+    shown = after_run(directory)
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, soft_wrap=True)
+    if shown.body is not None:
+        console.print(shown.body)
+    for line in shown.notes:
+        console.print(line if line.endswith(":") else f"  {line}", markup=False)
 
 
 def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
@@ -186,8 +207,8 @@ def reports_bad_options(command):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric for the findings, factor effects and accuracy-against-time figures, e.g. val_accuracy.")
-@click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
+              help=f"Metric for the findings, setting effects and metric-against-time figures: {', '.join(METRICS)}.")
+@click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
 @click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True, help="Resolution of raster images.")
@@ -195,7 +216,7 @@ def reports_bad_options(command):
                                                      "(needs graphviz and pydot).")
 @reports_errors
 @reports_bad_options
-def plot(results, metric, group_by, fmt, dpi, model_diagrams):
+def plot(results, metric, setting, fmt, dpi, model_diagrams):
     """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
 
     The report starts with the findings of `mnist-sweep compare` on METRIC.
@@ -215,7 +236,7 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
     from .report import plot_results
 
     wrote = 0
-    for outcome in plot_results(results, metric, group_by, fmt, dpi, model_diagrams):
+    for outcome in plot_results(results, metric, setting, fmt, dpi, model_diagrams):
         _warn_damaged(outcome.damaged)
         for note in outcome.skipped:
             click.echo(f"Skipped ({outcome.sweep_dir.name}): {note}", err=True)
@@ -231,8 +252,8 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
 @click.argument("results", type=click.Path())
 @click.option("--trials", is_flag=True, help="One row per trial (each seed) instead of per configuration.")
 @click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
-              help="Column to sort by, best first: accuracies high to low, anything else low to high; "
-                   "a metric sorts configurations by its mean.")
+              help="Column to sort by, best first: accuracies high to low; losses, times, epochs, parameters "
+                   "and settings low to high. A metric sorts configurations by its mean.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N rows.")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
@@ -273,13 +294,14 @@ def show(results, trials, sort, top, where, fmt):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric to compare; lower is better for losses and times, e.g. test_loss.")
-@click.option("--factor", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
+              help=f"Metric to compare: {', '.join(METRICS)}. Higher is better for accuracies; lower for "
+                   "losses, times, epochs and parameters.")
+@click.option("--factor", "setting", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
 @reports_bad_options
-def compare(results, metric, factor, fmt):
+def compare(results, metric, setting, fmt):
     """Say which settings matter and which differences hold up across seeds.
 
     Ranks the settings of one sweep by the share of variance they explain,
@@ -297,7 +319,7 @@ def compare(results, metric, factor, fmt):
     from .damage import report
 
     damaged: list = []
-    result = compare_results(results, metric, factor, damaged)
+    result = compare_results(results, metric, setting, damaged)
     _warn_damaged(report(damaged))
     click.echo(render(result, fmt), nl=False)
 
@@ -326,6 +348,53 @@ def predict(results, input_path, out, probabilities):
 
     done = predict_file(results, input_path, out, probabilities)
     click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.argument("logdir", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+@click.option("--to", "tool", type=click.Choice(["tensorboard", "mlflow"]), required=True,
+              help="tensorboard: event files under DIR/<sweep>/; mlflow: one parent run per sweep, "
+                   "one nested run per trial.")
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow tracking URI [default: sqlite:///<results root>/mlflow.db].")
+@reports_errors
+def export(results, logdir, tool, tracking_uri):
+    """Write finished results to TensorBoard or MLflow.
+
+    RESULTS is one sweep's directory or a folder of sweeps; only its files
+    are read, so results copied from another machine work. Exporting again
+    updates what changed and adds nothing twice.
+
+    \b
+    Examples:
+        mnist-sweep export results/regularization --to tensorboard tb
+        mnist-sweep export results/ --to mlflow
+        mnist-sweep export results/ --to mlflow --tracking-uri http://127.0.0.1:5000
+    """
+    from . import tracking
+
+    if tool == "tensorboard":
+        if logdir is None:
+            raise UserError("--to tensorboard needs a log directory: mnist-sweep export RESULTS --to tensorboard DIR",
+                            EXIT_BAD_INPUT)
+        if tracking_uri:
+            raise UserError("--tracking-uri is for --to mlflow; --to tensorboard writes to DIR", EXIT_BAD_INPUT)
+        for sweep, root in tracking.export_tensorboard(results, logdir):
+            click.echo(f"{sweep.name}: {len(sweep.records)} trial(s) -> {root}")
+        click.echo(f"View: tensorboard --logdir {logdir}")
+        return
+    if logdir is not None:
+        raise UserError(f"--to mlflow takes no directory ({logdir!r}); to choose where runs go, "
+                        "use --tracking-uri URI", EXIT_BAD_INPUT)
+    uri, exported = tracking.export_mlflow(results, tracking_uri)
+    for done in exported:
+        click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
+                   f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
+        for note in done.notes:
+            click.echo(f"Note ({done.name}): {note}", err=True)
+    if uri.startswith("sqlite:"):
+        click.echo(f"View: mlflow ui --backend-store-uri {uri}")
 
 
 def main():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ResultsError
+from .metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
 from .store import FINISHED, atomic_write
 
 MODEL_FILE = "model.keras"
@@ -39,7 +40,7 @@ def load_model(path: str | Path):
         raise ResultsError(f"{path}: cannot load the model ({reason})") from None
 
 
-def _number(value: Any) -> Optional[float]:
+def _finite_number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -53,12 +54,12 @@ def best_trial(records: dict[str, dict[str, Any]], sweep_dir: Path) -> Optional[
                   if r.get("status") == FINISHED and (sweep_dir / "runs" / r["trial_id"] / MODEL_FILE).is_file()]
     if not candidates:
         return None
-    have_val = any(_number((r.get("metrics") or {}).get("val_accuracy")) is not None for r in candidates)
-    accuracy, loss = ("val_accuracy", "val_loss") if have_val else ("train_accuracy", "train_loss")
+    have_val = any(_finite_number((r.get("metrics") or {}).get(SELECTION[0])) is not None for r in candidates)
+    accuracy, loss = SELECTION if have_val else SELECTION_WITHOUT_VALIDATION
 
     def rank(record):
         metrics = record.get("metrics") or {}
-        acc, lost = _number(metrics.get(accuracy)), _number(metrics.get(loss))
+        acc, lost = _finite_number(metrics.get(accuracy)), _finite_number(metrics.get(loss))
         return (acc if acc is not None else -math.inf, -lost if lost is not None else -math.inf)
 
     best = max(candidates, key=rank)  # the first of equals, in trial-id order

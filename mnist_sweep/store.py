@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from .errors import ResultsError
+from .records import TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
 SUMMARY_HEAD = ("trial_id", "config_id", "seed")
@@ -147,7 +148,7 @@ class ResultsStore:
     def write_history(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.run_dir(trial_id) / "history.csv", _csv_text(HISTORY_COLUMNS, rows))
 
-    def write_record(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
         atomic_write(self.run_dir(record["trial_id"]) / "trial.json",
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
@@ -163,7 +164,7 @@ class ResultsStore:
         else:
             atomic_write(path, model_file)
 
-    def read_records(self) -> dict[str, dict[str, Any]]:
+    def read_records(self) -> dict[str, TrialRecord]:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
@@ -189,7 +190,7 @@ def summary_columns(factors: list[str]) -> list[str]:
     return [*SUMMARY_HEAD, *factors, *SUMMARY_TAIL]
 
 
-def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
+def summary_row(record: TrialRecord, factors: dict[str, Any]) -> dict[str, Any]:
     """Flatten a trial record into its summary.csv row."""
     row = {"trial_id": record["trial_id"], "config_id": record["config_id"], "seed": record["seed"], **factors}
     row.update(record.get("metrics") or {})
@@ -216,7 +217,7 @@ def _run_records(sweep_dir: Path, damaged: list | None = None) -> Iterator[tuple
             yield path.parent.name, record
 
 
-def read_records(sweep_dir: Path, damaged: list | None = None) -> dict[str, dict[str, Any]]:
+def read_records(sweep_dir: Path, damaged: list | None = None) -> dict[str, TrialRecord]:
     return {folder: record for folder, record in _run_records(sweep_dir, damaged)
             if record.get("trial_id") == folder}
 
@@ -308,7 +309,7 @@ def load_histories(path: str | Path, damaged: list | None = None):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def factor_columns(summary) -> list[str]:
+def setting_columns(summary) -> list[str]:
     """The swept-setting columns of a summary DataFrame (everything between seed and status)."""
     known = {"sweep", *SUMMARY_HEAD, *SUMMARY_TAIL}
     return [c for c in summary.columns if c not in known]
