@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
 
 from .config_errors import describe_errors, model_in, show
 from .errors import ConfigError, did_you_mean
+from .ranges import PruneConfig, Range, SearchConfig, put_ranges, search_problems, take_ranges
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -333,6 +334,14 @@ class SweepConfig(Strict):
     execution: Literal["isolated", "fused"] = "isolated"
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
+    search: SearchConfig = SearchConfig()  # grid: every combination; random, qmc, tpe: `trials` of them
+    prune: Optional[PruneConfig] = None  # stop unpromising trials early (sampled methods only)
+    _ranges: dict[str, Range] = PrivateAttr(default_factory=dict)
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        """The settings given as ranges, by key path (`model.dropout`, `optimizer.0.learning_rate`)."""
+        return self._ranges
 
     @field_validator("name")
     @classmethod
@@ -519,15 +528,18 @@ def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
     # Imported here to avoid a cycle: grid validates include/exclude against the schema.
     from .grid import _unknown_settings, check_selectors
 
+    raw, ranges, range_problems = take_ranges(raw)  # the schema checks the rest with each range's low
     try:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
+        raise ConfigError(range_problems + describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
                           + _unknown_settings(raw), source) from None
-    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
+    problems = range_problems + _cnn_keys_without_cnn(raw) + check_selectors(config) + search_problems(
+        config.search, config.prune, ranges, bool(config.include or config.exclude), config.dataset.validation_split)
     if problems:
         raise ConfigError(problems, source)
+    config._ranges = ranges
     return config
 
 
@@ -572,4 +584,6 @@ def config_to_dict(config: SweepConfig) -> dict:
         data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
     if not uses_batch_norm(data):
         del data["model"]["batch_norm_momentum"]
-    return data
+    if config.search == SearchConfig() and config.prune is None:  # a grid's sweep.yaml stays as it was
+        del data["search"], data["prune"]
+    return put_ranges(data, config.ranges)

@@ -183,10 +183,12 @@ def _group_callback(model, branches: list[_Branch], on_epoch, deadline: Optional
                     name = f"val_b{k}_{key[4:]}" if key.startswith("val_") else f"b{k}_{key}"
                     row[key] = float(logs[name]) if name in logs else math.nan
                 b.rows.append(row)
-                if on_epoch is not None:
-                    on_epoch(b.trial, b.rows)
+                prune = on_epoch(b.trial, b.rows) if on_epoch is not None else False
                 if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
                     b.status = "diverged"
+                    continue
+                if prune:  # the search's pruner stops this branch; the others go on
+                    b.status = "pruned"
                     continue
                 self._early_stop(epoch, b, row)
             if all(b.status is not None for b in branches):
@@ -260,6 +262,9 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         if status == "diverged":
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+        elif status == "pruned":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")
         else:
             metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
         if status == "timeout":

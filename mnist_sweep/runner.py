@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ResultsError
+from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
 from .fused import group_trials
 from .grid import Trial, expand, varying_settings
@@ -62,10 +62,16 @@ class Sweep:
 
     def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
         self.config = config
-        self.trials = expand(config)
-        self.by_id = {t.trial_id: t for t in self.trials}
-        self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
+        self.search = None  # a sampled sweep's Optuna study (search.method random, qmc or tpe)
+        self.feed = None
+        if config.search.method != "grid":
+            from .search import Search
+
+            self.search = Search(config, self.store.dir)
+        self.trials = expand(config) if self.search is None else []  # a search adds them as it asks
+        self.by_id = {t.trial_id: t for t in self.trials}
+        self.factors = varying_settings(self.trials) if self.search is None else self.search.space.varying
         self.progress = progress or Progress()
         self.records: dict[str, dict[str, Any]] = {}
         self.histories: dict[str, list[dict]] = {}
@@ -135,11 +141,13 @@ class Sweep:
         })
         self.progress.trial_started(trial)
 
-    def _epoch(self, trial: Trial, row: dict) -> None:
+    def _epoch(self, trial: Trial, row: dict) -> bool:
+        """Record an epoch; true when the search's pruner stops the trial here."""
         rows = self.histories.setdefault(trial.trial_id, [])
         rows.append(row)
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
+        return self.search is not None and self.search.should_prune(trial, self.histories)
 
     def _finish(self, trial: Trial, result: dict) -> None:
         record = dict(self.records.get(trial.trial_id) or {})
@@ -162,13 +170,17 @@ class Sweep:
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
         self.progress.trial_finished(trial, record)
+        told = self.search.record(trial, record) if self.search is not None else None
+        if told is not None and self.feed is not None:
+            self.feed.told(told)
 
-    def _on_event(self, kind: str, trial_id: str, payload: Any) -> None:
-        """Record what an executor reports; a write that fails stops the sweep with a clear error."""
+    def _on_event(self, kind: str, trial_id: str, payload: Any) -> Any:
+        """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
+        stops the sweep with a clear error."""
         trial = self.by_id[trial_id]
         handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
         try:
-            handler(trial, payload)
+            return handler(trial, payload)
         except OSError as exc:
             kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
             raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
@@ -194,6 +206,29 @@ class Sweep:
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
             self.progress.message(f"Best model: {self.store.dir / best['model']} ({metric} {value}; "
                                   f"{BEST_FILE} names it, `mnist-sweep predict {self.store.dir} INPUT` uses it)")
+
+    # ------------------------------------------------------------ searching
+
+    def _asked(self, configuration) -> None:
+        """Take in the runs (one per seed) of a configuration the study asked."""
+        for trial in configuration.trials:
+            if trial.trial_id not in self.by_id:
+                self.trials.append(trial)
+                self.by_id[trial.trial_id] = trial
+
+    def _search_tasks(self, force: bool, options: Options):
+        """Open the study and a feed of its tasks; returns (feed, runs already done)."""
+        from .search import SearchFeed
+        from .search.study import DONE
+
+        existing = self.search.open(force)
+        for configuration in existing:
+            self._asked(configuration)
+        self.feed = SearchFeed(self.search, {} if force else self.records, batch=options.jobs, fuse=options.fuse,
+                               max_branches=options.max_branches, on_new=self._asked)
+        self.feed.start(existing)
+        done = 0 if force else sum(1 for t in self.trials if self.records.get(t.trial_id, {}).get("status") in DONE)
+        return self.feed, done
 
     # ------------------------------------------------------------ running
 
@@ -231,17 +266,31 @@ class Sweep:
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
                           fuse=options.fuse or self.config.execution == "fused",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
-                          save_model=self.config.train.save_model != "none")
+                          save_model=self.config.train.save_model != "none",
+                          prune=self.search is not None and self.config.prune is not None)
+        if options.prune and executor == "ray":
+            raise SweepError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
+                             "--executor process (or inline), or remove prune:")
         with self.store.lock():
             todo = self.pending(force)
-            self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
             self.data = load_dataset(self.config.dataset, warn=warn)
             self.store.prepare(config_to_dict(self.config))
+            if self.search is None:
+                self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
+                tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
+                total, left = len(self.trials), len(todo)
+            else:
+                total = self.config.search.trials * len(self.config.seeds)
+                self.report = SweepReport(self.store.dir, total)
+                tasks, self.report.skipped = self._search_tasks(force, options)
+                left = total - self.report.skipped
+                self.progress.message(f"{self.config.search.method} search: {self.config.search.trials} "
+                                      f"configuration(s) x {len(self.config.seeds)} seed(s); study in "
+                                      f"{self.search.path} (optuna-dashboard {self.search.path} shows it)")
             self._write_summary()  # agrees with the run directories even if the last run was killed
             self.executor = make_executor(executor, options)
-            tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
-            self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if options.fuse:
+            self.progress.start(total, left, self.report.skipped, self.data.info())
+            if options.fuse and self.search is None:
                 self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
             start = time.perf_counter()
             try:
@@ -252,6 +301,10 @@ class Sweep:
                 self._mark_interrupted()
             self.report.wall_seconds = time.perf_counter() - start
             self._keep_models()
+            best = self.search.best() if self.search is not None else None
+            if best is not None:
+                self.progress.message(f"Best configuration: study trial {best['number']}, "
+                                      f"{self.config.search.metric} {best['value']:.4f} (mean over seeds)")
         self.progress.finish(self.report)
         return self.report
 
