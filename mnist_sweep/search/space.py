@@ -12,9 +12,9 @@ import json
 import math
 from typing import Any
 
-from ..config import SweepConfig
-from ..grid import SECTIONS, base_settings, label, resolve_settings
-from ..ranges import Range
+from ..config import SECTIONS, SweepConfig
+from ..grid import base_settings, label, resolve_settings
+from ..config.ranges import Range
 
 SIGNIFICANT = 4  # a sampled float keeps 4 significant digits: readable in ids, and what is trained
 EXACT_COUNT_LIMIT = 200_000  # above this many combinations of lists, do not count distinct ones

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from ..config import SweepConfig
 from ..errors import ConfigError
 from ..grid import Trial, make_trial
-from ..ranges import INSTALL, SAMPLED_METHODS
+from ..config.ranges import INSTALL, SAMPLED_METHODS
 from .space import SearchSpace
 
 STUDY_FILE = "study.db"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
 
 SAMPLED_METHODS = ("random", "qmc", "tpe")
 METHODS = ("grid", *SAMPLED_METHODS)
