@@ -91,7 +91,7 @@ def _range_problems(path: str, kind: str, spec: dict) -> list[str]:
     unknown = [k for k in spec if k not in RANGE_KEYS]
     problems = [f"{path}.{k}: unknown key{did_you_mean(k, RANGE_KEYS)}; a range takes {', '.join(RANGE_KEYS)}"
                 for k in unknown]
-    missing = [k for k in ("low", "high") if k not in spec]
+    missing = [k for k in ("low", "high") if k not in spec and not unknown]  # a misspelt key says it better
     problems += [f"{path}: a range needs both low and high (missing {k})" for k in missing]
     if problems:
         return problems
@@ -161,24 +161,28 @@ def take_ranges(raw: Any) -> tuple[Any, dict[str, Range], list[str]]:
     ranges: dict[str, Range] = {}
     problems: list[str] = []
     takers = ", ".join(sorted({k.split(".")[-1] for k in RANGE_SETTINGS}))
-    for path, kind, spec in _range_paths(raw):
+    for path, kind, spec in reversed(_range_paths(raw)):  # from the last, so list indexes stay valid
         where = dotted(path)
-        if kind is None:
-            problems.append(f"{where}: {path[-1] if isinstance(path[-1], str) else dotted(path[:-1])} cannot take "
-                            f"a range (low/high); settings that can: {takers} (hidden: per layer, such as "
-                            "[{low: 32, high: 512, step: 32}]; inside a list of values, write values only)")
-            continue
-        found = _range_problems(where, kind, spec)
-        if found:
-            problems += found
-            continue
-        # Kept under one spelling: `optimizer: {...}` is the axis `optimizer: [{...}]`.
-        ranges[dotted(path) if len(path) != 2 or path[0] != "optimizer" else f"optimizer.0.{path[1]}"] = Range(**spec)
         node = raw
         for part in path[:-1]:
             node = node[part]
+        found = [f"{where}: {path[-1] if isinstance(path[-1], str) else dotted(path[:-1])} cannot take "
+                 f"a range (low/high); settings that can: {takers} (hidden: per layer, such as "
+                 "[{low: 32, high: 512, step: 32}]; inside a list of values, write values only)"] \
+            if kind is None else _range_problems(where, kind, spec)
+        if found:  # reported here; the schema sees the setting's default instead
+            problems = found + problems
+            if isinstance(node, dict):
+                del node[path[-1]]
+            elif path[1] == "hidden":
+                node[path[-1]] = 1
+            else:
+                node.pop(path[-1])
+            continue
+        # Kept under one spelling: `optimizer: {...}` is the axis `optimizer: [{...}]`.
+        ranges[dotted(path) if len(path) != 2 or path[0] != "optimizer" else f"optimizer.0.{path[1]}"] = Range(**spec)
         node[path[-1]] = spec["low"] if not RANGE_SETTINGS[kind][0] else int(spec["low"])
-    return raw, ranges, problems
+    return raw, dict(reversed(ranges.items())), problems
 
 
 def put_ranges(data: dict, ranges: dict[str, Range]) -> dict:
