@@ -26,7 +26,7 @@ LINESTYLES = ("-", "--", "-.", ":")
 MAX_LEGEND = len(PALETTE)  # more levels than this get a colour map and a colour bar instead of a legend
 MAX_LABELLED = 40  # bar charts name each trial up to this many trials
 STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
-                 "running": "#999999", "interrupted": "#999999"}
+                 "running": "#999999", "interrupted": "#999999", "pruned": PALETTE[3]}
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 TITLES = {"loss": "training loss", "val_loss": "validation loss", "accuracy": "training accuracy",
           "val_accuracy": "validation accuracy", "train_loss": "train loss", "train_accuracy": "train accuracy",

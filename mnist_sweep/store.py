@@ -207,6 +207,16 @@ def find_sweeps(path: str | Path) -> list[Path]:
     return found
 
 
+def search_method(sweep_dir: str | Path) -> str:
+    """How a sweep chose its configurations (sweep.yaml's search.method): grid unless it says otherwise."""
+    try:
+        config = yaml.safe_load((Path(sweep_dir) / "sweep.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return "grid"
+    search = config.get("search") if isinstance(config, dict) else None
+    return str(search.get("method", "grid")) if isinstance(search, dict) else "grid"
+
+
 def load_results(path: str | Path):
     """A DataFrame with one row per trial: its settings as columns, metrics, timing and status.
 

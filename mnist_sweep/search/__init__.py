@@ -6,7 +6,8 @@ with the study stored in `<sweep>/study.db`; `feed` hands the runner's executor 
 
 from .feed import SearchFeed
 from .space import SearchSpace
-from .study import STUDY_FILE, Configuration, Search, check_budget, draw_configurations, load_optuna
+from .study import (STUDY_FILE, TPE_STARTUP, Configuration, Search, check_budget, draw_configurations,
+                    first_configurations, load_optuna)
 
-__all__ = ["STUDY_FILE", "Configuration", "Search", "SearchFeed", "SearchSpace", "check_budget",
-           "draw_configurations", "load_optuna"]
+__all__ = ["STUDY_FILE", "TPE_STARTUP", "Configuration", "Search", "SearchFeed", "SearchSpace", "check_budget",
+           "draw_configurations", "first_configurations", "load_optuna"]

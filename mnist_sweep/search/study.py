@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -45,9 +46,34 @@ def make_sampler(optuna, config: SweepConfig, number: int = 0):
     method, seed = config.search.method, config.search.seed
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if method == "qmc":  # a scrambled Sobol sequence: the seed picks the scramble
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # QMCSampler is marked experimental; the dry run and README say what it does
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if method == "qmc":  # a scrambled Sobol sequence: the seed picks the scramble
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                              warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed * 100_003 + number)
+
+
+TPE_STARTUP = 10  # Optuna's TPESampler draws its first 10 configurations at random, then models the results
+
+
+def first_configurations(config: SweepConfig) -> list[list[Trial]]:
+    """What `--dry-run` shows: every configuration random/qmc will try, or tpe's first (random) ones."""
+    optuna = load_optuna(config.search.method)
+    check_budget(config)
+    space = SearchSpace(config)
+    if config.search.method != "tpe":
+        drawn = draw_configurations(config)
+    else:
+        study = optuna.create_study()
+        drawn = []
+        for number in range(min(config.search.trials, TPE_STARTUP)):
+            study.sampler = make_sampler(optuna, config, number)
+            trial = study.ask()
+            space.settings(trial)
+            drawn.append(trial.params)
+    return [[make_trial(config, space.settings(optuna.trial.FixedTrial(p)), seed, space.varying)
+             for seed in config.seeds] for p in drawn]
 
 
 def make_pruner(optuna, config: SweepConfig):
