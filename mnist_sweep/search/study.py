@@ -28,7 +28,7 @@ from .space import SearchSpace
 
 STUDY_FILE = "study.db"
 DONE = ("ok", "diverged", "pruned")  # a seed's run that a resumed search keeps (others run again)
-DRAWS_PER_TRIAL = 50  # attempts at a configuration not drawn before, before taking unseen ones in order
+DRAWS_PER_TRIAL = 10  # attempts at a configuration not drawn before, before taking unseen ones in order
 
 
 def load_optuna(method: str):
