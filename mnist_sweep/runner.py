@@ -23,6 +23,7 @@ from .grid import Trial, expand, varying_settings
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
+RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cluster's free CPUs decide
 
 
 @dataclass
@@ -216,7 +217,7 @@ class Sweep:
                 self.trials.append(trial)
                 self.by_id[trial.trial_id] = trial
 
-    def _search_tasks(self, force: bool, options: Options):
+    def _search_tasks(self, force: bool, options: Options, executor: str):
         """Open the study and a feed of its tasks; returns (feed, runs already done)."""
         from .search import SearchFeed
         from .search.study import DONE
@@ -224,7 +225,9 @@ class Sweep:
         existing = self.search.open(force)
         for configuration in existing:
             self._asked(configuration)
-        self.feed = SearchFeed(self.search, {} if force else self.records, batch=options.jobs, fuse=options.fuse,
+        # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
+        batch = options.jobs if executor != "ray" else RAY_ASK_LIMIT
+        self.feed = SearchFeed(self.search, {} if force else self.records, batch=batch, fuse=options.fuse,
                                max_branches=options.max_branches, on_new=self._asked)
         self.feed.start(existing)
         done = 0 if force else sum(1 for t in self.trials if self.records.get(t.trial_id, {}).get("status") in DONE)
@@ -282,7 +285,7 @@ class Sweep:
             else:
                 total = self.config.search.trials * len(self.config.seeds)
                 self.report = SweepReport(self.store.dir, total)
-                tasks, self.report.skipped = self._search_tasks(force, options)
+                tasks, self.report.skipped = self._search_tasks(force, options, executor)
                 left = total - self.report.skipped
                 self.progress.message(f"{self.config.search.method} search: {self.config.search.trials} "
                                       f"configuration(s) x {len(self.config.seeds)} seed(s); study in "

@@ -59,7 +59,8 @@ class SearchFeed:
         while (self.adaptive and not self.buffer and len(self.in_flight) < self.batch
                and self.search.asked() < self.budget):
             # fused: ask for every free slot at once, so the configurations can share a model
-            want = min(self.batch - len(self.in_flight), self.budget - self.search.asked()) if self.fuse else 1
+            want = min(self.batch - len(self.in_flight), self.budget - self.search.asked(),
+                       self.max_branches) if self.fuse else 1
             new = [self.search.ask() for _ in range(want)]
             for configuration in new:
                 self.on_new(configuration)
