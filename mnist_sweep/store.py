@@ -9,6 +9,7 @@ Layout (a contract that users' scripts read):
     <root>/<name>/runs/<trial_id>/model.txt
     <root>/<name>/runs/<trial_id>/model.keras   the trained model (train.save_model: best or all)
     <root>/<name>/best_model.json            which trial's model is the best, by validation accuracy
+    <root>/<name>/study.db                   a sampled search's Optuna study (search.method random/qmc/tpe)
 """
 
 from __future__ import annotations
