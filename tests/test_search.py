@@ -28,7 +28,8 @@ RANGES = {"dropout": {"low": 0.0, "high": 0.5}, "kernel_l2": {"low": 1e-5, "high
 
 def _search_config(name="srch", method="random", trials=3, seed=0, prune=None, **sections):
     sections.setdefault("model", RANGES)
-    config = tiny_config(name=name, search={"method": method, "trials": trials, "seed": seed}, **sections)
+    sections.setdefault("search", {"method": method, "trials": trials, "seed": seed})
+    config = tiny_config(name=name, **sections)
     if prune:
         config["prune"] = prune
     return config
@@ -254,7 +255,7 @@ def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     sweep = out / "k"
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:  # kill once a trial finished and the next began
         statuses = [r.get("status") for r in _records(sweep).values()] if (sweep / "runs").exists() else []
         if statuses.count("ok") >= 1 and "running" in statuses:
@@ -265,7 +266,7 @@ def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     kept = {tid: r for tid, r in _records(sweep).items() if r["status"] == "ok"}
     asked = [t.params for t in _study(sweep, "k").trials]
     assert kept and len(asked) < 4
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr
     study = _study(sweep, "k")
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
