@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .errors import SweepError
 from .grid import Trial
+from .records import Emit as Event
+from .records import Executor, Task
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
-Event = Callable[..., None]
 
 
 @dataclass
@@ -41,9 +42,6 @@ class Options:
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
     prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
-
-
-Task = list  # one trial, or a group of trials trained as one fused model
 
 
 def _queue(tasks):
@@ -380,7 +378,7 @@ class RayExecutor:
         self.stopping = True
 
 
-def make_executor(kind: str, options: Options):
+def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
         return RayExecutor(options)

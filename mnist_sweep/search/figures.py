@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ..plots import PALETTE, STATUS_COLORS, TITLES, axis_label
-from ..tables import higher_is_better
+from ..metrics import higher_is_better, title
+from ..plots import PALETTE, STATUS_COLORS, axis_label
 
 LR = re.compile(r"lr=([0-9.eE+-]+)")
 
@@ -53,7 +53,7 @@ def metric_vs_settings(summary, metric: str, settings: dict[str, bool]) -> Figur
         ax.set_xlabel(f"{setting}{' (log scale)' if log else ''}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(axis_label(metric))
-    fig.suptitle(f"{TITLES.get(metric, metric).capitalize()} against each sampled setting ({len(ok)} finished "
+    fig.suptitle(f"{title(metric).capitalize()} against each sampled setting ({len(ok)} finished "
                  "trials; the best circled)", fontsize=12)
     return fig
 
@@ -84,5 +84,5 @@ def best_so_far(summary, metric: str = "val_accuracy") -> Figure:
         ax.grid(alpha=0.3)
     left.set_ylabel(axis_label(metric))
     left.legend(loc="lower right" if higher else "upper right", fontsize=8)
-    fig.suptitle(f"Best {TITLES.get(metric, metric)} so far ({len(rows)} trials)", fontsize=12)
+    fig.suptitle(f"Best {title(metric)} so far ({len(rows)} trials)", fontsize=12)
     return fig
