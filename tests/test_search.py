@@ -20,7 +20,7 @@ from mnist_sweep.config import config_to_dict, validate_config
 from mnist_sweep.errors import ConfigError
 from mnist_sweep.runner import run_sweep
 from mnist_sweep.search import STUDY_FILE, SearchSpace, draw_configurations, first_configurations
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 RANGES = {"dropout": {"low": 0.0, "high": 0.5}, "kernel_l2": {"low": 1e-5, "high": 1e-1, "log": True},
           "hidden": [{"low": 8, "high": 32, "step": 8}]}
@@ -86,6 +86,15 @@ def test_qmc_follows_a_seeded_sobol_sequence():
     one = draw_configurations(validate_config(_search_config(method="qmc", trials=6, seed=3)))
     assert one == draw_configurations(validate_config(_search_config(method="qmc", trials=6, seed=3)))
     assert one[1:] != draw_configurations(validate_config(_search_config(method="qmc", trials=6, seed=4)))[1:]
+
+
+def test_yaml_bounds_without_a_dot_are_numbers(tmp_path):
+    # YAML reads 1e-5 as text; a range takes it as the number it means.
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nmodel: {kernel_l2: {low: 1e-5, high: 1e-1, log: true}}\n"
+                    "search: {method: random, trials: 2}\n")
+    from mnist_sweep.config import load_config
+    assert load_config(path).ranges["model.kernel_l2"].low == 1e-5
 
 
 def test_sweep_yaml_keeps_the_ranges():

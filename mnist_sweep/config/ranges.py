@@ -21,14 +21,14 @@ PRUNERS = ("median", "successive_halving", "hyperband")
 INSTALL = "pip install 'mnist-sweep[search]'"
 
 
-def _no_bool(value: Any) -> Any:
+def _not_a_switch(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a number, not true/false")
     return value
 
 
-Number = Annotated[Union[int, float], BeforeValidator(_no_bool)]  # ints stay ints: widths, batch sizes
-Count = Annotated[int, BeforeValidator(_no_bool)]
+Number = Annotated[Union[int, float], BeforeValidator(_not_a_switch)]  # ints stay ints: widths, batch sizes
+Count = Annotated[int, BeforeValidator(_not_a_switch)]
 
 # Settings that take a range: (whole numbers?, lowest allowed, is the lowest allowed itself?, highest, is it?).
 FLOAT_RATE = (False, 0.0, True, 1.0, False)
@@ -84,6 +84,18 @@ PRUNE_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"},
 def is_range(value: Any) -> bool:
     """A mapping that names `low` or `high`: written as a range, right or wrong."""
     return isinstance(value, dict) and ("low" in value or "high" in value)
+
+
+def _numbers(spec: dict) -> dict:
+    """YAML reads `1e-5` (no dot) as text: read such bounds as the numbers they are."""
+    def number(value):
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+    return {k: number(v) if k in ("low", "high", "step") else v for k, v in spec.items()}
 
 
 def _range_problems(path: str, kind: str, spec: dict) -> list[str]:
@@ -163,6 +175,7 @@ def take_ranges(raw: Any) -> tuple[Any, dict[str, Range], list[str]]:
     takers = ", ".join(sorted({k.split(".")[-1] for k in RANGE_SETTINGS}))
     for path, kind, spec in reversed(_range_paths(raw)):  # from the last, so list indexes stay valid
         where = dotted(path)
+        spec = _numbers(spec)
         node = raw
         for part in path[:-1]:
             node = node[part]
