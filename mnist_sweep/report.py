@@ -167,7 +167,7 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
     return plan, notes
 
 
-def _search_plan(sweep_dir: Path, summary, metric: str) -> list[tuple]:
+def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
     """A sampled sweep's own figures: the metric against each sampled setting, and the best so far."""
     import pandas as pd
     import yaml
@@ -192,11 +192,11 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[tuple]:
     plan = []
     ok = summary[summary["status"] == "ok"]
     if settings and pd.to_numeric(ok[metric], errors="coerce").notna().any():
-        plan.append((f"{metric}_vs_settings", "Search", f"{metric} against each sampled setting's value (log axis "
-                     "for log ranges)", lambda: figures.metric_vs_settings(summary, metric, settings)))
-    plan.append(("best_so_far", "Search", f"The best {search_metric} so far (the value the {method} search "
-                 "optimizes), against trials run and against summed wall time",
-                 lambda: figures.best_so_far(summary, search_metric)))
+        plan.append(FigurePlan(f"{metric}_vs_settings", "Search", f"{metric} against each sampled setting's value "
+                               "(log axis for log ranges)", lambda: figures.metric_vs_settings(summary, metric, settings)))
+    plan.append(FigurePlan("best_so_far", "Search", f"The best {search_metric} so far (the value the {method} search "
+                           "optimizes), against trials run and against summed wall time",
+                           lambda: figures.best_so_far(summary, search_metric)))
     return plan
 
 
