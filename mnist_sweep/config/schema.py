@@ -328,6 +328,8 @@ class SweepConfig(Strict):
     seeds: list[Annotated[Int, Field(ge=0)]] = [0]
     # fused: train compatible trials (same seed, batch size, epochs, optimizer) as branches of one model.
     execution: Literal["isolated", "fused"] = "isolated"
+    # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.
+    tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
     search: SearchConfig = SearchConfig()  # grid: every combination; random, qmc, tpe: `trials` of them
