@@ -151,6 +151,7 @@ def test_bad_ranges_exit_2_and_write_nothing(tmp_path, bad, message):
 
 # ---------------------------------------------------------------- searches that train
 
+@pytest.mark.keras
 @pytest.mark.parametrize("method", ["random", "qmc", "tpe"])
 def test_each_method_runs_through_the_cli(tmp_path, method):
     out = tmp_path / "r"
@@ -166,6 +167,7 @@ def test_each_method_runs_through_the_cli(tmp_path, method):
     assert {"dropout", "kernel_l2", "hidden"} <= set(summary.columns)
 
 
+@pytest.mark.keras
 def test_show_compare_and_plot_work_on_a_tpe_sweep(tmp_path):
     out = tmp_path / "r"
     run_sweep(_search_config(name="t", method="tpe", trials=3, seeds=2, train={"epochs": 1}), out=out)
@@ -189,6 +191,7 @@ def test_show_compare_and_plot_work_on_a_tpe_sweep(tmp_path):
     assert "best_so_far.png" in (sweep / "report.html").read_text()
 
 
+@pytest.mark.keras
 def test_a_random_sweep_says_it_is_not_a_balanced_design(tmp_path):
     out = tmp_path / "r"
     run_sweep(_search_config(name="rnd", trials=2, train={"epochs": 1}), out=out)
@@ -198,6 +201,7 @@ def test_a_random_sweep_says_it_is_not_a_balanced_design(tmp_path):
         in " ".join(compared.output.split())
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("prune", [
     {"method": "successive_halving", "min_resource": 1, "reduction_factor": 2},
     {"method": "hyperband", "min_resource": 1, "reduction_factor": 2},
@@ -225,6 +229,7 @@ def test_each_pruner_through_the_python_api(tmp_path, prune):
         assert pruned
 
 
+@pytest.mark.keras
 def test_pruning_stops_single_branches_of_a_fused_group(tmp_path):
     out = tmp_path / "r"
     # One optimizer and one batch size: the four configurations of each seed share one fused model.
@@ -239,6 +244,7 @@ def test_pruning_stops_single_branches_of_a_fused_group(tmp_path):
     assert all("this branch was cut off, the others went on" in " ".join(r["notes"]) for r in pruned)
 
 
+@pytest.mark.keras
 @pytest.mark.slow
 def test_worker_processes_obey_the_pruner(tmp_path):
     out = tmp_path / "r"
@@ -255,6 +261,7 @@ def test_worker_processes_obey_the_pruner(tmp_path):
     assert pruned and all(r["metrics"]["epochs_run"] < 3 for r in pruned)
 
 
+@pytest.mark.keras
 @pytest.mark.slow
 def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     out = tmp_path / "r"
