@@ -38,7 +38,7 @@ class Options:
     ray_address: Optional[str] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    fuse: bool = False  # train compatible trials as branches of one model
+    fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
 

@@ -89,7 +89,7 @@ def _time_note(summary) -> str:
     return ""
 
 
-def _trials(n: int) -> str:
+def _trial_count(n: int) -> str:
     return f"{n} trial{'' if n == 1 else 's'}"
 
 
@@ -293,7 +293,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
     height = fig.get_figheight()
     fig.legend(handles, ["train accuracy", "validation accuracy", "best validation epoch"], loc="upper right",
                ncols=3, frameon=False, fontsize=8, bbox_to_anchor=(0.99, 1 - 0.1 / height))
-    fig.suptitle(f"Accuracy per epoch of {_trials(len(trial_ids))}\nPanel titles: {' · '.join(parts)}; wall time; "
+    fig.suptitle(f"Accuracy per epoch of {_trial_count(len(trial_ids))}\nPanel titles: {' · '.join(parts)}; wall time; "
                  "best validation accuracy", x=0.01, y=1 - 0.1 / height, ha="left", va="top", fontsize=11)
     return fig
 
@@ -333,7 +333,7 @@ def wall_time(summary) -> Figure:
         ax.margins(x=0.12)
     _bar_labels(time_ax, data["label"], n, "wall time")
     _status_legend(fig, data["status"])
-    fig.suptitle(f"Time per trial ({_trials(n)}; total {data['wall_seconds'].sum():.0f} s){_time_note(summary)}",
+    fig.suptitle(f"Time per trial ({_trial_count(n)}; total {data['wall_seconds'].sum():.0f} s){_time_note(summary)}",
                  fontsize=12)
     return fig
 
@@ -405,7 +405,7 @@ def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12
     ax.margins(x=0.15, y=0.1)
     ax.legend(loc="best", fontsize=8)
     better = "more accurate" if higher else "lower"
-    fig.suptitle(f"{title(metric).capitalize()} against wall time ({_trials(len(data))})\n"
+    fig.suptitle(f"{title(metric).capitalize()} against wall time ({_trial_count(len(data))})\n"
                  f"Pareto front: no other trial is both faster and {better}{_time_note(summary)}", fontsize=12)
     return fig
 

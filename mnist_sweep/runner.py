@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from .config import SweepConfig, config_to_dict, load_config, validate_config
 from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
-from .fused import group_trials
+from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
@@ -54,6 +54,24 @@ class Progress:
     def finish(self, report: SweepReport) -> None: ...
 
 
+class Observers(Progress):
+    """Passes each sweep event on to several receivers: the display, a TensorBoard log."""
+
+    def __init__(self, *observers: Progress):
+        self.observers = observers
+
+    def start(self, *args): self._tell("start", *args)
+    def trial_started(self, *args): self._tell("trial_started", *args)
+    def epoch(self, *args): self._tell("epoch", *args)
+    def trial_finished(self, *args): self._tell("trial_finished", *args)
+    def message(self, *args): self._tell("message", *args)
+    def finish(self, *args): self._tell("finish", *args)
+
+    def _tell(self, event: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
+
+
 def _short(exc: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     first = (str(exc).strip().splitlines() or [""])[0]
@@ -72,7 +90,8 @@ def _now() -> str:
 class Sweep:
     """One run of a config: holds the store, the dataset and every trial's record."""
 
-    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
+    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None,
+                 tensorboard: str | Path | None = None):
         self.config = config
         self.trials = expand(config)
         self.by_id = {t.trial_id: t for t in self.trials}
@@ -85,6 +104,12 @@ class Sweep:
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
+        if tensorboard or config.tensorboard:  # each trial's curves and HParams session, from the events here
+            from .tracking import live_tensorboard
+
+            needed_by = "--tensorboard" if tensorboard else f"the config's tensorboard: {config.tensorboard}"
+            self.progress = Observers(self.progress, live_tensorboard(tensorboard or config.tensorboard, self,
+                                                                      needed_by))
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
@@ -241,7 +266,7 @@ class Sweep:
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
-                          fuse=options.fuse or self.config.execution == "fused",
+                          fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none")
         self.store.refuse_nested()
@@ -254,8 +279,9 @@ class Sweep:
             self.executor = make_executor(executor, options)
             tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
             self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if options.fuse:
-                self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
+            if todo:
+                self.progress.message(describe_groups(tasks) if options.fuse else
+                                      f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
                 with self._ctrl_c():
@@ -277,15 +303,19 @@ class Sweep:
 
 
 def run_sweep(config: SweepConfig | dict | str | Path, out: str | Path = "results", force: bool = False,
-              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None):
-    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame."""
+              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None,
+              tensorboard: str | Path | None = None):
+    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame.
+
+    `tensorboard`: a log directory to write each trial's TensorBoard run to as it trains.
+    """
     from .store import load_results
 
     if isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, dict):
         config = validate_config(config)
-    report = Sweep(config, out, progress).run(force=force, options=options, executor=executor)
+    report = Sweep(config, out, progress, tensorboard).run(force=force, options=options, executor=executor)
     if report.interrupted:
         raise KeyboardInterrupt
     return load_results(report.directory)

@@ -507,11 +507,3 @@ def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", setting: 
     table["p_holm"] = holm(table["p"]) if len(table) else []
     return table
 
-
-def __getattr__(name):
-    """`compare`, `findings`, `render` and `CompareResult` moved to compare.py; still importable from here."""
-    if name in ("compare", "findings", "render", "CompareResult"):
-        from . import compare
-
-        return getattr(compare, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -325,8 +325,12 @@ class SweepConfig(Strict):
     augment: list[Union[Literal[False], Augment]] = [False]  # off: plain MLP sweeps train as they always did
     train: TrainConfig = TrainConfig()
     seeds: list[Annotated[Int, Field(ge=0)]] = [0]
-    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as branches of one model.
-    execution: Literal["isolated", "fused"] = "isolated"
+    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as one model, each trial a
+    # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
+    # branch gives its isolated twin's results; isolated: one model per trial.
+    execution: Literal["auto", "isolated", "fused"] = "auto"
+    # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.
+    tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
 
