@@ -180,7 +180,14 @@ def _print_trials(sweep_config) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     configs = len({t.config_id for t in trials})
-    console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+    race = sweep_config.race
+    if race is None:
+        console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+        return
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
 
 
 def reports_bad_options(command):

@@ -2,6 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ class ProcessExecutor:
         return _Worker(process, parent_conn)
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = list(tasks)
+        pending = tasks  # consumed in place: the driver may append more
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
             count = max(1, min(self.options.jobs, len(pending)))
@@ -333,7 +335,7 @@ class RayExecutor:
         remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
                             max_retries=0)(_ray_train)
         arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-        pending, running = list(tasks), {}
+        pending, running = tasks, {}  # consumed in place, as above
         window = max(1, int(ray.cluster_resources().get("CPU", 1) / self.options.cpus_per_trial))
         try:
             while pending and not self.stopping or running:
