@@ -71,11 +71,11 @@ def cli():
               help="Ray: CPUs each trial reserves.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Ray: GPUs (fractions allowed) each trial reserves.")
-@click.option("--fuse", is_flag=True,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
-                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
+                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --fuse: most trials in one fused model.")
+              help="Most trials in one fused model.")
 @click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
               help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
                    "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
@@ -95,7 +95,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
-        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
         mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
@@ -183,7 +183,14 @@ def _print_trials(sweep_config) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     configs = len({t.config_id for t in trials})
-    console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+    race = sweep_config.race
+    if race is None:
+        console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+        return
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
 
 
 def _print_search(sweep_config) -> None:

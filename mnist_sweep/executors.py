@@ -2,6 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
 """
 
 from __future__ import annotations
@@ -38,15 +40,10 @@ class Options:
     ray_address: Optional[str] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    fuse: bool = False  # train compatible trials as branches of one model
+    fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
     prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
-
-
-def _queue(tasks):
-    """The tasks to take with pop(0): a list copy, or a feed that asks for more as it runs dry (search)."""
-    return tasks if not isinstance(tasks, (list, tuple)) and hasattr(tasks, "pop") else list(tasks)
 
 
 def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
@@ -222,7 +219,7 @@ class ProcessExecutor:
         return _Worker(process, parent_conn)
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = _queue(tasks)
+        pending = tasks  # consumed in place: the driver may append more
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
             count = max(1, min(self.options.jobs, len(pending)))
@@ -348,7 +345,7 @@ class RayExecutor:
         remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
                             max_retries=0)(_ray_train)
         arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-        pending, running = _queue(tasks), {}
+        pending, running = tasks, {}  # consumed in place, as above
         window = max(1, int(ray.cluster_resources().get("CPU", 1) / self.options.cpus_per_trial))
         try:
             while pending and not self.stopping or running:
