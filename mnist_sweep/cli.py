@@ -106,7 +106,10 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     sweep_config = load_config(config, overrides, max_trials)
     try:
         if dry_run:
-            _print_trials(sweep_config, max_trials)
+            if sweep_config.search.method != "grid":
+                _print_search(sweep_config)
+            else:
+                _print_trials(sweep_config, max_trials)
             return
         from .executors import Options
         from .progress import make_progress
@@ -186,7 +189,44 @@ def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     configs = len({t.config_id for t in trials})
-    console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+    race = sweep_config.race
+    if race is None:
+        console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+        return
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
+
+
+def _print_search(sweep_config) -> None:
+    """The dry run of a sampled search: its space, and the configurations the sampler tries first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .search import TPE_STARTUP, SearchSpace, first_configurations
+
+    search = sweep_config.search
+    space = SearchSpace(sweep_config)
+    configurations = first_configurations(sweep_config)
+    console = Console(soft_wrap=True)
+    console.print(f"{sweep_config.name}: {search.method} search, {search.trials} configurations x "
+                  f"{len(sweep_config.seeds)} seed(s), sampler seed {search.seed}" +
+                  (f"; pruning: {sweep_config.prune.method}" if sweep_config.prune else ""))
+    for line in space.describe():
+        console.print(f"  {line}")
+    shown = "all of them" if search.method != "tpe" else \
+        f"the first {len(configurations)}, drawn at random; the rest follow from their results"
+    table = Table(title=f"Configurations ({shown})", title_justify="left")
+    table.add_column("#")
+    table.add_column("trial_id (seed {})".format(sweep_config.seeds[0]), overflow="fold")
+    for column in space.varying:
+        table.add_column(column)
+    for number, runs in enumerate(configurations):
+        table.add_row(str(number), runs[0].trial_id, *(str(runs[0].factors[f]) for f in space.varying))
+    console.print(table)
+    if search.method == "tpe" and search.trials > TPE_STARTUP:
+        console.print(f"{search.trials - TPE_STARTUP} more configuration(s) chosen by TPE as results come in")
 
 
 def reports_bad_options(command):

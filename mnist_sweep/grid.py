@@ -191,16 +191,26 @@ def expand(config: SweepConfig, max_trials: int | None = None) -> list[Trial]:
         unique.setdefault(json.dumps(settings, sort_keys=True), settings)
     combos = list(unique.values())
     varying = [k for k in SECTIONS if len({json.dumps(c[k], sort_keys=True) for c in combos if c[k] is not None}) > 1]
+    # seed-major: a partial sweep already compares every configuration
+    return [make_trial(config, settings, seed, varying) for seed in config.seeds for settings in combos]
+
+
+def make_trial(config: SweepConfig, settings: dict[str, Any], seed: int, varying: list[str]) -> Trial:
+    """One trial of resolved settings: its id names the `varying` settings and hashes all of them."""
     # The data's location differs between machines but the data does not: keep it out of the ids.
     dataset = config.dataset.model_dump(mode="json", exclude={"path"})
-    trials = []
-    for seed in config.seeds:  # seed-major: a partial sweep already compares every configuration
-        for settings in combos:
-            factors = {k: label(k, settings[k]) for k in varying}
-            config_id = _digest({"settings": _hashed(settings), "dataset": dataset})
-            digest = _digest({"settings": _hashed(settings), "dataset": dataset, "seed": seed})
-            trials.append(Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors))
-    return trials
+    factors = {k: label(k, settings[k]) for k in varying}
+    config_id = _digest({"settings": _hashed(settings), "dataset": dataset})
+    digest = _digest({"settings": _hashed(settings), "dataset": dataset, "seed": seed})
+    return Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors)
+
+
+def base_settings(config: SweepConfig) -> dict[str, list[Any]]:
+    """Each setting's list of values as plain data (a range's place holds its low)."""
+    return _axes(config)
+
+
+resolve_settings = _resolved  # blank what a trial's network does not read
 
 
 def varying_settings(trials: list[Trial]) -> list[str]:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..errors import ConfigError, did_you_mean, excerpt
 from .describe import describe_errors, model_in, show
 from .schema import CNN_ONLY, OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list
+from .ranges import SearchConfig, put_ranges, search_problems, take_ranges
 from .selectors import check_selectors, unknown_settings
 
 
@@ -195,15 +196,18 @@ def validate_config(raw: Any, source: str | None = None, max_trials: int | None 
     if not isinstance(raw, dict):
         raise ConfigError(f"the config must be a mapping of keys to values (such as name: my-sweep), "
                           f"got {type(raw).__name__}", source)
+    raw, ranges, range_problems = take_ranges(raw)  # the schema checks the rest with each range's low
     try:
         config = SweepConfig.model_validate(raw, context={"max_trials": max_trials})
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
+        raise ConfigError(range_problems + describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
                           + unknown_settings(raw), source) from None
-    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
+    problems = range_problems + _cnn_keys_without_cnn(raw) + check_selectors(config) + search_problems(
+        config.search, config.prune, ranges, bool(config.include or config.exclude), config.dataset.validation_split)
     if problems:
         raise ConfigError(problems, source)
+    config._ranges = ranges
     return config
 
 
@@ -259,4 +263,11 @@ def config_to_dict(config: SweepConfig) -> dict:
         data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
     if not uses_batch_norm(data):
         del data["model"]["batch_norm_momentum"]
-    return data
+    race = data.pop("race")
+    if race is not None:  # written back the way the user wrote it
+        data["seeds"] = {"min": race["min"], "max": race["max"], "race": race["mode"]}
+    if data.get("race_metric") is None:
+        data.pop("race_metric", None)
+    if config.search == SearchConfig() and config.prune is None:  # a grid's sweep.yaml stays as it was
+        del data["search"], data["prune"]
+    return put_ranges(data, config.ranges)
