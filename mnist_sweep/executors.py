@@ -2,6 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Options:
     fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
+    prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
 
 
 def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
@@ -48,7 +51,7 @@ def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float],
     from .train import execute_trial
 
     def on_epoch(trial, rows):
-        send("epoch", trial.trial_id, rows[-1])
+        return send("epoch", trial.trial_id, rows[-1])  # true: the driver prunes this trial
 
     if len(task) == 1:
         results = {task[0].trial_id: execute_trial(task[0], data, on_epoch=on_epoch, timeout_seconds=timeout,
@@ -137,7 +140,7 @@ class InlineExecutor:
 # ---------------------------------------------------------------- worker processes
 
 def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout: Optional[float],
-                 save_model: bool = False) -> None:
+                 save_model: bool = False, prune: bool = False) -> None:
     """A worker: imports Keras once, maps the data once, then trains the trials it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     os.environ.update(env)
@@ -169,7 +172,14 @@ def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout:
             return
         for trial in task:
             conn.send(("started", trial.trial_id, {"pid": os.getpid()}))
-        execute_task(task, data, lambda *message: conn.send(message), timeout, save_model)
+
+        def send(*message):
+            conn.send(message)
+            if prune and message[0] == "epoch":
+                return conn.recv()  # the driver's pruning verdict on this epoch
+            return None
+
+        execute_task(task, data, send, timeout, save_model)
 
 
 @dataclass
@@ -203,13 +213,13 @@ class ProcessExecutor:
         process = self.context.Process(
             target=_worker_main, daemon=True, name=f"mnist-sweep-worker-{index}",
             args=(child_conn, worker_env(self.options, index), data_dir, self.options.device,
-                  self.options.timeout_seconds, self.options.save_model))
+                  self.options.timeout_seconds, self.options.save_model, self.options.prune))
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn)
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = list(tasks)
+        pending = tasks  # consumed in place: the driver may append more
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
             count = max(1, min(self.options.jobs, len(pending)))
@@ -244,7 +254,9 @@ class ProcessExecutor:
                     continue
                 if message[0] == "fatal":
                     raise SweepError(f"a worker could not start: {message[1]}")
-                emit(*message)
+                verdict = emit(*message)
+                if message[0] == "epoch" and self.options.prune:
+                    worker.conn.send(bool(verdict))
                 if message[0] == "done":
                     worker.task = [t for t in worker.task if t.trial_id != message[1]]
         except (EOFError, OSError):
@@ -333,7 +345,7 @@ class RayExecutor:
         remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
                             max_retries=0)(_ray_train)
         arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-        pending, running = list(tasks), {}
+        pending, running = tasks, {}  # consumed in place, as above
         window = max(1, int(ray.cluster_resources().get("CPU", 1) / self.options.cpus_per_trial))
         try:
             while pending and not self.stopping or running:
