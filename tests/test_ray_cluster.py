@@ -164,3 +164,91 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     assert sorted(r["status"] for r in records.values()) == ["ok"] * 6
     for trial_id, text in done_before.items():  # not trained again
         assert (sweep / "runs" / trial_id / "trial.json").read_text() == text
+
+
+# ---------------------------------------------------------------- how a dead attempt is judged, without a cluster
+
+def _executor(monkeypatch, live_nodes=("a" * 56,), head_up=True):
+    from mnist_sweep.executors import Options
+    from mnist_sweep.ray_executor import RayExecutor
+
+    executor = RayExecutor(Options(ray_address="10.0.0.5:6379"))
+    monkeypatch.setattr(executor, "_head_alive", lambda: head_up)
+    monkeypatch.setattr(executor, "_nodes", lambda: [{"NodeID": n, "Resources": {"CPU": 2.0}} for n in live_nodes])
+    return executor
+
+
+def _job(node_id="a" * 56):
+    from collections import deque
+
+    from mnist_sweep.config import validate_config
+    from mnist_sweep.grid import expand
+    from mnist_sweep.ray_executor import _Job
+
+    trial = expand(validate_config(tiny_config()))[0]
+    job = _Job([trial], attempt=1, where={"node_id": node_id, "node_ip": "10.0.0.7", "hostname": "gpu-3", "pid": 7},
+               announced=True)
+    return job, deque()
+
+
+def test_a_trial_that_kills_its_worker_twice_is_recorded_failed_with_every_attempt(monkeypatch):
+    from ray.exceptions import OutOfMemoryError, WorkerCrashedError
+
+    executor = _executor(monkeypatch)
+    job, queue = _job()
+    events = []
+    executor._attempt_died(job, WorkerCrashedError(), queue, lambda *e: events.append(e))
+    assert list(queue) == [job] and not events  # the first death on a live node: tried again
+    queue.clear()
+    job.attempt += 1
+    executor._attempt_died(job, OutOfMemoryError("Task was killed due to the node running low on memory."),
+                           queue, lambda *e: events.append(e))
+    assert not queue
+    (kind, _, result), = events
+    assert kind == "done" and result["status"] == "failed"
+    assert result["error"].startswith("its worker process died 2 times") and "OutOfMemoryError" in result["error"]
+    assert [n.split(":")[0] for n in result["notes"]] == ["attempt 1 on node aaaaaaaa (gpu-3, 10.0.0.7)",
+                                                          "attempt 2 on node aaaaaaaa (gpu-3, 10.0.0.7)"]
+
+
+def test_a_trial_whose_node_is_gone_is_retried_up_to_the_limit(monkeypatch):
+    from ray.exceptions import NodeDiedError, WorkerCrashedError
+
+    from mnist_sweep.ray_executor import NODE_LOSS_RETRIES
+
+    executor = _executor(monkeypatch)  # only node a is alive
+    job, queue = _job(node_id="b" * 56)
+    events = []
+    # A worker crash on a node that is no longer alive is a lost node, not the trial's fault.
+    for attempt, exc in enumerate([WorkerCrashedError()] + [NodeDiedError("node died")] * NODE_LOSS_RETRIES, 1):
+        job.attempt = attempt
+        executor._attempt_died(job, exc, queue, lambda *e: events.append(e))
+    assert len(queue) == NODE_LOSS_RETRIES and len(events) == 1
+    result = events[0][2]
+    assert result["status"] == "failed" and result["error"].startswith(f"lost its node {NODE_LOSS_RETRIES + 1} times")
+    assert all("its node was lost" in note for note in result["notes"]) and len(result["notes"]) == 4
+
+
+def test_a_dead_head_stops_the_sweep_instead_of_retrying(monkeypatch):
+    from ray.exceptions import WorkerCrashedError
+
+    from mnist_sweep.ray_executor import ClusterLostError
+
+    executor = _executor(monkeypatch, head_up=False)
+    job, queue = _job()
+    with pytest.raises(ClusterLostError, match="lost the Ray cluster's head at 10.0.0.5:6379"):
+        executor._attempt_died(job, WorkerCrashedError(), queue, lambda *e: None)
+    assert not queue
+
+
+def test_trials_that_fit_no_node_stop_before_anything_runs(monkeypatch):
+    from mnist_sweep.errors import SweepError
+    from mnist_sweep.ray_executor import node_capacity
+
+    assert node_capacity({"CPU": 8.0, "GPU": 1.0}, 2, 0.25) == 4
+    assert node_capacity({"CPU": 1.0}, 0.1, 0) == 10  # no float rounding loses a slot
+    assert node_capacity({"CPU": 8.0}, 1, 1) == 0
+    executor = _executor(monkeypatch)
+    executor.options.gpus_per_trial = 1
+    with pytest.raises(SweepError, match=r"no node .* can run a trial: each needs 1 CPU\(s\) and 1 GPU\(s\)"):
+        executor._check_fits(0)
