@@ -9,22 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from .config import BN_MOMENTUM, CNN_ONLY, SECTIONS, Augment, SweepConfig, is_architecture, is_float, pin_settings
 
-from .config import BN_MOMENTUM, CNN_ONLY, OPTIMIZER_KEYS, Augment, SweepConfig, _is_architecture, _is_float
-from .config_errors import describe_errors
-from .errors import did_you_mean
-
-# Every setting of a trial and the config section it lives in (None: top level).
-SECTIONS = {
-    "type": "model", "conv": "model", "kernel_size": "model", "conv_batch_norm": "model", "normalize": "model",
-    "hidden": "model", "activation": "model", "leaky_alpha": "model", "batch_norm": "model",
-    "batch_norm_momentum": "model",
-    "dropout": "model", "kernel_l1": "model", "kernel_l2": "model", "activity_l1": "model",
-    "activity_l2": "model", "initializer": "model",
-    "optimizer": None, "augment": None,
-    "epochs": "train", "batch_size": "train", "early_stopping": "train",
-}
 # Short names for trial-id slugs; settings not listed use their value alone.
 SLUG_PREFIX = {
     "conv": "c", "kernel_size": "k", "conv_batch_norm": "cbn-", "normalize": "norm-",
@@ -112,19 +98,9 @@ def _same(have: Any, want: Any) -> bool:
     return have == want
 
 
-def _pinned(config: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
-    """The config as plain data with some settings replaced."""
-    data = config.model_dump(mode="json")
-    data["include"], data["exclude"] = [], []
-    for key, value in settings.items():
-        section = SECTIONS[key]
-        (data[section] if section else data)[key] = value
-    return data
-
-
-def _with_settings(config: SweepConfig, settings: dict[str, Any]) -> SweepConfig:
+def _pinned_config(config: SweepConfig, settings: dict[str, Any]) -> SweepConfig:
     """The config with some settings pinned (used to expand `include` entries)."""
-    return SweepConfig.model_validate(_pinned(config, settings))
+    return SweepConfig.model_validate(pin_settings(config, settings))
 
 
 def _selector(config: SweepConfig, entry: dict[str, Any]) -> dict[str, list[Any]]:
@@ -135,60 +111,15 @@ def _selector(config: SweepConfig, entry: dict[str, Any]) -> dict[str, list[Any]
     selector = {}
     for key, value in entry.items():
         if key == "optimizer" and isinstance(value, dict) and "name" not in value:
-            selector[key] = [{k: float(v) if isinstance(v, str) and _is_float(v) else v for k, v in value.items()}]
+            selector[key] = [{k: float(v) if isinstance(v, str) and is_float(v) else v for k, v in value.items()}]
             continue
-        given = ([value] if _is_architecture(value) else value) if key in ("hidden", "conv") else \
+        given = ([value] if is_architecture(value) else value) if key in ("hidden", "conv") else \
             value if isinstance(value, list) else [value]
-        valid = _axes(_with_settings(config, {key: value}))[key]
+        valid = _axes(_pinned_config(config, {key: value}))[key]
         # Validation filled in defaults; keep only what the entry names: a name, or the keys it gives.
         selector[key] = [v if not isinstance(v, dict) else {k: v[k] for k in g if k in v} if isinstance(g, dict)
                          else v.get("name", v) for g, v in zip(given, valid)]
     return selector
-
-
-def _unknown_settings(raw: Any) -> list[str]:
-    """Settings named in a raw config's include/exclude entries that are not trial settings."""
-    problems = []
-    for kind in ("exclude", "include"):
-        entries = raw.get(kind) if isinstance(raw, dict) else None
-        for i, entry in enumerate(entries if isinstance(entries, list) else []):
-            if not isinstance(entry, dict):
-                continue  # the schema reports it
-            if not entry:
-                problems.append(f"{kind}[{i}]: an entry needs at least one setting, such as {{activation: relu}}")
-            for key in entry:
-                if key not in SECTIONS:
-                    problems.append(f"{kind}[{i}].{key}: unknown setting{did_you_mean(key, SECTIONS)}; "
-                                    f"settings: {', '.join(SECTIONS)}")
-    return problems
-
-
-def check_selectors(config: SweepConfig) -> list[str]:
-    """Problems with include/exclude entries: unknown settings or invalid values."""
-    problems = _unknown_settings(config.model_dump(include={"exclude", "include"}))
-    for kind in ("exclude", "include"):
-        for i, entry in enumerate(getattr(config, kind)):
-            if not all(k in SECTIONS for k in entry):
-                continue
-            for key, value in entry.items():
-                if kind == "exclude" and key == "optimizer" and isinstance(value, dict) and "name" not in value:
-                    known = {"learning_rate"}.union(*OPTIMIZER_KEYS.values())
-                    problems += [f"{kind}[{i}].optimizer.{k}: no optimizer takes this setting"
-                                 f"{did_you_mean(k, known)}; settings: {', '.join(sorted(known))}"
-                                 for k in value if k not in known]
-                    continue
-                data = _pinned(config, {key: value})
-                try:
-                    SweepConfig.model_validate(data)
-                except ValidationError as exc:
-                    # Report at the entry's own key path: include[0].activation, not model.activation.
-                    where = f"{SECTIONS[key]}.{key}" if SECTIONS[key] else key
-                    for line in describe_errors(exc, data, SweepConfig):
-                        if line.startswith(where):
-                            problems.append(f"{kind}[{i}].{key}{line[len(where):]}")
-                        else:
-                            problems.append(f"{kind}[{i}].{key}: {line}")
-    return problems
 
 
 def _product(config: SweepConfig) -> list[dict[str, Any]]:
@@ -220,7 +151,7 @@ def expand(config: SweepConfig) -> list[Trial]:
     exclude = [_selector(config, entry) for entry in config.exclude]
     combos = [s for s in _product(config) if not any(_matches(s, sel) for sel in exclude)]
     for entry in config.include:
-        combos.extend(_product(_with_settings(config, entry)))
+        combos.extend(_product(_pinned_config(config, entry)))
     unique: dict[str, dict[str, Any]] = {}
     for settings in combos:
         unique.setdefault(json.dumps(settings, sort_keys=True), settings)

@@ -1,7 +1,7 @@
 """Turning pydantic's validation errors into one plain line per problem.
 
 Each line has the key path as the user wrote it, the bad value, and what is allowed, with
-"did you mean" for near misses. The schema itself lives in config.py.
+"did you mean" for near misses. The schema itself lives in schema.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
+from .schema import is_architecture
 
 
 def model_in(annotation):
@@ -37,8 +38,6 @@ def _walk(loc, raw, root) -> tuple[str, Any]:
     Returns the key path as the user wrote it (union tags dropped, and the `[0]` of a scalar that
     became a one-element axis too) and the model class found there.
     """
-    from .config import _is_architecture  # config imports this module: import it when first needed
-
     path, node, cls, wrapped = "", raw, root, False
     for part in loc:
         if isinstance(part, int):
@@ -55,7 +54,7 @@ def _walk(loc, raw, root) -> tuple[str, Any]:
         path += f".{part}" if path else part
         cls = model_in(fields[part].annotation) if part in fields else None
         node = node.get(part) if isinstance(node, dict) else None
-        wrapped = part == "hidden" and _is_architecture(node)  # stored as [node]: the user wrote no index
+        wrapped = part == "hidden" and is_architecture(node)  # stored as [node]: the user wrote no index
     return path, cls
 
 
@@ -71,6 +70,7 @@ def _choices(annotation) -> list[str]:
 
 
 def show(value: Any) -> str:
+    """A value as the user wrote it, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -1,0 +1,31 @@
+"""The sweep config: its schema, how validation errors are described, include/exclude selectors, and loading.
+
+Layered one way: `schema` (the pydantic models) knows nothing of the others; `describe` turns
+validation errors into plain lines; `selectors` checks include/exclude entries against the schema;
+`loading` reads YAML, applies `--set` overrides, validates and dumps. `grid.py` builds on this
+package, never the reverse. Callers import from here: `from mnist_sweep.config import load_config`.
+"""
+
+from .describe import describe_errors, model_in, show
+from .loading import (apply_overrides, config_to_dict, load_config, parse_overrides, read_yaml, uses_batch_norm,
+                      validate_config)
+from .schema import (ACTIVATIONS, BN_MOMENTUM, CNN_ONLY, IMAGE_SIZE, INITIALIZERS, NAME_PATTERN, OPTIMIZER_KEYS,
+                     OPTIMIZERS, Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
+                     Initializer, InitializerSpec, Int, ModelConfig, OptimizerConfig, Penalty, PositiveInt, Rate,
+                     Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
+from .selectors import SECTIONS, check_selectors, pin_settings, unknown_settings
+
+__all__ = [
+    # schema
+    "ACTIVATIONS", "BN_MOMENTUM", "CNN_ONLY", "IMAGE_SIZE", "INITIALIZERS", "NAME_PATTERN", "OPTIMIZER_KEYS",
+    "OPTIMIZERS", "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
+    "Initializer", "InitializerSpec", "Int", "ModelConfig", "OptimizerConfig", "Penalty", "PositiveInt", "Rate",
+    "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
+    # error descriptions
+    "describe_errors", "model_in", "show",
+    # include/exclude selectors
+    "SECTIONS", "check_selectors", "pin_settings", "unknown_settings",
+    # loading
+    "apply_overrides", "config_to_dict", "load_config", "parse_overrides", "read_yaml", "uses_batch_norm",
+    "validate_config",
+]
