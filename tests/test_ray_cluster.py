@@ -32,7 +32,8 @@ def _node_args(**extra):
 
 def _config(tmp_path, epochs=EPOCHS):
     path = tmp_path / "cluster.yaml"
-    config = tiny_config(name="cluster", model={"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.3]},
+    config = tiny_config(name="cluster", dataset={"n_train": 1500},
+                         model={"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.3]},
                          train={"epochs": epochs})
     path.write_text(yaml.safe_dump(config))
     return path
@@ -151,7 +152,8 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     assert "interrupted" in statuses and "running" not in statuses
     interrupted = [r for r in records.values() if r["status"] == "interrupted"]
     assert all("interrupted" in r["notes"][-1] and r["error"].startswith("stopped: lost") for r in interrupted)
-    done_before = {k: (sweep / "runs" / k / "trial.json").read_text() for k, r in records.items() if r["status"] == "ok"}
+    done_before = {k: (sweep / "runs" / k / "trial.json").read_text()
+                   for k, r in records.items() if r["status"] == "ok"}
 
     head.shutdown()  # what is left of the old cluster
     back = cluster(num_cpus=2, gcs_server_port=port)  # the cluster is back at the same address
@@ -186,8 +188,8 @@ def _job(node_id="a" * 56):
     from mnist_sweep.ray_executor import _Job
 
     trial = expand(validate_config(tiny_config()))[0]
-    job = _Job([trial], attempt=1, where={"node_id": node_id, "node_ip": "10.0.0.7", "hostname": "gpu-3", "pid": 7},
-               announced=True)
+    where = {"node_id": node_id, "node_ip": "10.0.0.7", "hostname": "gpu-3", "pid": 7}
+    job = _Job([trial], attempt=1, where=where, announced=True)
     return job, deque()
 
 
