@@ -39,9 +39,9 @@ def _config(tmp_path, epochs=EPOCHS):
     return path
 
 
-def _start(config, out, address):
+def _start(config, out, address, *extra):
     command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out),
-               "--executor", "ray", "--ray-address", address, "--cpus-per-trial", "1"]
+               "--executor", "ray", "--ray-address", address, "--cpus-per-trial", "1", *extra]
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -120,6 +120,14 @@ def test_a_worker_node_removed_mid_sweep_has_its_trials_retried_on_the_others(tm
         assert len(pd.read_csv(sweep / "runs" / record["trial_id"] / "history.csv")) == EPOCHS
     summary = pd.read_csv(sweep / "summary.csv")
     assert sorted(summary["trial_id"]) == sorted(records) and list(summary["status"]) == ["ok"] * 6
+
+    # Fused groups are Ray tasks too: two groups of three, on the node left.
+    fused = _start(tmp_path / "cluster.yaml", tmp_path / "fused", head.address, "--fuse", "--max-branches", "3")
+    _, err = fused.communicate(timeout=300)
+    assert fused.returncode == 0, err[-3000:]
+    records = _records(tmp_path / "fused" / "cluster").values()
+    assert sorted(r["status"] for r in records) == ["ok"] * 6
+    assert len({r["group_id"] for r in records}) == 2 and {_node(r) for r in records} == {node_a.node_id}
 
 
 def _free_port():
