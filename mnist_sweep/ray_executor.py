@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ NODE_LOSS_RETRIES = 3  # times a trial is resubmitted after losing its node
 WORKER_CRASH_LIMIT = 2  # a trial whose worker dies this many times on live nodes is recorded failed
 PROBE_SECONDS = 3.0  # how long a TCP connect to the head may take before the head counts as lost
 REFRESH_SECONDS = 5.0  # how often the driver re-reads the cluster's nodes and checks the head
+ANSWER_SECONDS = 10.0  # a head that takes longer to list its nodes counts as lost
 
 
 class ClusterLostError(SweepError):
@@ -109,6 +111,7 @@ class RayExecutor:
         self.started_here = False
         self.head: Optional[tuple[str, int]] = None
         self.lost = False
+        self.hung = False  # a call into the head never returned: shutting Ray down would hang too
 
     # ------------------------------------------------------------ the cluster
 
@@ -140,9 +143,26 @@ class RayExecutor:
             return False
 
     def _nodes(self) -> list[dict]:
+        """The live nodes. Asked from a thread: a head that dies mid-call would block this one for a
+        minute and then Ray ends the process, before the running trials could be recorded."""
         if not self._head_alive():
             raise ClusterLostError(f"lost {self._where()}: it does not answer")
-        return [node for node in self.ray.nodes() if node.get("Alive")]
+        answer: dict = {}
+
+        def ask():
+            try:
+                answer["nodes"] = self.ray.nodes()
+            except Exception as exc:  # noqa: BLE001 - reported below as a lost head
+                answer["error"] = exc
+
+        asking = threading.Thread(target=ask, name="mnist-sweep-ray-nodes", daemon=True)
+        asking.start()
+        asking.join(ANSWER_SECONDS)
+        if "nodes" not in answer:
+            self.hung = asking.is_alive()
+            cause = f" ({type(answer['error']).__name__})" if "error" in answer else ""
+            raise ClusterLostError(f"lost {self._where()}: it stopped answering{cause}")
+        return [node for node in answer["nodes"] if node.get("Alive")]
 
     def _capacity(self) -> int:
         opts = self.options
@@ -201,7 +221,7 @@ class RayExecutor:
             if not self.lost:
                 for generator in running:
                     ray.cancel(generator, force=True)
-            if self.started_here or self.lost:
+            if (self.started_here or self.lost) and not self.hung:
                 ray.shutdown()
 
     def _receive(self, generator, running: dict, queue: deque, emit: Event) -> None:
