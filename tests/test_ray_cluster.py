@@ -262,3 +262,23 @@ def test_trials_that_fit_no_node_stop_before_anything_runs(monkeypatch):
     executor.options.gpus_per_trial = 1
     with pytest.raises(SweepError, match=r"no node .* can run a trial: each needs 1 CPU\(s\) and 1 GPU\(s\)"):
         executor._check_fits(0)
+
+
+def test_a_head_that_stops_answering_mid_call_counts_as_lost(monkeypatch):
+    """A Ray call into a head that died blocks for a minute, then Ray ends the process: never wait on it."""
+    import threading
+    from types import SimpleNamespace
+
+    from mnist_sweep import ray_executor
+    from mnist_sweep.executors import Options
+
+    executor = ray_executor.RayExecutor(Options(ray_address="10.0.0.5:6379"))
+    released = threading.Event()
+    monkeypatch.setattr(executor, "_head_alive", lambda: True)
+    monkeypatch.setattr(executor, "ray", SimpleNamespace(nodes=lambda: released.wait(30)))
+    monkeypatch.setattr(ray_executor, "ANSWER_SECONDS", 0.2)
+    started = time.monotonic()
+    with pytest.raises(ray_executor.ClusterLostError, match="head at 10.0.0.5:6379: it stopped answering"):
+        executor._nodes()
+    assert time.monotonic() - started < 5 and executor.hung
+    released.set()
