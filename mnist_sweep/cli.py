@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, DataError, SweepError
+from .errors import ConfigError, DamagedResultsError, DataError, OptionError, SweepError
+from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -28,7 +29,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -113,8 +114,24 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        _print_next_steps(report.directory)
     if report.failed:
         raise UserError(f"{report.failed} trial(s) failed; their errors are in {report.directory}/runs/*/trial.json")
+
+
+def _print_next_steps(directory) -> None:
+    """After a run: the best configurations by validation accuracy, and the commands that come next."""
+    from rich.console import Console
+
+    from .tables import after_run
+
+    shown = after_run(directory)
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, soft_wrap=True)
+    if shown.body is not None:
+        console.print(shown.body)
+    for line in shown.notes:
+        console.print(line if line.endswith(":") else f"  {line}", markup=False)
 
 
 def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
@@ -133,6 +150,12 @@ def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
 
 def _warn(message: str) -> None:
     click.secho(f"Warning: {message}", fg="yellow", err=True)
+
+
+def _warn_damaged(lines: list[str]) -> None:
+    """Each damaged results file (or row) that was left out, as a warning on stderr."""
+    for line in lines:
+        _warn(f"damaged results: {line}")
 
 
 def _print_trials(sweep_config) -> None:
@@ -174,8 +197,8 @@ def reports_bad_options(command):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric for the findings, factor effects and accuracy-against-time figures, e.g. val_accuracy.")
-@click.option("--group-by", metavar="FACTOR", help="Draw the per-factor figures for this setting only.")
+              help=f"Metric for the findings, setting effects and metric-against-time figures: {', '.join(METRICS)}.")
+@click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
 @click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True, help="Resolution of raster images.")
@@ -183,7 +206,7 @@ def reports_bad_options(command):
                                                      "(needs graphviz and pydot).")
 @reports_errors
 @reports_bad_options
-def plot(results, metric, group_by, fmt, dpi, model_diagrams):
+def plot(results, metric, setting, fmt, dpi, model_diagrams):
     """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
 
     The report starts with the findings of `mnist-sweep compare` on METRIC.
@@ -203,7 +226,8 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
     from .report import plot_results
 
     wrote = 0
-    for outcome in plot_results(results, metric, group_by, fmt, dpi, model_diagrams):
+    for outcome in plot_results(results, metric, setting, fmt, dpi, model_diagrams):
+        _warn_damaged(outcome.damaged)
         for note in outcome.skipped:
             click.echo(f"Skipped ({outcome.sweep_dir.name}): {note}", err=True)
         if outcome.report:
@@ -218,8 +242,8 @@ def plot(results, metric, group_by, fmt, dpi, model_diagrams):
 @click.argument("results", type=click.Path())
 @click.option("--trials", is_flag=True, help="One row per trial (each seed) instead of per configuration.")
 @click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
-              help="Column to sort by, best first: accuracies high to low, anything else low to high; "
-                   "a metric sorts configurations by its mean.")
+              help="Column to sort by, best first: accuracies high to low; losses, times, epochs, parameters "
+                   "and settings low to high. A metric sorts configurations by its mean.")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N rows.")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
@@ -246,6 +270,7 @@ def show(results, trials, sort, top, where, fmt):
     from .tables import show_results
 
     shown = show_results(results, sort, top, where, fmt, trials)
+    _warn_damaged(shown.damaged)
     for note in shown.notes:
         click.echo(f"Note: {note}", err=True)
     if isinstance(shown.body, str):
@@ -259,13 +284,14 @@ def show(results, trials, sort, top, where, fmt):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
-              help="Metric to compare; lower is better for losses and times, e.g. test_loss.")
-@click.option("--factor", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
+              help=f"Metric to compare: {', '.join(METRICS)}. Higher is better for accuracies; lower for "
+                   "losses, times, epochs and parameters.")
+@click.option("--factor", "setting", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
 @reports_bad_options
-def compare(results, metric, factor, fmt):
+def compare(results, metric, setting, fmt):
     """Say which settings matter and which differences hold up across seeds.
 
     Ranks the settings of one sweep by the share of variance they explain,
@@ -280,8 +306,12 @@ def compare(results, metric, factor, fmt):
         mnist-sweep compare results/regularization --metric test_loss --factor activation
     """
     from .compare import compare as compare_results, render
+    from .damage import report
 
-    click.echo(render(compare_results(results, metric, factor), fmt), nl=False)
+    damaged: list = []
+    result = compare_results(results, metric, setting, damaged)
+    _warn_damaged(report(damaged))
+    click.echo(render(result, fmt), nl=False)
 
 
 @cli.command()

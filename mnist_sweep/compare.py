@@ -14,28 +14,35 @@ import numpy as np
 import pandas as pd
 
 from .errors import OptionError
-from .stats import (ALPHA, compare_to_best, design, factor_importance, interaction_tests, interactions, level_contrasts,
-                    lower_is_better, main_effects, seed_spread)
+from .metrics import get as get_metric
+from .metrics import lower_is_better, title
+from .stats import (ALPHA, compare_to_best, design, interaction_tests, interactions, level_contrasts, main_effects,
+                    seed_spread, setting_importance)
 from .store import load_results
 
 
 # ---------------------------------------------------------------- numbers in words
 
+def _percent(metric: str) -> bool:
+    """Accuracies read in percent, their differences in points."""
+    return get_metric(metric).kind == "accuracy"
+
+
 def _bare(metric: str, value: float) -> str:
     """A number in display units without the unit: accuracies in percent (points), losses to 0.001."""
-    digits = 1 if "accuracy" in metric else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
-    text = f"{value * (100 if 'accuracy' in metric else 1):.{digits}f}"
+    digits = 1 if _percent(metric) else 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    text = f"{value * (100 if _percent(metric) else 1):.{digits}f}"
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
 
 
 def _amount(metric: str, value: float, signed: bool = False) -> str:
     text = _bare(metric, value)
     text = f"+{text}" if signed and value > 0 and text.strip("0.") else text
-    return text + (" points" if "accuracy" in metric else " s" if "seconds" in metric else "")
+    return text + (" points" if _percent(metric) else " s" if get_metric(metric).kind == "time" else "")
 
 
 def _value(metric: str, value: float) -> str:
-    return f"{_bare(metric, value)}%" if "accuracy" in metric else _amount(metric, value)
+    return f"{_bare(metric, value)}%" if _percent(metric) else _amount(metric, value)
 
 
 def _p(p: float) -> str:
@@ -70,7 +77,7 @@ def _pair_clause(metric: str, a: str, b: str, r) -> str:
     return f"{win} leads {lose} by {_amount(metric, abs(diff))} in single runs"
 
 
-def _level_name(factor: str, level: str, levels) -> str:
+def _level_name(setting: str, level: str, levels) -> str:
     """Text levels read alone ("adam"); numbers need their setting ("kernel_l2=0.02")."""
     def numeric(text):
         try:
@@ -78,30 +85,30 @@ def _level_name(factor: str, level: str, levels) -> str:
             return True
         except ValueError:
             return text in ("True", "False", "none")
-    return f"{factor}={level}" if all(numeric(x) for x in levels) else level
+    return f"{setting}={level}" if all(numeric(x) for x in levels) else level
 
 
-def _factor_sentences(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
+def _setting_sentences(r: "CompareResult") -> list[str]:
+    name = title(r.metric)
     sentences = []
     for _, f in r.importance.iterrows():
-        if r.factor not in (None, f["factor"]):
+        if r.setting not in (None, f["setting"]):
             continue
         if pd.isna(f["share"]):  # no variance at all: every trial has the same value
-            sentences.append(f"{f['factor']} makes no difference: every trial has the same {name}.")
+            sentences.append(f"{f['setting']} makes no difference: every trial has the same {name}.")
             continue
-        head = f"{f['factor']} explains {_pct(f['share'])} of the variance in {name}"
+        head = f"{f['setting']} explains {_pct(f['share'])} of the variance in {name}"
         head += f" ({_p(f['p'])})" if pd.notna(f["p"]) else ""
-        rows = r.contrasts[(r.contrasts["factor"] == f["factor"]) & (r.contrasts["cells"] > 0)]
-        levels = r.main_effects.loc[r.main_effects["factor"] == f["factor"], "level"]
-        clauses = [_pair_clause(r.metric, _level_name(f["factor"], c["level"], levels),
-                                _level_name(f["factor"], c["reference"], levels), c) for _, c in rows.iterrows()]
+        rows = r.contrasts[(r.contrasts["setting"] == f["setting"]) & (r.contrasts["cells"] > 0)]
+        levels = r.main_effects.loc[r.main_effects["setting"] == f["setting"], "level"]
+        clauses = [_pair_clause(r.metric, _level_name(f["setting"], c["level"], levels),
+                                _level_name(f["setting"], c["reference"], levels), c) for _, c in rows.iterrows()]
         sentences.append("; ".join([head, *clauses]) + ".")
     return sentences
 
 
 def _best_sentence(r: "CompareResult") -> str:
-    name, table = r.metric.replace("_", " "), r.versus_best
+    name, table = title(r.metric), r.versus_best
     best, others = table.iloc[0], table.iloc[1:]
     if others.empty:
         return f"Only one configuration finished ({best['config']}): there is nothing to compare it with."
@@ -130,7 +137,7 @@ def _best_sentence(r: "CompareResult") -> str:
 # ---------------------------------------------------------------- findings
 
 def _findings(r: "CompareResult") -> list[str]:
-    name = r.metric.replace("_", " ")
+    name = title(r.metric)
     n_ok = r.total - sum(r.excluded.values())
     if r.excluded:
         dropped = ", ".join(f"{n} {status}" for status, n in r.excluded.items())
@@ -143,7 +150,7 @@ def _findings(r: "CompareResult") -> list[str]:
     if r.seeds[1] < 2:
         out.append("No interval can be given with 1 seed per configuration: the shares and rankings below come "
                    "from single runs; run 3 or more seeds (`seeds: 3`) to tell which differences are real.")
-    out += _factor_sentences(r)
+    out += _setting_sentences(r)
     out.append(_best_sentence(r))
     if pd.notna(r.spread["sd"]):
         share = f": {_pct(r.spread['share'])} of all the variance" if pd.notna(r.spread["share"]) else ""
@@ -173,13 +180,13 @@ class CompareResult:
     """What `mnist-sweep compare` reports on one sweep: its tables, and the findings they support."""
 
     metric: str
-    factor: str | None
+    setting: str | None
     total: int  # every trial recorded
     excluded: dict[str, int]  # trials left out, by status
     n_configs: int
     seeds: tuple[int, int]  # fewest and most finished seeds of a configuration
     balanced: bool
-    importance: pd.DataFrame  # factor_importance
+    importance: pd.DataFrame  # setting_importance
     main_effects: pd.DataFrame
     contrasts: pd.DataFrame  # level_contrasts
     versus_best: pd.DataFrame  # compare_to_best
@@ -191,42 +198,43 @@ class CompareResult:
     def to_dict(self) -> dict:
         def records(frame):
             return json.loads(frame.to_json(orient="records"))
-        return {"metric": self.metric, "factor": self.factor, "trials": self.total, "excluded": self.excluded,
+        return {"metric": self.metric, "setting": self.setting, "trials": self.total, "excluded": self.excluded,
                 "configurations": self.n_configs, "seeds": {"min": self.seeds[0], "max": self.seeds[1]},
                 "balanced": self.balanced, "findings": self.findings,
                 "importance": records(self.importance), "main_effects": records(self.main_effects),
                 "contrasts": records(self.contrasts), "versus_best": records(self.versus_best),
-                "interactions": [{"factors": list(k), "means": json.loads(v.to_json(orient="index"))}
+                "interactions": [{"settings": list(k), "means": json.loads(v.to_json(orient="index"))}
                                  for k, v in self.interactions.items()],
                 "interaction_tests": records(self.interaction_tests),
                 "seed_spread": {k: (None if pd.isna(v) else v) for k, v in self.spread.items()}}
 
 
-def compare(results, metric: str = "test_accuracy", factor: str | None = None) -> CompareResult:
+def compare(results, metric: str = "test_accuracy", setting: str | None = None,
+            damaged: list | None = None) -> CompareResult:
     """Rank the settings, test the best configuration against the rest, and state the findings.
 
-    `results` is one sweep's directory or its `load_results` DataFrame; `factor` narrows the
-    per-setting tables and sentences to one setting.
+    `results` is one sweep's directory or its `load_results` DataFrame; `setting` narrows the
+    per-setting tables and sentences to one setting; damaged files left out go to `damaged`.
     """
-    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    df = results if isinstance(results, pd.DataFrame) else load_results(results, damaged)
     if "sweep" in df.columns and df["sweep"].nunique() > 1:
         names = sorted(df["sweep"].unique())
         where = f"{results}/" if not isinstance(results, pd.DataFrame) else ""
         raise OptionError("RESULTS", f"the results hold {len(names)} sweeps ({', '.join(names)}); compare one at "
                                      f"a time, e.g. mnist-sweep compare {where}{names[0]}")
     result = CompareResult(
-        metric=metric, factor=factor, **design(df, metric, factor),
-        importance=factor_importance(df, metric), main_effects=main_effects(df, metric, factor),
-        contrasts=level_contrasts(df, metric, factor), versus_best=compare_to_best(df, metric),
-        interactions=interactions(df, metric, factor), interaction_tests=interaction_tests(df, metric, factor),
+        metric=metric, setting=setting, **design(df, metric, setting),
+        importance=setting_importance(df, metric), main_effects=main_effects(df, metric, setting),
+        contrasts=level_contrasts(df, metric, setting), versus_best=compare_to_best(df, metric),
+        interactions=interactions(df, metric, setting), interaction_tests=interaction_tests(df, metric, setting),
         spread=seed_spread(df, metric))
     result.findings = _findings(result)
     return result
 
 
-def findings(results, metric: str = "test_accuracy", factor: str | None = None) -> list[str]:
+def findings(results, metric: str = "test_accuracy", setting: str | None = None) -> list[str]:
     """The plain sentences of `compare`: what the numbers in its tables say."""
-    return compare(results, metric, factor).findings
+    return compare(results, metric, setting).findings
 
 
 # ---------------------------------------------------------------- rendering
@@ -256,20 +264,20 @@ def _contrast_cells(metric: str, r) -> list[str]:
 
 def _sections(r: CompareResult) -> list[tuple[str, pd.DataFrame]]:
     """The report's tables as (title, DataFrame of display strings)."""
-    m, name = r.metric, r.metric.replace("_", " ")
-    unit = " (accuracy in %, differences in points)" if "accuracy" in m else ""
+    m, name = r.metric, title(r.metric)
+    unit = " (accuracy in %, differences in points)" if _percent(m) else ""
     tail = ["difference (Holm-adjusted CI)", "p (Holm)", "verdict", "seeds needed"]
     sections = [(f"Settings ranked by share of the variance in {name}", pd.DataFrame(
-        [[str(f["rank"]), f["factor"], str(f["levels"]), _pct(f["share"]) if pd.notna(f["share"]) else "",
+        [[str(f["rank"]), f["setting"], str(f["levels"]), _pct(f["share"]) if pd.notna(f["share"]) else "",
           _p_cell(f["p"])] for _, f in r.importance.iterrows()],
         columns=["rank", "setting", "levels", "share", "p"]))]
     mixed = "" if r.balanced else "; unbalanced, so a level's mean mixes the other settings"
     sections.append((f"Mean {name} per level{unit}{mixed}", pd.DataFrame(
-        [[e["factor"], e["level"], str(e["n_configs"]), str(e["n_trials"]), _bare(m, e["mean"]),
+        [[e["setting"], e["level"], str(e["n_configs"]), str(e["n_trials"]), _bare(m, e["mean"]),
           _interval(m, e["ci_low"], e["ci_high"])] for _, e in r.main_effects.iterrows()],
         columns=["setting", "level", "configs", "trials", "mean", "95% CI"])))
     sections.append((f"Each level against its setting's best, matched on the other settings{unit}", pd.DataFrame(
-        [[c["factor"], c["level"], c["reference"], str(c["n_seeds"]) if c["cells"] else "", *_contrast_cells(m, c)]
+        [[c["setting"], c["level"], c["reference"], str(c["n_seeds"]) if c["cells"] else "", *_contrast_cells(m, c)]
          for _, c in r.contrasts.iterrows()], columns=["setting", "level", "vs", "seeds", *tail])))
     sections.append((f"The best configuration against every other{unit}", pd.DataFrame(
         [[b["config"], str(b["n"]), _mean_cell(m, b["mean"], b["mean_low"], b["mean_high"]), *_contrast_cells(m, b)]

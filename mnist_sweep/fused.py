@@ -19,6 +19,7 @@ from typing import Any, Optional
 from .backend import fresh_session, get_keras
 from .grid import Trial
 from .models import build_model, count_params, summary_text
+from .records import TrialResult
 from .store import HISTORY_COLUMNS
 from .train import EVAL_BATCH, stop_mode, summarize_history
 
@@ -215,7 +216,7 @@ def _metrics(b: _Branch) -> dict[str, Any]:
 
 @fresh_session()
 def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
-                  save_model: bool = False) -> dict[str, dict[str, Any]]:
+                  save_model: bool = False) -> dict[str, TrialResult]:
     """Train a group of trials as one fused model; returns each trial's result, keyed by trial id."""
     from .backend import resolve_device, versions
     from .models import build_optimizer
@@ -251,7 +252,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}
-    results = {}
+    results: dict[str, TrialResult] = {}
     share = group_seconds / len(trials)
     for k, b in enumerate(branches):
         metrics = _metrics(b)

@@ -17,8 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .stats import half_width, level_text, main_effects, metric_range
-from .tables import factor_levels, higher_is_better, trial_labels, varying_factors
+from .metrics import bounds, higher_is_better, title
+from .metrics import get as get_metric
+from .stats import setting_importance, half_width, level_contrasts, level_text
+from .tables import setting_levels, trial_labels, varying_columns
 
 # Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -28,24 +30,16 @@ MAX_LABELLED = 40  # bar charts name each trial up to this many trials
 STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
                  "running": "#999999", "interrupted": "#999999"}
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
-TITLES = {"loss": "training loss", "val_loss": "validation loss", "accuracy": "training accuracy",
-          "val_accuracy": "validation accuracy", "train_loss": "train loss", "train_accuracy": "train accuracy",
-          "test_loss": "test loss", "test_accuracy": "test accuracy", "wall_seconds": "wall time",
-          "fit_seconds": "fit time", "seconds_per_epoch": "time per epoch", "epochs_run": "epochs run"}
 SHARED_TIME_NOTE = ("Times are shared within fused groups (group_seconds): trials trained together show "
                     "a share of their group's time,\nnot a separate measurement.")
 
 
 def axis_label(metric: str) -> str:
-    """An axis label with its unit: accuracy is a fraction, loss is cross-entropy, times are seconds."""
-    name = TITLES.get(metric, metric.replace("_", " "))
-    if "accuracy" in metric:
-        return f"{name} (fraction correct)"
-    if "loss" in metric:
-        return f"{name} (cross-entropy)"
-    if "seconds" in metric:
-        return f"{name} (s)"
-    return name
+    """An axis label with its unit (`metrics.Metric.axis_label`); other columns by name."""
+    try:
+        return get_metric(metric).axis_label
+    except KeyError:
+        return title(metric)
 
 
 def level_styles(n: int) -> tuple[list[Any], list[str]]:
@@ -101,7 +95,7 @@ def _trials(n: int) -> str:
 
 def _config_keys(summary) -> list[str]:
     """The columns that tell one configuration from another: its id, else its settings."""
-    keys = ["config_id"] if "config_id" in summary.columns else [f for f in varying_factors(summary) if f != "sweep"]
+    keys = ["config_id"] if "config_id" in summary.columns else [f for f in varying_columns(summary) if f != "sweep"]
     return (["sweep"] if "sweep" in summary.columns else []) + keys
 
 
@@ -118,32 +112,32 @@ def seed_band(rows, metric: str, configs: list[str]):
     return values.groupby("epoch")[metric].mean(), pd.Series(half_width(sd, dof, epochs["n"]), index=epochs.index)
 
 
-def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
-    """Loss and accuracy per epoch, one line per level of `factor`: the mean over the trials with that
+def learning_curves(summary, histories, setting: str, metrics: Sequence[str] = CURVE_METRICS) -> Figure:
+    """Loss and accuracy per epoch, one line per level of `setting`: the mean over the trials with that
     level (other settings and seeds), with a band for its 95% CI across seeds (see `seed_band`): how
     far the line could move with other seeds, not how the other settings spread (SEEDS.md #4)."""
     configs = _config_keys(summary)
-    data = _with_settings(histories, summary, [factor, *configs])
-    levels = [v for v in factor_levels(summary, factor) if (data[factor] == v).any()]
+    data = _with_settings(histories, summary, [setting, *configs])
+    levels = [v for v in setting_levels(summary, setting) if (data[setting] == v).any()]
     if not levels:
-        raise ValueError(f"no history to draw for {factor}")
+        raise ValueError(f"no history to draw for {setting}")
     colors, styles = level_styles(len(levels))
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, math.ceil(len(metrics) / 2), sharex=True, sharey="row", squeeze=False)
-    counts = [data.loc[data[factor] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
+    counts = [data.loc[data[setting] == v, _keys(summary, histories)].drop_duplicates().shape[0] for v in levels]
     ragged = banded = False
     for ax, metric in zip(axes.flat, metrics):
         for level, color, style in zip(levels, colors, styles):
-            rows = data[data[factor] == level]
+            rows = data[data[setting] == level]
             ragged |= rows.groupby("epoch")[metric].count().nunique() > 1
             mean, half = seed_band(rows, metric, configs)
             ax.plot(mean.index, mean, color=color, linestyle=style, linewidth=2, label=str(level))
             if half.notna().any():
                 banded = True
-                low, high = metric_range(metric)
+                low, high = bounds(metric)
                 ax.fill_between(half.index, (mean - half).clip(lower=low), (mean + half).clip(upper=high),
                                 color=color, alpha=0.15, linewidth=0)
-        ax.set_title(TITLES.get(metric, metric))
+        ax.set_title(title(metric))
         ax.set_ylabel(axis_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -158,8 +152,8 @@ def learning_curves(summary, histories, factor: str, metrics: Sequence[str] = CU
         else "no band: a single seed per configuration gives no interval")
     if ragged:
         detail += "; trials that stopped early leave the mean after their last epoch"
-    fig.suptitle(f"Learning curves by {factor}\n" + textwrap.fill(detail, 110), fontsize=12)
-    _level_key(fig, axes, levels, colors, styles, factor, counts)
+    fig.suptitle(f"Learning curves by {setting}\n" + textwrap.fill(detail, 110), fontsize=12)
+    _level_key(fig, axes, levels, colors, styles, setting, counts)
     return fig
 
 
@@ -241,7 +235,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
 
     keys = _keys(summary, histories)
     trial_ids = list(summary["trial_id"] if trial_ids is None else trial_ids)
-    parts = varying_factors(summary) or ["trial_id"]
+    parts = varying_columns(summary) or ["trial_id"]
     if summary["seed"].nunique() > 1:
         parts.append("seed")
     rows_needed = math.ceil(len(trial_ids) / columns)
@@ -334,7 +328,7 @@ def wall_time(summary) -> Figure:
         if n <= MAX_LABELLED:
             ax.bar_label(bars, labels=[f"{v:.3g}" if v else "" for v in values], padding=2, fontsize=7)
         ax.set_xlabel(axis_label(column))
-        ax.set_title(TITLES[column] + " per trial")
+        ax.set_title(title(column) + " per trial")
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.12)
     _bar_labels(time_ax, data["label"], n, "wall time")
@@ -381,15 +375,15 @@ def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12
     higher = higher_is_better(metric)
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     ax = fig.subplots()
-    factors = [f for f in varying_factors(summary) if summary[f].nunique() <= MAX_LEGEND]
+    settings = [f for f in varying_columns(summary) if summary[f].nunique() <= MAX_LEGEND]
     markers = ("o", "s", "^", "D", "v", "P", "X", "*")
-    if factors:
-        levels = factor_levels(data, factors[0])
+    if settings:
+        levels = setting_levels(data, settings[0])
         colors, _ = level_styles(len(levels))
         for level, color, marker in zip(levels, colors, markers):
-            rows = data[data[factors[0]] == level]
+            rows = data[data[settings[0]] == level]
             ax.scatter(rows["wall_seconds"], rows[metric], s=45, color=color, marker=marker, alpha=0.85,
-                       label=f"{factors[0]}={level}", zorder=3)
+                       label=f"{settings[0]}={level}", zorder=3)
     else:
         ax.scatter(data["wall_seconds"], data[metric], s=45, color=PALETTE[0], alpha=0.85, label="trial", zorder=3)
     front = pareto_front(data["wall_seconds"].to_numpy(), data[metric].to_numpy(), higher)
@@ -411,7 +405,7 @@ def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12
     ax.margins(x=0.15, y=0.1)
     ax.legend(loc="best", fontsize=8)
     better = "more accurate" if higher else "lower"
-    fig.suptitle(f"{TITLES.get(metric, metric).capitalize()} against wall time ({_trials(len(data))})\n"
+    fig.suptitle(f"{title(metric).capitalize()} against wall time ({_trials(len(data))})\n"
                  f"Pareto front: no other trial is both faster and {better}{_time_note(summary)}", fontsize=12)
     return fig
 
@@ -447,52 +441,76 @@ def overfitting_gap(summary) -> Figure:
     return fig
 
 
-def factor_effects(summary, metric: str = "test_accuracy", factors: Sequence[str] | None = None) -> Figure:
-    """Per varying setting, most important first, the mean metric per level with its 95% confidence
-    interval: `stats.main_effects`, so the figure and `mnist-sweep compare` agree number for number
-    (the interval comes from the seed-to-seed SD pooled within configurations). The dots are the
-    trials; only finished trials with the metric count."""
-    effects = main_effects(summary, metric)
-    factors = [f for f in dict.fromkeys(effects["factor"]) if factors is None or f in factors]
-    if not factors:
+VERDICT_COLORS = {"better": PALETTE[2], "worse": PALETTE[1]}  # Holm-significant; anything else PALETTE[0]
+
+
+def _tick(level, detail: str) -> str:
+    """A level's tick label, wrapped, with what compare says of it beneath."""
+    return textwrap.fill(str(level), 14, max_lines=3, placeholder="…") + (f"\n({detail})" if detail else "")
+
+
+def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[str] | None = None) -> Figure:
+    """Per varying setting, most important first, each level minus the setting's best level, matched on
+    the other settings, with its Holm-adjusted 95% interval: `stats.level_contrasts`, the comparisons
+    `mnist-sweep compare` tests, number for number.
+
+    A level's plain mean would average over whatever else ran at that level: in a grid plus `include:`
+    rows, `kernel_l2=0` holds the sigmoid and tanh trials and 0.02 only relu ones. A matched difference
+    compares configurations that agree on every other setting, so a bar crosses 0 exactly when compare
+    says "no detectable difference". Accuracies are drawn in percentage points.
+    """
+    contrasts = level_contrasts(summary, metric)
+    ranked = [f for f in setting_importance(summary, metric)["setting"] if f in set(contrasts["setting"])]
+    settings = [f for f in ranked if settings is None or f in settings]
+    if not settings:
         raise ValueError("no setting varies among the finished trials")
-    finished = summary if "status" not in summary.columns else summary[summary["status"] == "ok"]
-    values = pd.to_numeric(finished[metric], errors="coerce").replace([np.inf, -np.inf], np.nan)
-    columns = min(len(factors), 3)
-    rows = math.ceil(len(factors) / columns)
-    fig = Figure(figsize=(4.6 * columns + 0.4, 4.4 * rows + 0.6), layout="constrained")
+    measure = get_metric(metric)
+    scale, unit = (100, "percentage points") if measure.kind == "accuracy" else (1, measure.unit)
+    columns = min(len(settings), 3)
+    rows = math.ceil(len(settings) / columns)
+    fig = Figure(figsize=(4.6 * columns + 0.4, 4.4 * rows + 0.8), layout="constrained")
     axes = fig.subplots(rows, columns, sharey=True, squeeze=False)
-    for ax, factor in zip(axes.flat, factors):
-        order = {level_text(v): i for i, v in enumerate(factor_levels(summary, factor))}  # the config's order
-        table = effects[effects["factor"] == factor].sort_values("level", key=lambda x: x.map(order), kind="stable")
-        table = table.reset_index(drop=True)
-        labels = finished[factor].map(level_text)
-        for i, level in enumerate(table["level"]):
-            points = values[labels == level].dropna()
-            jitter = np.linspace(0.12, 0.3, len(points)) if len(points) > 1 else np.full(len(points), 0.2)
-            ax.scatter(i + jitter, points, s=12, color="0.55", zorder=2)  # beside the interval, not under it
-        errors = np.vstack([np.nan_to_num(table["mean"] - table["ci_low"]),
-                            np.nan_to_num(table["ci_high"] - table["mean"])])
-        ax.errorbar(range(len(table)), table["mean"], yerr=errors, fmt="o", color=PALETTE[0], markersize=7,
-                    capsize=5, linewidth=2, zorder=3)
-        names = [textwrap.fill(str(v), 14, max_lines=3, placeholder="…") + f"\n(n={k})"
-                 for v, k in zip(table["level"], table["n_trials"])]
-        crowded = len(table) > 6
-        ax.set_xticks(range(len(table)), names, fontsize=8, rotation=30 if crowded else 0,
+    for ax, setting in zip(axes.flat, settings):
+        table = contrasts[contrasts["setting"] == setting].set_index("level")
+        reference = table["reference"].iloc[0]
+        order = {level_text(v): i for i, v in enumerate(setting_levels(summary, setting))}  # the config's order
+        levels = sorted([reference, *table.index], key=lambda v: order.get(v, len(order)))
+        ax.axhline(0, color="0.3", linewidth=1, zorder=1)
+        names = []
+        for i, level in enumerate(levels):
+            if level == reference:
+                ax.errorbar([i], [0.0], fmt="D", color="black", markersize=7, zorder=3, label=level)
+                names.append(_tick(level, "best"))
+                continue
+            r = table.loc[level]
+            if not r["cells"] or pd.isna(r["diff"]):
+                ax.text(i, 0, f"not run beside\n{reference}", ha="center", va="bottom", fontsize=7, color="0.4")
+                names.append(_tick(level, ""))
+                continue
+            diff = scale * r["diff"]
+            error = (None if pd.isna(r["ci_low"]) else
+                     [[diff - scale * r["ci_low"]], [scale * r["ci_high"] - diff]])
+            ax.errorbar([i], [diff], yerr=error, fmt="o", color=VERDICT_COLORS.get(r["verdict"], PALETTE[0]),
+                        markersize=7, capsize=5, linewidth=2, zorder=3, label=level)
+            names.append(_tick(level, str(r["verdict"]).split(" at ")[0].replace("no detectable difference", "no diff.")))
+        crowded = len(levels) > 6
+        ax.set_xticks(range(len(levels)), names, fontsize=8, rotation=30 if crowded else 0,
                       ha="right" if crowded else "center")
-        ax.set_title(f"by {factor}")
-        ax.set_xlabel(factor)
+        ax.set_title(f"by {setting}")
+        ax.set_xlabel(setting)
         if ax in axes[:, 0]:
-            ax.set_ylabel(axis_label(metric))
+            ax.set_ylabel(f"{measure.title}: level − best level" + (f" ({unit})" if unit else ""))
         ax.grid(axis="y", alpha=0.3)
-        ax.set_xlim(-0.5, len(table) - 0.5)
-    for ax in axes.flat[len(factors):]:
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+    for ax in axes.flat[len(settings):]:
         ax.set_visible(False)
-    interval = ("95% confidence interval from the seed-to-seed SD pooled within configurations, as "
-                "`mnist-sweep compare` reports it" if effects["ci_low"].notna().any()
+    interval = ("bars: the Holm-adjusted 95% CI of each difference, as `mnist-sweep compare` reports it; a bar "
+                "crossing 0 is no detectable difference" if contrasts["ci_low"].notna().any()
                 else "no interval: a single seed per configuration gives none")
-    fig.suptitle(f"Mean {TITLES.get(metric, metric)} per level (averaged over the other settings), most "
-                 f"important setting first\n{interval}; grey dots beside each level: its trials", fontsize=12)
+    better = "above" if measure.higher_is_better else "below"
+    lines = [f"{measure.title.capitalize()} of each level minus its setting's best level, matched on the other "
+             "settings; most important setting first", f"{interval}; {better} 0 is better"]
+    fig.suptitle("\n".join(textwrap.fill(line, 45 * columns) for line in lines), fontsize=11)
     return fig
 
 

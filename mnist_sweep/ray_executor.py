@@ -27,7 +27,9 @@ from types import SimpleNamespace
 from typing import Optional
 
 from .errors import SweepError
-from .executors import ARRAYS, Event, Options, Task, execute_task, worker_env
+from .executors import ARRAYS, Options, execute_task, worker_env
+from .records import Emit as Event
+from .records import Task
 
 NODE_LOSS_RETRIES = 3  # times a trial is resubmitted after losing its node
 WORKER_CRASH_LIMIT = 2  # a trial whose worker dies this many times on live nodes is recorded failed

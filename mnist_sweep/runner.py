@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ResultsError
+from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
 from .fused import group_trials
 from .grid import Trial, expand, varying_settings
+from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
@@ -48,9 +49,20 @@ class Progress:
     def start(self, total: int, todo: int, skipped: int, dataset_info: dict) -> None: ...
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
-    def trial_finished(self, trial: Trial, record: dict) -> None: ...
+    def trial_finished(self, trial: Trial, record: TrialRecord) -> None: ...
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def _from_ray(exc: BaseException) -> bool:
+    """Whether an exception comes from Ray or the gRPC link to its cluster (not from our code)."""
+    return type(exc).__module__.split(".")[0] in ("ray", "grpc")
 
 
 def _now() -> str:
@@ -67,11 +79,11 @@ class Sweep:
         self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
         self.progress = progress or Progress()
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict]] = {}
         self.data = None
         self.report: Optional[SweepReport] = None
-        self.executor = None
+        self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
 
     def pending(self, force: bool = False) -> list[Trial]:
@@ -115,7 +127,7 @@ class Sweep:
 
     # ------------------------------------------------------------ recording
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: TrialRecord) -> None:
         self.records[record["trial_id"]] = record
         self.store.write_record(record)
         self._write_summary()
@@ -141,8 +153,8 @@ class Sweep:
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
 
-    def _finish(self, trial: Trial, result: dict) -> None:
-        record = dict(self.records.get(trial.trial_id) or {})
+    def _finish(self, trial: Trial, result: TrialResult) -> None:
+        record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
@@ -175,10 +187,10 @@ class Sweep:
                                f"The {kept} trial(s) recorded before are intact; fix the problem and run "
                                "the same command again to continue.") from None
 
-    def _mark_interrupted(self) -> None:
+    def _mark_interrupted(self, reason: str = INTERRUPTED) -> None:
         for record in list(self.records.values()):
             if record.get("status") == "running":
-                record = dict(record, status="interrupted", error=INTERRUPTED,
+                record = dict(record, status="interrupted", error=reason,
                               finished_at=_now())
                 self.store.write_record(record)
                 self.records[record["trial_id"]] = record
@@ -232,10 +244,11 @@ class Sweep:
                           fuse=options.fuse or self.config.execution == "fused",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none")
+        self.store.refuse_nested()
+        self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
             self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
-            self.data = load_dataset(self.config.dataset, warn=warn)
             self.store.prepare(config_to_dict(self.config))
             self._write_summary()  # agrees with the run directories even if the last run was killed
             self.executor = make_executor(executor, options)
@@ -250,6 +263,13 @@ class Sweep:
             except KeyboardInterrupt:
                 self.report.interrupted = True
                 self._mark_interrupted()
+            except Exception as exc:  # the trials that were running are not any more, whatever stopped them
+                self._mark_interrupted(f"the sweep stopped before it finished: {_short(exc)}")
+                if _from_ray(exc):
+                    raise SweepError(f"the Ray cluster stopped under the sweep ({_short(exc)}); the running "
+                                     f"trial(s) are recorded as interrupted in {self.store.dir}; start the "
+                                     "cluster again and run the same command to resume") from None
+                raise
             self.report.wall_seconds = time.perf_counter() - start
             self._keep_models()
         self.progress.finish(self.report)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ResultsError
+from .metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
 from .store import FINISHED, atomic_write
 
 MODEL_FILE = "model.keras"
@@ -53,8 +54,8 @@ def best_trial(records: dict[str, dict[str, Any]], sweep_dir: Path) -> Optional[
                   if r.get("status") == FINISHED and (sweep_dir / "runs" / r["trial_id"] / MODEL_FILE).is_file()]
     if not candidates:
         return None
-    have_val = any(_number((r.get("metrics") or {}).get("val_accuracy")) is not None for r in candidates)
-    accuracy, loss = ("val_accuracy", "val_loss") if have_val else ("train_accuracy", "train_loss")
+    have_val = any(_number((r.get("metrics") or {}).get(SELECTION[0])) is not None for r in candidates)
+    accuracy, loss = SELECTION if have_val else SELECTION_WITHOUT_VALIDATION
 
     def rank(record):
         metrics = record.get("metrics") or {}

@@ -1,4 +1,4 @@
-"""Which differences are real: seed summaries, factor importance, tests against the best.
+"""Which differences are real: seed summaries, setting importance, tests against the best.
 
 Pure functions over the trial DataFrame of `store.load_results`. Only trials with status "ok" count;
 the others are excluded and counted. A configuration is one set of settings (`config_id`); its seeds
@@ -19,24 +19,14 @@ import pandas as pd
 from scipy import special
 
 from .errors import OptionError, ResultsError, did_you_mean
-from .store import FINISHED, factor_columns
+from .metrics import METRICS, bounds, level_order, lower_is_better, unknown_metric
+from .store import FINISHED, setting_columns
 
 ALPHA = 0.05  # two-sided level of every interval (95%) and test
 POWER = 0.80  # the power a seeds hint aims for
 MAX_SEEDS_HINT = 1000  # beyond this a hint says nothing: the difference is too small to chase
 DEFAULT_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss",
                    "wall_seconds")
-METRICS = DEFAULT_METRICS + ("fit_seconds", "seconds_per_epoch", "epochs_run", "best_epoch", "params")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Losses and times improve downwards; accuracies upwards."""
-    return metric.endswith("loss") or "seconds" in metric or metric == "params"
-
-
-def metric_range(metric: str) -> tuple[float, float]:
-    """The values a metric can take: accuracies lie in [0, 1]; losses, times and counts are at least 0."""
-    return (0.0, 1.0) if metric.endswith("accuracy") else (0.0, math.inf)
 
 
 def t_quantile(df, q: float = 1 - ALPHA / 2):
@@ -56,7 +46,7 @@ def half_width(sd, df, n):
 def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float, float]:
     """Mean, SD and the 95% t-interval of the mean; the SD and interval are NaN below 2 values.
 
-    The interval is cut to `bounds`, the values the mean can take (`metric_range`): with few seeds a
+    The interval is cut to `bounds`, the values the mean can take (`metrics.bounds`): with few seeds a
     t-interval of an accuracy can reach past 100%, where the true mean cannot be.
     """
     x = pd.Series(values, dtype=float).dropna()
@@ -135,8 +125,8 @@ def power_hint(diff: float, sd: float, *, paired: bool = False, alpha: float = A
 # ---------------------------------------------------------------- preparing the trials
 
 class _Trials(NamedTuple):
-    ok: pd.DataFrame  # finished trials with the metric; factor columns as text labels, plus "_config"
-    factors: list[str]  # the settings that vary among them
+    ok: pd.DataFrame  # finished trials with the metric; setting columns as text labels, plus "_config"
+    settings: list[str]  # the settings that vary among them
     excluded: dict[str, int]  # trials left out, by status
     total: int
 
@@ -151,17 +141,12 @@ def level_text(value) -> str:
 
 
 def _ordered(labels: pd.Series) -> list[str]:
-    """Distinct labels, numbers in numeric order first, then the others as they appear."""
-    def key(text):
-        try:
-            return (0, float(text))
-        except ValueError:
-            return (1, 0.0)
-    return sorted(pd.unique(labels), key=key)
+    """Distinct labels in `metrics.level_order`."""
+    return level_order(labels.tolist())
 
 
-def _config_label(row: pd.Series, factors: list[str]) -> str:
-    return ", ".join(f"{f}={row[f]}" for f in factors) if factors else str(row.get("config_id", "all"))
+def _config_label(row: pd.Series, settings: list[str]) -> str:
+    return ", ".join(f"{f}={row[f]}" for f in settings) if settings else str(row.get("config_id", "all"))
 
 
 def split_ok(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -173,14 +158,14 @@ def split_ok(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     return df[ok], {status: int(n) for status, n in counts.items()}
 
 
-def _trials(df: pd.DataFrame, metric: str, factor: str | None = None) -> _Trials:
+def _trials(df: pd.DataFrame, metric: str, setting: str | None = None) -> _Trials:
     if df.empty:
         raise ResultsError("the results hold no trials yet: run `mnist-sweep run CONFIG` first")
-    numeric = [c for c in df.columns if c in METRICS or (c not in factor_columns(df) and
-                                                         pd.api.types.is_numeric_dtype(df[c]))]
-    if metric not in df.columns or metric not in numeric:
-        raise OptionError("--metric", f'no metric "{metric}" in the results{did_you_mean(metric, numeric)}; '
-                          f"metrics: {', '.join(m for m in METRICS if m in df.columns)}")
+    if metric not in METRICS:
+        raise unknown_metric(metric)
+    if metric not in df.columns:
+        raise OptionError("--metric", f'no metric "{metric}" in the results; '
+                                      f"metrics: {', '.join(m for m in METRICS if m in df.columns)}")
     ok, excluded = split_ok(df)
     missing = ok[metric].isna()
     if missing.any():
@@ -190,32 +175,32 @@ def _trials(df: pd.DataFrame, metric: str, factor: str | None = None) -> _Trials
         raise ResultsError(f"none of the {len(df)} trials finished with a {metric} "
                            f"({', '.join(f'{n} {s}' for s, n in excluded.items())}): nothing to compare")
     ok[metric] = ok[metric].astype(float)
-    factors = []
-    for f in factor_columns(df):
+    settings = []
+    for f in setting_columns(df):
         ok[f] = ok[f].map(level_text)
         if ok[f].nunique() > 1:
-            factors.append(f)
-    ok["_config"] = (ok[factors].radd([f"{f}=" for f in factors]).agg(", ".join, axis=1) if factors
+            settings.append(f)
+    ok["_config"] = (ok[settings].radd([f"{f}=" for f in settings]).agg(", ".join, axis=1) if settings
                      else ok["config_id"].astype(str) if "config_id" in ok.columns else "all")
-    if factor is not None and factor not in factors:
-        known = factor_columns(df)
-        problem = ("does not vary among the finished trials" if factor in known
-                   else f"is not a setting of this sweep{did_you_mean(factor, known)}")
-        raise OptionError("--factor", f'"{factor}" {problem}; settings that vary: {", ".join(factors) or "none"}')
-    return _Trials(ok, factors, excluded, len(df))
+    if setting is not None and setting not in settings:
+        known = setting_columns(df)
+        problem = ("does not vary among the finished trials" if setting in known
+                   else f"is not a setting of this sweep{did_you_mean(setting, known)}")
+        raise OptionError("--factor", f'"{setting}" {problem}; settings that vary: {", ".join(settings) or "none"}')
+    return _Trials(ok, settings, excluded, len(df))
 
 
 def _balanced(t: _Trials) -> bool:
     """A full factorial (every combination of levels run) with the same number of seeds everywhere."""
-    cells = math.prod(t.ok[f].nunique() for f in t.factors)
+    cells = math.prod(t.ok[f].nunique() for f in t.settings)
     sizes = t.ok.groupby("_config").size()
     return len(sizes) == cells and sizes.nunique() == 1
 
 
-def design(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> dict:
+def design(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> dict:
     """How the trials that count are laid out: trials recorded (`total`), those left out by status
     (`excluded`), `n_configs`, `seeds` (fewest and most of a configuration) and whether `balanced`."""
-    t = _trials(df, metric, factor)
+    t = _trials(df, metric, setting)
     sizes = t.ok.groupby("_config").size()
     return {"total": t.total, "excluded": t.excluded, "n_configs": len(sizes),
             "seeds": (int(sizes.min()), int(sizes.max())), "balanced": _balanced(t)}
@@ -234,17 +219,17 @@ def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
     for m in metrics:
         if m not in df.columns:
             raise OptionError("--metric", f'no metric "{m}" in the results{did_you_mean(m, df.columns)}')
-    factors = factor_columns(df)
+    settings = setting_columns(df)
     keys = [k for k in ("sweep", "config_id") if k in df.columns]
     rows = []
     for _, group in df.groupby(keys, sort=False, dropna=False):
         ok, _ = split_ok(group)
         first = group.iloc[0]
-        row = {k: first[k] for k in keys} | {f: first[f] for f in factors}
-        row.update(config=_config_label(first.map(level_text), factors), n_seeds=len(ok),
+        row = {k: first[k] for k in keys} | {f: first[f] for f in settings}
+        row.update(config=_config_label(first.map(level_text), settings), n_seeds=len(ok),
                    n_excluded=len(group) - len(ok))
         for m in metrics:
-            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m], metric_range(m))))
+            values = dict(zip(("mean", "sd", "ci_low", "ci_high"), mean_ci(ok[m], bounds(m))))
             row.update({f"{m}_{k}": v for k, v in values.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -261,7 +246,7 @@ def seed_spread(df: pd.DataFrame, metric: str = "test_accuracy") -> dict:
             "share": within / total if dof and total else math.nan}
 
 
-# ---------------------------------------------------------------- factors
+# ---------------------------------------------------------------- settings
 
 def _dummies(ok: pd.DataFrame, f: str) -> np.ndarray:
     return pd.get_dummies(pd.Categorical(ok[f], _ordered(ok[f])), drop_first=True, dtype=float).to_numpy()
@@ -283,7 +268,7 @@ def _f_test(ss: float, dof: int, spread: dict, total: float) -> dict:
     return row
 
 
-def factor_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+def setting_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """Each varying setting's share of the variance across all trials, ranked (eta squared).
 
     The sum of squares is type II: what the setting adds to a model of every other setting's main
@@ -291,47 +276,47 @@ def factor_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.Dat
     shares, interactions and seed noise add up to 100%; in an unbalanced design (a grid with
     `include`/`exclude`, or failed trials) a share is the setting's effect after the others and the
     shares need not add up. F and p test the setting against seed-to-seed noise (NaN with one seed).
-    Columns: rank, factor, levels, share, ss, df, F, p.
+    Columns: rank, setting, levels, share, ss, df, F, p.
     """
     t = _trials(df, metric)
     y = t.ok[metric].to_numpy()
     total = float(((y - y.mean()) ** 2).sum())
     spread = seed_spread(df, metric)
-    blocks = {f: _dummies(t.ok, f) for f in t.factors}
+    blocks = {f: _dummies(t.ok, f) for f in t.settings}
     full, rank = _rss(y, list(blocks.values()))
     rows = []
-    for f in t.factors:
+    for f in t.settings:
         without, rank_without = _rss(y, [b for g, b in blocks.items() if g != f])
-        rows.append({"factor": f, "levels": t.ok[f].nunique(),
+        rows.append({"setting": f, "levels": t.ok[f].nunique(),
                      **_f_test(max(without - full, 0.0), rank - rank_without, spread, total)})
-    table = pd.DataFrame(rows, columns=["factor", "levels", "share", "ss", "df", "F", "p"])
+    table = pd.DataFrame(rows, columns=["setting", "levels", "share", "ss", "df", "F", "p"])
     table = table.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
 
 
-def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
-    """The mean metric at each level of each setting, with a 95% CI, factors in order of importance.
+def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
+    """The mean metric at each level of each setting, with a 95% CI, settings in order of importance.
 
     The interval uses the pooled seed-to-seed SD (df = trials - configurations), as a factorial
     ANOVA does, cut to the values the metric can take; it is NaN with one seed. Level means average every trial at that level, so in an
     unbalanced design they mix other settings: `level_contrasts` compares like with like.
-    Columns: factor, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
+    Columns: setting, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
     """
-    t = _trials(df, metric, factor)
+    t = _trials(df, metric, setting)
     spread = seed_spread(df, metric)
-    importance = factor_importance(df, metric).set_index("factor")
-    low, high = metric_range(metric)
+    importance = setting_importance(df, metric).set_index("setting")
+    low, high = bounds(metric)
     rows = []
-    for f in importance.index if factor is None else [factor]:
+    for f in importance.index if setting is None else [setting]:
         for level in _ordered(t.ok[f]):
             values = t.ok.loc[t.ok[f] == level]
             mean, n = float(values[metric].mean()), len(values)
             half = float(half_width(spread["sd"], spread["df"], n))
-            rows.append({"factor": f, "rank": importance.at[f, "rank"], "share": importance.at[f, "share"],
+            rows.append({"setting": f, "rank": importance.at[f, "rank"], "share": importance.at[f, "share"],
                          "level": level, "n_configs": values["_config"].nunique(), "n_trials": n,
                          "mean": mean, "ci_low": max(mean - half, low), "ci_high": min(mean + half, high)})
-    return pd.DataFrame(rows, columns=["factor", "rank", "share", "level", "n_configs", "n_trials", "mean",
+    return pd.DataFrame(rows, columns=["setting", "rank", "share", "level", "n_configs", "n_trials", "mean",
                                        "ci_low", "ci_high"])
 
 
@@ -444,13 +429,13 @@ def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataF
     rows = []
     for rank, config in enumerate(means.index, 1):
         values, first = groups[config][()], trials[config].iloc[0]
-        mean, _, low, high = mean_ci(values, metric_range(metric))
-        row = {"rank": rank, "config": config, **{f: first[f] for f in t.factors}, "n": len(values),
+        mean, _, low, high = mean_ci(values, bounds(metric))
+        row = {"rank": rank, "config": config, **{f: first[f] for f in t.settings}, "n": len(values),
                "mean": mean, "mean_low": low, "mean_high": high}
         row.update(contrasts.get(config, {"diff": 0.0, "verdict": "best"}))
         row.pop("level", None)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["rank", "config", *t.factors, "n", "mean", "mean_low", "mean_high",
+    return pd.DataFrame(rows, columns=["rank", "config", *t.settings, "n", "mean", "mean_low", "mean_high",
                                        *CONTRAST_COLUMNS])
 
 
@@ -465,35 +450,35 @@ def _reference_level(ok: pd.DataFrame, f: str, contexts: list[str], metric: str,
     return means.idxmin() if lower else means.idxmax()
 
 
-def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
+def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
     """Each level of each setting against that setting's best level, matching like with like.
 
-    A difference averages over the settings of the other factors at which both levels were run
+    A difference averages over the settings of the other settings at which both levels were run
     (a paired t on seed when the seeds match, else Welch-Satterthwaite), so `kernel_l2` 0.02 vs 0
     compares only configurations that agree on everything else. Holm (p, and the level of each
-    interval and `seeds_needed`) runs over every pair of levels of one setting. Columns: factor, level, reference,
+    interval and `seeds_needed`) runs over every pair of levels of one setting. Columns: setting, level, reference,
     then the contrast columns.
     """
-    t = _trials(df, metric, factor)
+    t = _trials(df, metric, setting)
     lower = lower_is_better(metric)
     rows = []
-    for f in t.factors if factor is None else [factor]:
-        contexts = [g for g in t.factors if g != f]
+    for f in t.settings if setting is None else [setting]:
+        contexts = [g for g in t.settings if g != f]
         ref = _reference_level(t.ok, f, contexts, metric, lower)
         groups: dict[str, dict[tuple, pd.Series]] = {level: {} for level in _ordered(t.ok[f])}
         for (level, *context), values in t.ok.groupby([f, *contexts], sort=False):
             groups[level][tuple(context)] = _by_seed(values, metric)
-        rows += [{"factor": f, "reference": ref, **r} for r in _against(groups, ref, lower)]
-    return pd.DataFrame(rows, columns=["factor", "level", "reference", *CONTRAST_COLUMNS])
+        rows += [{"setting": f, "reference": ref, **r} for r in _against(groups, ref, lower)]
+    return pd.DataFrame(rows, columns=["setting", "level", "reference", *CONTRAST_COLUMNS])
 
 
-def interactions(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> dict:
+def interactions(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> dict:
     """Two-way tables of mean metric, {(a, b): DataFrame levels of a x levels of b}, for each pair of
-    settings (with `factor` if given) where every combination of their levels has finished trials."""
-    t = _trials(df, metric, factor)
+    settings (with `setting` if given) where every combination of their levels has finished trials."""
+    t = _trials(df, metric, setting)
     tables = {}
-    for a, b in combinations(t.factors, 2):
-        if factor not in (None, a, b):
+    for a, b in combinations(t.settings, 2):
+        if setting not in (None, a, b):
             continue
         table = t.ok.pivot_table(index=a, columns=b, values=metric, aggfunc="mean")
         table = table.reindex(index=_ordered(t.ok[a]), columns=_ordered(t.ok[b]))
@@ -502,17 +487,17 @@ def interactions(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | 
     return tables
 
 
-def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", factor: str | None = None) -> pd.DataFrame:
+def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
     """For each pair with a full two-way table: the interaction's share of variance (what a x b adds to
     all main effects) and its F test against seed noise, Holm-corrected over the pairs."""
-    t = _trials(df, metric, factor)
+    t = _trials(df, metric, setting)
     y = t.ok[metric].to_numpy()
     total = float(((y - y.mean()) ** 2).sum())
     spread = seed_spread(df, metric)
-    blocks = {f: _dummies(t.ok, f) for f in t.factors}
+    blocks = {f: _dummies(t.ok, f) for f in t.settings}
     mains, rank = _rss(y, list(blocks.values()))
     rows = []
-    for a, b in interactions(df, metric, factor):
+    for a, b in interactions(df, metric, setting):
         product = np.column_stack([blocks[a][:, i] * blocks[b][:, j] for i in range(blocks[a].shape[1])
                                    for j in range(blocks[b].shape[1])])
         rss, rank_with = _rss(y, [*blocks.values(), product])

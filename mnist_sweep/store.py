@@ -18,15 +18,18 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import yaml
 
 from .errors import ResultsError
+from .records import TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
 SUMMARY_HEAD = ("trial_id", "config_id", "seed")
@@ -90,11 +93,27 @@ class ResultsStore:
         except OSError as exc:
             raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
 
+    def refuse_nested(self) -> None:
+        """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
+        from .errors import OptionError
+
+        for parent in self.dir.absolute().parents:
+            if (parent / "sweep.yaml").is_file() and (parent / "runs").is_dir():
+                raise OptionError("--out", f"{self.dir.parent} is inside the sweep {parent}, whose files this "
+                                           f"sweep would mix with; choose a folder outside it, e.g. --out "
+                                           f"{parent.parent}")
+
     @contextmanager
     def lock(self):
-        """Hold `<sweep>/.lock` while running; the OS releases it when the holder dies, so it never sticks."""
+        """Hold `<sweep>/.lock` while running; the OS releases it when the holder dies, so it never sticks.
+
+        When the run stops with an error before any trial was recorded, the folders it created are
+        removed again: a failed start leaves nothing behind.
+        """
         import fcntl
 
+        created = next((p for p in [*reversed(self.dir.absolute().parents), self.dir.absolute()]
+                        if not p.exists()), None)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             handle = open(self.dir / ".lock", "a+")
@@ -114,6 +133,10 @@ class ResultsStore:
             handle.flush()
             try:
                 yield
+            except BaseException:
+                if created is not None and not any(self.runs.glob("*/trial.json")):
+                    shutil.rmtree(created, ignore_errors=True)  # all of it is this run's: it did not exist
+                raise
             finally:
                 handle.seek(0)
                 handle.truncate()
@@ -125,7 +148,7 @@ class ResultsStore:
     def write_history(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.run_dir(trial_id) / "history.csv", _csv_text(HISTORY_COLUMNS, rows))
 
-    def write_record(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
         atomic_write(self.run_dir(record["trial_id"]) / "trial.json",
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
@@ -141,7 +164,7 @@ class ResultsStore:
         else:
             atomic_write(path, model_file)
 
-    def read_records(self) -> dict[str, dict[str, Any]]:
+    def read_records(self) -> dict[str, TrialRecord]:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
@@ -167,7 +190,7 @@ def summary_columns(factors: list[str]) -> list[str]:
     return [*SUMMARY_HEAD, *factors, *SUMMARY_TAIL]
 
 
-def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, Any]:
+def summary_row(record: TrialRecord, factors: dict[str, Any]) -> dict[str, Any]:
     """Flatten a trial record into its summary.csv row."""
     row = {"trial_id": record["trial_id"], "config_id": record["config_id"], "seed": record["seed"], **factors}
     row.update(record.get("metrics") or {})
@@ -179,19 +202,24 @@ def summary_row(record: dict[str, Any], factors: dict[str, Any]) -> dict[str, An
     return row
 
 
-def _run_records(sweep_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(directory name, record) for every run directory whose trial.json parses as a mapping."""
+def _run_records(sweep_dir: Path, damaged: list | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(directory name, record) for every run directory whose trial.json parses as a mapping.
+
+    A trial.json that does not is added to `damaged` (when given) as a `damage.Damage`.
+    """
+    from .damage import read_trial
+
     for path in sorted((Path(sweep_dir) / "runs").glob("*/trial.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict):
+        record, damage = read_trial(path)
+        if damage is not None and damaged is not None:
+            damaged.append(damage)
+        if record is not None:
             yield path.parent.name, record
 
 
-def read_records(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    return {folder: record for folder, record in _run_records(sweep_dir) if record.get("trial_id") == folder}
+def read_records(sweep_dir: Path, damaged: list | None = None) -> dict[str, TrialRecord]:
+    return {folder: record for folder, record in _run_records(sweep_dir, damaged)
+            if record.get("trial_id") == folder}
 
 
 def find_sweeps(path: str | Path) -> list[Path]:
@@ -207,47 +235,81 @@ def find_sweeps(path: str | Path) -> list[Path]:
     return found
 
 
-def load_results(path: str | Path):
+def load_results(path: str | Path, damaged: list | None = None):
     """A DataFrame with one row per trial: its settings as columns, metrics, timing and status.
 
     `path` is one sweep's directory or a folder of sweeps (then a `sweep` column tells them apart).
+    Damaged files are left out: a summary.csv that cannot be read is rebuilt from the trial records,
+    a damaged row or trial.json drops that trial. Each is appended to `damaged` as a `damage.Damage`
+    (or, without that list, issued as a warning); when nothing usable is left, DamagedResultsError.
     """
     import pandas as pd
 
-    frames = []
+    from .damage import read_summary
+
+    frames, found = [], []
     for sweep_dir in find_sweeps(path):
-        summary = sweep_dir / "summary.csv"
-        if summary.exists():
-            frame = pd.read_csv(summary)
-        else:  # a sweep killed before its first summary: rebuild from the records
-            records = list(read_records(sweep_dir).values())
-            frame = pd.DataFrame([summary_row(r, r.get("factors") or {}) for r in records])
-            missing = [c for c in (*SUMMARY_HEAD, *SUMMARY_TAIL) if c not in frame.columns]
-            frame = frame.assign(**{c: float("nan") for c in missing})  # columns no record has yet
+        bad_records: list = []
+        records = read_records(sweep_dir, bad_records)
+        frame, damage = read_summary(sweep_dir) if (sweep_dir / "summary.csv").exists() else (None, [])
+        if frame is None:  # no summary yet (a sweep killed early), or one that cannot be read: rebuild it
+            if damage:
+                damage[-1] = replace(damage[-1], reason=damage[-1].reason + "; rebuilt from runs/*/trial.json")
+            frame = pd.DataFrame([summary_row(r, r.get("factors") or {}) for r in records.values()])
+        missing = [c for c in (*SUMMARY_HEAD, *SUMMARY_TAIL) if c not in frame.columns]
+        frame = frame.assign(**{c: float("nan") for c in missing})  # columns no record (or older file) has
+        left_out = {d.file.parent.name for d in bad_records}
+        frame = frame[~frame["trial_id"].astype(str).isin(left_out)]
+        found += damage + [replace(d, reason=d.reason + "; trial left out") for d in bad_records]
         frame.insert(0, "sweep", sweep_dir.name)
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    _tell(found, damaged, path, usable=not summary.empty)
+    return summary
 
 
-def load_histories(path: str | Path):
-    """A long DataFrame of every trial's per-epoch history: sweep, trial_id, epoch and the metrics."""
+def _tell(found: list, damaged: list | None, path, usable: bool) -> None:
+    """Hand damage found to the caller's list (or warn), or raise when it left nothing usable."""
+    import warnings
+
+    from .damage import report
+    from .errors import DamagedResultsError
+
+    if found and not usable:
+        raise DamagedResultsError(f"nothing usable in {path}: every results file there is damaged:\n  "
+                                  + "\n  ".join(report(found)))
+    if damaged is not None:
+        damaged.extend(found)
+    else:
+        for line in report(found):
+            warnings.warn(f"damaged results, left out: {line}", stacklevel=3)
+
+
+def load_histories(path: str | Path, damaged: list | None = None):
+    """A long DataFrame of every trial's per-epoch history: sweep, trial_id, epoch and the metrics.
+
+    A damaged history.csv is left out and appended to `damaged` (or issued as a warning).
+    """
     import pandas as pd
 
-    frames = []
+    from .damage import read_history
+
+    frames, found = [], []
     for sweep_dir in find_sweeps(path):
         for history in sorted((sweep_dir / "runs").glob("*/history.csv")):
-            try:
-                frame = pd.read_csv(history)
-            except (OSError, ValueError, pd.errors.EmptyDataError):
+            frame, damage = read_history(history, HISTORY_COLUMNS)
+            if damage is not None:
+                found.append(replace(damage, reason=damage.reason + "; history left out"))
                 continue
             frame.insert(0, "trial_id", history.parent.name)
             frame.insert(0, "sweep", sweep_dir.name)
             frames.append(frame)
     columns = ["sweep", "trial_id", *HISTORY_COLUMNS]
+    _tell(found, damaged, path, usable=True)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def factor_columns(summary) -> list[str]:
+def setting_columns(summary) -> list[str]:
     """The swept-setting columns of a summary DataFrame (everything between seed and status)."""
     known = {"sweep", *SUMMARY_HEAD, *SUMMARY_TAIL}
     return [c for c in summary.columns if c not in known]

@@ -1,8 +1,8 @@
 """The summary as a table: picking, filtering, sorting and formatting the rows `mnist-sweep show` prints,
 one per configuration (its seeds' mean and 95% CI, from `stats.summarize_configs`) or one per trial.
 
-Also the small vocabulary the figures share with it: which settings vary, in which order their
-levels go, how a trial is labelled, and which way is "better" for a column.
+Also what the figures share with it: which settings vary, in which order their levels go and how a
+trial is labelled. Which way is "better" for a metric is `metrics.py`'s to say.
 """
 
 from __future__ import annotations
@@ -14,53 +14,44 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import OptionError, did_you_mean
-from .store import factor_columns, load_results
+from .metrics import (METRICS, SELECTION, SELECTION_WITHOUT_VALIDATION, VOCABULARY, higher_is_better, known,
+                      level_order, unknown_metric)
+from .metrics import get as get_metric
+from .metrics import title as title_of
+from .store import setting_columns, load_results
 
-METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "val_loss", "train_loss")
 SHOWN = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds", "status")
 CONFIG_METRICS = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds")  # the configuration view's
 FORMATS = ("table", "csv", "json", "markdown")
-# Short headers for the terminal table (csv, json and markdown keep the column names).
-HEADERS = {"test_accuracy": "test acc", "val_accuracy": "val acc", "train_accuracy": "train acc",
-           "epochs_run": "epochs", "wall_seconds": "wall s", "seconds_per_epoch": "s/epoch", "n_seeds": "seeds",
-           "excluded": "left out"}
+# Short headers for the terminal table (csv, json and markdown keep the column names); metrics have theirs.
+HEADERS = {**{m.name: m.short for m in VOCABULARY}, "n_seeds": "seeds", "excluded": "left out"}
 # How `show` marks trials that did not finish cleanly (the table format only; csv/json keep the raw status).
 STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "yellow"),
                 "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta")}
 
 
-def higher_is_better(column: str) -> bool:
-    """Accuracies are best high; losses, times and everything else are listed low to high."""
-    return "accuracy" in column
-
-
-def varying_factors(summary) -> list[str]:
+def varying_columns(summary) -> list[str]:
     """The settings that take more than one value in these trials (plus `sweep` when several are mixed)."""
-    columns = [c for c in factor_columns(summary) if summary[c].dropna().nunique() > 1]
+    columns = [c for c in setting_columns(summary) if summary[c].dropna().nunique() > 1]
     if "sweep" in summary.columns and summary["sweep"].nunique() > 1:
         columns.insert(0, "sweep")
     return columns
 
 
-def factor_levels(summary, factor: str) -> list[Any]:
-    """A factor's distinct values: numbers in increasing order, anything else as the config lists them."""
-    import pandas as pd
-
-    values = list(dict.fromkeys(summary[factor].dropna().tolist()))
-    if pd.api.types.is_numeric_dtype(summary[factor]):
-        return sorted(values)
-    return values
+def setting_levels(summary, setting: str) -> list[Any]:
+    """A setting's distinct values in `metrics.level_order`: numbers increasing, the rest as the config lists them."""
+    return level_order(summary[setting].dropna().tolist())
 
 
-def trial_labels(summary, factors: list[str] | None = None):
+def trial_labels(summary, settings: list[str] | None = None):
     """A short label per trial ("activation=relu, dropout=0.2, seed 1"): its varying settings and seed."""
-    factors = varying_factors(summary) if factors is None else factors
+    settings = varying_columns(summary) if settings is None else settings
     with_seed = "seed" in summary.columns and summary["seed"].nunique() > 1
-    if not factors and not with_seed:
+    if not settings and not with_seed:
         return summary["trial_id"].astype(str)
 
     def one(row) -> str:
-        parts = [f"{f}={row[f]}" for f in factors]
+        parts = [f"{f}={row[f]}" for f in settings]
         if with_seed:
             parts.append(f"seed {row['seed']}")
         return ", ".join(parts)
@@ -68,8 +59,18 @@ def trial_labels(summary, factors: list[str] | None = None):
     return summary.apply(one, axis=1).astype(str)
 
 
+def _precise(column: str) -> bool:
+    """Accuracies and losses print to 4 decimals; times, counts and settings as they are."""
+    return known(column) and get_metric(column).kind in ("accuracy", "loss")
+
+
 def check_column(summary, column: str, option: str) -> None:
     if column not in summary.columns:
+        if option == "--sort" and (column in METRICS or did_you_mean(column, METRICS)):
+            if column in METRICS:
+                raise OptionError(option, f'no metric "{column}" in the results; '
+                                          f"metrics: {', '.join(m for m in METRICS if m in summary.columns)}")
+            raise unknown_metric(column, option)  # the error every command gives a mistyped metric
         raise OptionError(option, f'no column "{column}"{did_you_mean(column, summary.columns)}; '
                                   f"columns: {', '.join(summary.columns)}")
 
@@ -116,9 +117,25 @@ def filter_rows(summary, filters: dict[str, list[str]]):
 
 
 def sort_rows(summary, column: str):
-    """Best first for `column` (see `higher_is_better`); empty cells last."""
+    """Best first for `column` (see `metrics.py`); empty cells last."""
     return summary.sort_values(column, ascending=not higher_is_better(column), na_position="last",
                                kind="stable")
+
+
+def by_validation(frame, suffix: str = "") -> tuple[Any, str]:
+    """The rows best first as the best model is chosen (saving.py), and the accuracy that ranked them.
+
+    Highest validation accuracy first, ties broken by the lower validation loss; without a validation
+    set, training accuracy and loss. Never test accuracy: that would let the test set choose. `suffix`
+    ranks `summarize_configs` rows by their means ("_mean"). Rows without the accuracy go last.
+    """
+    has_val = f"{SELECTION[0]}{suffix}" in frame.columns and frame[f"{SELECTION[0]}{suffix}"].notna().any()
+    accuracy, loss = SELECTION if has_val else SELECTION_WITHOUT_VALIDATION
+    columns = [c for c in (f"{accuracy}{suffix}", f"{loss}{suffix}") if c in frame.columns]
+    if not columns:
+        return frame, accuracy
+    return frame.sort_values(columns, ascending=[False, True][:len(columns)], na_position="last",
+                             kind="stable"), accuracy
 
 
 def select(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
@@ -127,7 +144,7 @@ def select(summary, sort: str = "test_accuracy", top: int | None = None, where: 
     rows = sort_rows(filter_rows(summary, parse_where(where)), sort)
     if top is not None:
         rows = rows.head(top)
-    columns = ["trial_id", *varying_factors(summary)]
+    columns = ["trial_id", *varying_columns(summary)]
     if summary["seed"].nunique() > 1:
         columns.append("seed")
     columns += [c for c in SHOWN if c in summary.columns]
@@ -145,7 +162,7 @@ def _config_sort(summary, configs_columns: list[str], sort: str) -> str | None:
     if sort in configs_columns:
         return None
     per_trial = ("seed", "trial_id", "status", "error")
-    metrics = [c for c in summary.columns if c not in (*per_trial, *factor_columns(summary))
+    metrics = [c for c in summary.columns if c not in (*per_trial, *setting_columns(summary))
                and pd.api.types.is_numeric_dtype(summary[c])]
     if sort in metrics:
         return sort
@@ -154,6 +171,7 @@ def _config_sort(summary, configs_columns: list[str], sort: str) -> str | None:
         raise OptionError("--sort", f'"{sort}" differs between the trials of a configuration; sort configurations '
                                     f"by a setting or a metric ({', '.join(m for m in METRICS if m in metrics)}), "
                                     f"or add --trials")
+    check_column(summary, sort, "--sort")
     raise OptionError("--sort", f'no column "{sort}"{did_you_mean(sort, choices)}; columns: {", ".join(choices)}')
 
 
@@ -174,7 +192,7 @@ def select_configs(summary, sort: str = "test_accuracy", top: int | None = None,
     from .stats import summarize_configs
 
     trials = filter_rows(summary, parse_where(where))
-    keys = ["config_id", *varying_factors(summary), "n_seeds"]
+    keys = ["config_id", *varying_columns(summary), "n_seeds"]
     metric = _config_sort(summary, keys, sort)
     metrics = [m for m in CONFIG_METRICS if m in summary.columns]
     if metric and metric not in metrics:
@@ -198,7 +216,7 @@ def format_mean(column: str, mean: float, low: float, high: float) -> str:
     """"0.9123 ± 0.0040": a mean and the half-width of its (symmetric) t-interval; the mean alone without one."""
     if mean is None or math.isnan(mean):
         return "-"
-    digits = 4 if column in METRICS else 1
+    digits = 4 if _precise(column) else 1
     return f"{mean:.{digits}f}" + ("" if math.isnan(high) else f" ± {high - mean:.{digits}f}")
 
 
@@ -219,9 +237,9 @@ def format_cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if column.endswith("seconds"):
             return f"{value:.1f}"
-        if value.is_integer() and column not in METRICS:
+        if value.is_integer() and not _precise(column):
             return str(int(value))
-        return f"{value:.4f}" if column in METRICS else f"{value:g}"
+        return f"{value:.4f}" if _precise(column) else f"{value:g}"
     return str(value)
 
 
@@ -315,14 +333,18 @@ class Shown:
     body: Any
     rows: int
     notes: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # damaged files or rows left out, one line each
 
 
 def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None = None,
                  where: Iterable[str] = (), fmt: str = "table", trials: bool = False) -> Shown:
     """Load a sweep's (or a folder of sweeps') summary and render the selected configurations (or trials)."""
-    summary = load_results(path)
+    from .damage import report
+
+    damage: list = []
+    summary = load_results(path, damage)
     if summary.empty:
-        return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"])
+        return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"], report(damage))
     sweeps = ", ".join(map(str, summary["sweep"].unique()))
     if trials:
         rows = select(summary, sort, top, where)
@@ -337,7 +359,38 @@ def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None 
         title += "; ± is the 95% CI across seeds" if (rows["n_seeds"] > 1).any() else ""
     if rows.empty:
         notes.append(f"no {'trial' if trials else 'configuration'} matches every --where filter")
-    return Shown(render(rows, fmt, title), len(rows), notes)
+    return Shown(render(rows, fmt, title), len(rows), notes, report(damage))
+
+
+RUN_TOP = 5  # configurations listed after a run
+RUN_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "wall_seconds")
+
+
+def after_run(path: str | Path, top: int = RUN_TOP) -> Shown:
+    """What `mnist-sweep run` prints when it ends: the best configurations, ranked by their seeds' mean
+    validation accuracy as the best model is chosen (`by_validation`), and the commands that come next."""
+    import shlex
+
+    from .stats import split_ok, summarize_configs
+
+    summary = load_results(path)
+    quoted = shlex.quote(str(path))
+    steps = {"show": "every configuration: mean ± 95% CI over seeds",
+             "compare": "which settings matter, which differences hold up", "plot": "figures and report.html"}
+    width = max(len(f"mnist-sweep {c} {quoted}") for c in steps) + 3
+    commands = [f"{f'mnist-sweep {c} {quoted}':<{width}}{what}" for c, what in steps.items()]
+    finished, _ = split_ok(summary)
+    if finished.empty:
+        return Shown(None, 0, ["Next:", *commands])
+    configs = summarize_configs(finished, [m for m in RUN_METRICS if m in finished.columns])
+    ranked, accuracy = by_validation(configs, "_mean")
+    rows = ranked.head(top)
+    keys = ["config_id", *varying_columns(summary), "n_seeds"]
+    metrics = [m for m in (accuracy, "test_accuracy", "wall_seconds") if f"{m}_mean" in rows.columns]
+    rows = rows[[*keys, *(f"{m}_{part}" for m in metrics for part in ("mean", "sd", "ci_low", "ci_high"))]]
+    title = (f"Top {len(rows)} of {len(configs)} configurations by {title_of(accuracy)} (mean over seeds"
+             f"{', ± its 95% CI' if (rows['n_seeds'] > 1).any() else ''}):")
+    return Shown(render(rows.reset_index(drop=True), "table", title), len(rows), ["Next:", *commands])
 
 
 def _config_notes(trials, configs) -> list[str]:

@@ -9,7 +9,9 @@ from typing import Any, Callable, Optional
 
 from .backend import fresh_session, get_keras
 from .grid import Trial
+from .metrics import higher_is_better
 from .models import build_model, compile_model, count_params, summary_text
+from .records import TrialResult
 from .store import HISTORY_COLUMNS
 
 EVAL_BATCH = 1024  # evaluation batch: large, since it does not affect the result
@@ -60,7 +62,7 @@ def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
 
 def stop_mode(monitor: str) -> str:
     """Accuracy is maximized, loss minimized: said explicitly rather than left to Keras to infer."""
-    return "max" if "accuracy" in monitor else "min"
+    return "max" if higher_is_better(monitor) else "min"
 
 
 def _diverged(rows: list[dict[str, float]]) -> bool:
@@ -144,7 +146,7 @@ def _timeout_guard(seconds: float):
 
 @fresh_session()  # also on failure: the next trial starts clean
 def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
-                  timeout_seconds: Optional[float] = None, save_model: bool = False) -> dict[str, Any]:
+                  timeout_seconds: Optional[float] = None, save_model: bool = False) -> TrialResult:
     """Train one trial wherever it runs and return a plain, picklable result; never raises but for Ctrl-C.
 
     With `save_model`, a trial that ends ok also returns its `.keras` file as bytes (`model_file`),
@@ -155,7 +157,7 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
     from .backend import resolve_device, versions
 
     start = time.perf_counter()
-    result: dict[str, Any] = {"versions": versions()}
+    result: TrialResult = {"versions": versions()}
     try:
         result["device"] = resolve_device("auto")
         guard = _timeout_guard(timeout_seconds) if timeout_seconds else None

@@ -56,6 +56,24 @@ def test_run_writes_the_documented_layout(tmp_path, two_trial_config):
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["name"] == "tiny"
 
 
+def test_run_ends_with_the_best_configurations_and_the_next_commands(tmp_path, two_trial_config):
+    out = tmp_path / "results"
+    result = _run(two_trial_config, "--out", out)
+    assert result.exit_code == 0, result.output
+    sweep = out / "tiny"
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Top 2 of 2 configurations by validation accuracy (mean over seeds):"
+    summary = pd.read_csv(sweep / "summary.csv").sort_values("val_accuracy", ascending=False, kind="stable")
+    rows = [line for line in lines if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == list(summary["activation"])  # best first
+    assert f"{summary['val_accuracy'].iloc[0]:.4f}" in rows[0] and f"{summary['test_accuracy'].iloc[0]:.4f}" in rows[0]
+    assert lines[-4] == "Next:"
+    assert [line.split()[:3] for line in lines[-3:]] == [["mnist-sweep", command, str(sweep)]
+                                                          for command in ("show", "compare", "plot")]
+    quiet = _run(two_trial_config, "--out", out, "--quiet")  # every trial already finished: nothing trains
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
 def test_second_run_skips_finished_trials_and_force_retrains(tmp_path, two_trial_config, capsys):
     out = tmp_path / "results"
     assert _run(two_trial_config, "--out", out).exit_code == 0

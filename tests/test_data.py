@@ -141,7 +141,7 @@ BAD = [  # (file under tests/data/datasets, reader, what the user is told)
     ("label-out-of-range.csv", read_kaggle_csv, "line 4: label is not an integer 0-9"),
     ("pixel-out-of-range.csv", read_kaggle_csv, "line 2: pixel value outside 0-255"),
     ("missing-value.csv", read_kaggle_csv, "line 3: missing value"),
-    ("ragged.csv", read_kaggle_csv, "malformed CSV"),
+    ("ragged.csv", read_kaggle_csv, "line 3: 786 values, expected 785 like the header"),
     ("no-such-file.npz", read_npz, "file not found"),
     ("no-such-file-idx3-ubyte", read_images, "file not found"),
 ]

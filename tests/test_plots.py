@@ -8,7 +8,7 @@ import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 
-from mnist_sweep import plots, stats
+from mnist_sweep import compare, plots, stats
 from mnist_sweep.store import load_histories, load_results
 from tests.fake_results import write_sweep
 
@@ -160,38 +160,84 @@ def test_overfitting_gap_is_train_minus_validation_and_test_in_points(finished):
     assert "percentage points" in ax.get_xlabel()
 
 
-def _error_bars(ax) -> list[tuple[float, float, float]]:
-    """(mean, low, high) of each error bar on a panel, as drawn."""
-    container = ax.containers[0]
-    means = container.lines[0].get_ydata()
-    segments = container.lines[2][0].get_segments()
-    return [(m, min(s[:, 1]), max(s[:, 1])) for m, s in zip(means, segments)]
+def _drawn_levels(ax) -> dict[str, tuple[float, float, float]]:
+    """{level: (value, low, high)} of each marker on an effects panel, as drawn (no bar: low = high = value)."""
+    drawn = {}
+    for container in ax.containers:
+        value = container.lines[0].get_ydata()[0]
+        bars = container.lines[2]
+        low, high = (min(bars[0].get_segments()[0][:, 1]), max(bars[0].get_segments()[0][:, 1])) if bars else (value,) * 2
+        drawn[container.get_label()] = (value, low, high)
+    return drawn
 
 
-def test_factor_effects_draw_the_intervals_compare_reports(mixed):
-    summary, _ = mixed  # trials without test accuracy (failed, diverged, running) are left out
-    fig = plots.factor_effects(summary, "test_accuracy")
-    effects = stats.main_effects(summary, "test_accuracy")
+def _check_effects_match_compare(summary, fig, metric="test_accuracy", scale=100):
+    """Every panel draws compare's matched differences and intervals; the best level sits at 0."""
+    contrasts = compare.compare(summary, metric).contrasts
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in panels] == [f"by {f}" for f in dict.fromkeys(effects["factor"])]
+    order = list(stats.setting_importance(summary, metric)["setting"])
+    assert [ax.get_title() for ax in panels] == [f"by {f}" for f in order]
     for ax in panels:
-        table = effects[effects["factor"] == ax.get_title().removeprefix("by ")].set_index("level")
-        levels = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
-        drawn = _error_bars(ax)
-        expected = table.loc[levels, ["mean", "ci_low", "ci_high"]].to_numpy()
-        assert np.array(drawn) == pytest.approx(expected)
-        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{v}\n(n={table.loc[v, 'n_trials']})" for v in levels]
+        table = contrasts[contrasts["setting"] == ax.get_title().removeprefix("by ")].set_index("level")
+        drawn = _drawn_levels(ax)
+        assert drawn.pop(table["reference"].iloc[0]) == (0, 0, 0)
+        matched = table[table["cells"] > 0]
+        assert sorted(drawn) == sorted(matched.index)
+        for level, (value, low, high) in drawn.items():
+            row = matched.loc[level]
+            if pd.isna(row["ci_low"]):  # one seed: no interval, no verdict
+                assert [value, low, high] == pytest.approx([scale * row["diff"]] * 3)
+                continue
+            assert [value, low, high] == pytest.approx([scale * row[c] for c in ("diff", "ci_low", "ci_high")])
+            # picture and verdict agree: the bar leaves 0 exactly when compare finds a difference
+            assert (low > 0 or high < 0) == (row["verdict"] in ("better", "worse"))
+    return panels
+
+
+def test_setting_effects_draw_the_differences_compare_reports(mixed):
+    summary, _ = mixed  # trials without test accuracy (failed, diverged, running) are left out
+    fig = plots.setting_effects(summary, "test_accuracy")
+    panels = _check_effects_match_compare(summary, fig)
     by_activation = next(ax for ax in panels if ax.get_title() == "by activation")
-    assert [t.get_text() for t in by_activation.get_xticklabels()] == ["relu\n(n=3)", "tanh\n(n=2)", "sigmoid\n(n=4)"]
-    assert "seed-to-seed SD pooled within configurations" in fig._suptitle.get_text()
+    assert [t.get_text().split("\n")[0] for t in by_activation.get_xticklabels()] == ["relu", "tanh", "sigmoid"]
+    assert "Holm-adjusted 95% CI of each difference" in fig._suptitle.get_text()
 
 
-def test_factor_effects_of_one_seed_draw_means_without_intervals(tmp_path):
+def test_setting_effects_of_one_seed_draw_differences_without_intervals(tmp_path):
     summary = load_results(write_sweep(tmp_path, "once", seeds=1))
-    fig = plots.factor_effects(summary)
-    assert all(low == mean == high for ax in fig.axes if ax.get_visible() for mean, low, high in _error_bars(ax))
-    assert stats.main_effects(summary)["ci_low"].isna().all()
+    fig = plots.setting_effects(summary)
+    _check_effects_match_compare(summary, fig)
+    assert all(low == value == high for ax in fig.axes if ax.get_visible()
+               for value, low, high in _drawn_levels(ax).values())
     assert "no interval: a single seed per configuration" in fig._suptitle.get_text()
+
+
+def unbalanced_sweep():
+    """configs/regularization.yaml's shape: activation crossed with nothing, kernel_l2 0.02 run with relu only.
+
+    relu is the best activation; kernel_l2 makes no difference. The plain mean of kernel_l2=0 mixes in
+    the weaker sigmoid and tanh trials, so it sits well below 0.02's, though like for like they tie.
+    """
+    quality = {("relu", 0.0): 0.870, ("relu", 0.02): 0.871, ("tanh", 0.0): 0.84, ("sigmoid", 0.0): 0.80}
+    noise = np.random.default_rng(1).normal(0, 0.004, (len(quality), 3))
+    rows = [{"trial_id": f"{a}-{l2}-s{s}", "config_id": f"{a}-{l2}", "seed": s, "activation": a, "kernel_l2": l2,
+             "status": "ok", "test_accuracy": q + noise[c, s], "val_accuracy": q + noise[c, s] + 0.001,
+             "test_loss": 1 - q, "wall_seconds": 1.0}
+            for c, ((a, l2), q) in enumerate(quality.items()) for s in range(3)]
+    return pd.DataFrame(rows)
+
+
+def test_in_an_unbalanced_sweep_the_effects_figure_agrees_with_compare():
+    summary = unbalanced_sweep()
+    plain = stats.main_effects(summary).set_index(["setting", "level"])["mean"]
+    assert plain[("kernel_l2", "0.02")] - plain[("kernel_l2", "0")] > 0.02  # the misleading plain means
+    fig = plots.setting_effects(summary)
+    _check_effects_match_compare(summary, fig)
+    by_l2 = next(ax for ax in fig.axes if ax.get_title() == "by kernel_l2")
+    row = compare.compare(summary).contrasts.set_index("setting").loc["kernel_l2"]
+    value, low, high = _drawn_levels(by_l2)[row["level"]]
+    assert abs(value) < 0.5 and low < 0 < high  # like for like: a tie, as compare says
+    assert row["verdict"].startswith("no detectable difference")
 
 
 def test_learning_curves_band_is_the_ci_across_seeds(tmp_path):

@@ -86,7 +86,7 @@ def test_probabilities_add_one_column_per_digit(sweep, tmp_path):
     ("wrong-columns.csv", "{path}: header has 700 columns starting 'pixel0,pixel1', expected 784: "
                           "'pixel0,pixel1,...,pixel783'"),
     ("non-numeric.csv", "{path}, line 3, column pixel12: non-numeric value 'abc'"),
-    ("ragged.csv", "{path}: malformed CSV (Error tokenizing data. C error: Expected 784 fields in line 4, saw 786)"),
+    ("ragged.csv", "{path}, line 4: 786 values, expected 784 like the header"),
     ("wrong-size.npz", "{path} [x]: images have shape (2, 32, 32) and type uint8; "
                        "expected numbers shaped (n, 28, 28) or (n, 784)"),
 ])

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from mnist_sweep import compare, report
+from mnist_sweep import compare, report, report_html
 from mnist_sweep.cli import cli
 from mnist_sweep.store import HISTORY_COLUMNS, load_histories, load_results
 from tests.conftest import tiny_config
@@ -57,8 +57,8 @@ def test_plot_says_what_it_skipped_and_why(plotted):
     assert any(line.startswith("Skipped (mixed): 1 failed trial(s) left out") for line in skipped)
     assert any("1 diverged trial(s)" in line for line in skipped)
     assert any("1 running trial(s) left out of the comparisons (still training" in line for line in skipped)
-    assert ("Skipped (single): no setting varies among the finished trials: learning curves per factor and "
-            "factor effects skipped") in skipped
+    assert ("Skipped (single): no setting varies among the finished trials: learning curves per setting and "
+            "setting effects skipped") in skipped
 
 
 def test_many_trials_share_grid_pages_instead_of_a_file_each(tmp_path):
@@ -118,13 +118,29 @@ def test_report_is_self_contained_escaped_and_has_every_section(plotted):
     assert len(rows) == 8 and rows.count("failed") == rows.count("running") == rows.count("diverged") == 1
 
 
+def test_the_header_names_the_best_trial_by_validation_accuracy_with_its_test_accuracy(tmp_path):
+    sweep = write_sweep(tmp_path, "ranked", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=1)
+    summary = load_results(sweep)
+    summary["test_accuracy"] = 1.5 - summary["val_accuracy"]  # the test set would pick another trial
+    page = report_html.render_report(sweep, summary, {}, [], [])
+    header = page[page.index("<header>"):page.index("</header>")]
+    best = summary.loc[summary["val_accuracy"].idxmax()]
+    assert (f"Best by validation accuracy: <strong>{best['val_accuracy']:.4f}</strong>, test accuracy "
+            f"{best['test_accuracy']:.4f} (activation={best['activation']})") in header
+    assert ("Trials are ranked by validation accuracy, as the saved best model is chosen; test accuracy is shown "
+            "beside it, never used to choose.") in header
+    table = page[page.index('id="summary"'):]
+    first = [t for t in summary.sort_values("val_accuracy", ascending=False)["trial_id"]]
+    assert sorted(first, key=table.index) == first  # the table is ranked the same way
+
+
 def test_findings_go_at_the_top_of_the_report(plotted):
     results, _ = plotted
     sweep = results / "single"
-    page = report.render_report(sweep, load_results(sweep), {}, [], "test_accuracy", [],
+    page = report_html.render_report(sweep, load_results(sweep), {}, [], [],
                                 findings_html="<p id='f'>relu beats tanh</p>")
     assert page.index("<!-- findings") < page.index("<p id='f'>relu beats tanh</p>") < page.index('id="summary"')
-    assert 'id="findings"' not in report.render_report(sweep, load_results(sweep), {}, [], "test_accuracy", [])
+    assert 'id="findings"' not in report_html.render_report(sweep, load_results(sweep), {}, [], [])
 
 
 def _findings_section(page: str) -> str:
@@ -147,7 +163,7 @@ def test_the_report_starts_with_compares_findings_escaped(plotted):
 def test_findings_are_escaped_and_follow_the_metric(tmp_path):
     sweep = write_sweep(tmp_path, "clear", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=3)
     summary = load_results(sweep)
-    section = report.render_findings(summary, sweep, "test_loss")
+    section = report_html.render_findings(summary, sweep, "test_loss")
     sentences = compare.findings(summary, "test_loss")
     assert any("p < 0.001" in s for s in sentences) and "p &lt; 0.001" in section and "p < 0.001" not in section
     assert all(html.escape(s) in section for s in sentences)

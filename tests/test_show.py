@@ -171,7 +171,7 @@ def test_markdown_has_a_header_and_one_row_per_trial(sweep):
 def test_unknown_sort_column_is_bad_input_with_a_suggestion(sweep):
     result = show(sweep, "--trials", "--sort", "test_acuracy")
     assert result.exit_code == 2
-    assert result.stderr.startswith('Error: --sort: no column "test_acuracy" (did you mean "test_accuracy"?)')
+    assert result.stderr.startswith('Error: --sort: unknown metric "test_acuracy" (did you mean "test_accuracy"?)')
 
 
 def test_where_value_no_trial_has_is_bad_input_listing_the_values(sweep):
@@ -217,3 +217,15 @@ def test_importing_the_cli_loads_neither_pandas_nor_matplotlib_nor_scipy():
             "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_after_a_run_configurations_are_ranked_by_validation_not_test_accuracy(tmp_path):
+    sweep = write_sweep(tmp_path, "ranked", factors={"activation": ["relu", "tanh", "sigmoid"]}, seeds=2)
+    summary = pd.read_csv(sweep / "summary.csv")
+    summary["test_accuracy"] = 1.5 - summary["val_accuracy"]  # the test set would rank them the other way round
+    summary.to_csv(sweep / "summary.csv", index=False)
+    shown = tables.after_run(sweep, top=2)
+    assert shown.rows == 2 and shown.body.title.startswith("Top 2 of 3 configurations by validation accuracy")
+    best = summary.groupby("activation")["val_accuracy"].mean().sort_values(ascending=False)
+    assert [cell for cell in shown.body.columns[0].cells] == list(best.index[:2])
+    assert shown.notes[0] == "Next:" and shown.notes[1].startswith(f"mnist-sweep show {sweep} ")

@@ -113,10 +113,10 @@ def test_summarize_configs_rejects_an_unknown_metric():
         stats.summarize_configs(regularization_like(), ["test_acc"])
 
 
-# ---------------------------------------------------------------- factors
+# ---------------------------------------------------------------- settings
 
-def test_factor_importance_of_a_balanced_2x2_matches_the_anova_by_hand():
-    table = stats.factor_importance(two_by_two(), "test_loss").set_index("factor")
+def test_setting_importance_of_a_balanced_2x2_matches_the_anova_by_hand():
+    table = stats.setting_importance(two_by_two(), "test_loss").set_index("setting")
     assert table.loc["a", ["rank", "ss", "df", "F"]].tolist() == pytest.approx([1, 72, 1, 36])  # MSE = 8/4
     assert table.loc["a", "share"] == pytest.approx(72 / 120)
     assert table.loc["b", "share"] == pytest.approx(32 / 120)
@@ -126,12 +126,12 @@ def test_factor_importance_of_a_balanced_2x2_matches_the_anova_by_hand():
 
 
 def test_main_effects_give_level_means_with_the_pooled_seed_interval():
-    effects = stats.main_effects(two_by_two(), "test_loss").set_index(["factor", "level"])
+    effects = stats.main_effects(two_by_two(), "test_loss").set_index(["setting", "level"])
     assert effects.loc[("a", "a1"), ["mean", "n_trials", "n_configs"]].tolist() == [3, 4, 2]
     half = T4 * math.sqrt(2) / 2  # pooled SD sqrt(8/4), 4 trials, 4 df
     assert effects.loc[("a", "a1"), ["ci_low", "ci_high"]].tolist() == pytest.approx([3 - half, 3 + half])
     assert effects.loc[("b", "b2"), "mean"] == 8
-    assert list(effects.reset_index()["factor"].unique()) == ["a", "b"]  # most important first
+    assert list(effects.reset_index()["setting"].unique()) == ["a", "b"]  # most important first
 
 
 def test_interactions_give_the_two_way_table_and_its_test():
@@ -147,8 +147,8 @@ def test_an_unbalanced_design_uses_type_ii_and_matches_like_with_like():
     assert not result.balanced and result.interactions == {}  # no full activation x kernel_l2 table
     # kernel_l2 after activation: only the two relu configurations differ, n/2 * (difference of means)^2
     ss = 1.5 * (0.89 - np.mean([0.85, 0.86, 0.88])) ** 2
-    assert result.importance.set_index("factor").loc["kernel_l2", "ss"] == pytest.approx(ss)
-    contrast = result.contrasts.set_index("factor").loc["kernel_l2"]
+    assert result.importance.set_index("setting").loc["kernel_l2", "ss"] == pytest.approx(ss)
+    contrast = result.contrasts.set_index("setting").loc["kernel_l2"]
     assert (contrast["level"], contrast["reference"], contrast["test"]) == ("0.05", "0", "paired t")
     assert contrast["diff"] == pytest.approx(np.mean([0.85, 0.86, 0.88]) - 0.89)  # tanh left out
     assert contrast["p"] == pytest.approx(sps.ttest_rel([0.85, 0.86, 0.88], [0.88, 0.89, 0.90]).pvalue)
@@ -230,8 +230,8 @@ def test_findings_quote_the_numbers_of_the_tables():
                     ("sgd", 0.0): [0.890, 0.887, 0.893], ("sgd", 0.02): [0.889, 0.893, 0.886]})
     result = compare.compare(frame)
     optimizer = next(s for s in result.findings if s.startswith("optimizer explains"))
-    row = result.contrasts.set_index("factor").loc["optimizer"]
-    share = result.importance.set_index("factor").loc["optimizer", "share"]
+    row = result.contrasts.set_index("setting").loc["optimizer"]
+    share = result.importance.set_index("setting").loc["optimizer", "share"]
     assert optimizer.startswith(f"optimizer explains {share:.0%} of the variance in test accuracy")
     assert (f"adam beats sgd by {-row['diff'] * 100:.1f} points (Holm-adjusted CI {-row['ci_high'] * 100:.1f} to "
             f"{-row['ci_low'] * 100:.1f}, p < 0.001, 3 seeds)") in optimizer
@@ -292,13 +292,13 @@ def test_compare_command_reports_a_sweep_on_disk(tmp_path):
     assert "17 of 18 trials count: 1 was excluded (1 failed)." in result.output
     assert "activation explains" in result.output and "The best configuration against every other" in result.output
     data = json.loads(CliRunner().invoke(cli, ["compare", str(sweep), "--format", "json", "--factor", "dropout"]).output)
-    assert data["excluded"] == {"failed": 1} and {e["factor"] for e in data["main_effects"]} == {"dropout"}
+    assert data["excluded"] == {"failed": 1} and {e["setting"] for e in data["main_effects"]} == {"dropout"}
     markdown = CliRunner().invoke(cli, ["compare", str(sweep), "--format", "markdown"]).output
     assert markdown.startswith("## Findings\n") and "| configuration | seeds |" in markdown
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--metric", "test_acc"], 'Error: --metric: no metric "test_acc" in the results (did you mean "test_accuracy"?)'),
+    (["--metric", "test_acc"], 'Error: --metric: unknown metric "test_acc" (did you mean "test_accuracy"?)'),
     (["--factor", "activaton"], 'Error: --factor: "activaton" is not a setting of this sweep (did you mean '
                                 '"activation"?); settings that vary: activation, dropout'),
 ])
