@@ -103,7 +103,7 @@ def test_a_worker_node_removed_mid_sweep_has_its_trials_retried_on_the_others(tm
     finished_on_b, victim = _wait_for(one_done_and_one_running_on_b, proc)
     kept = (sweep / "runs" / finished_on_b["trial_id"] / "trial.json").read_text()
     head.remove_node(node_b, allow_graceful=False)  # like a preempted machine: no goodbye
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert "Error:" not in err
 
@@ -123,7 +123,7 @@ def test_a_worker_node_removed_mid_sweep_has_its_trials_retried_on_the_others(tm
 
     # Fused groups are Ray tasks too: two groups of three, on the node left.
     fused = _start(tmp_path / "cluster.yaml", tmp_path / "fused", head.address, "--fuse", "--max-branches", "3")
-    _, err = fused.communicate(timeout=300)
+    _, err = fused.communicate(timeout=600)
     assert fused.returncode == 0, err[-3000:]
     records = _records(tmp_path / "fused" / "cluster").values()
     assert sorted(r["status"] for r in records) == ["ok"] * 6
@@ -151,7 +151,7 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
 
     _wait_for(one_done_and_one_running, proc)
     head.remove_node(head.head_node, allow_graceful=False)
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert f"Error: lost the Ray cluster's head at {address}" in err
     assert "run the same command to continue" in err and "Traceback" not in err
@@ -167,7 +167,7 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     back = cluster(num_cpus=2, gcs_server_port=port)  # the cluster is back at the same address
     assert back.address == address
     rerun = _start(config, out, address)
-    _, err = rerun.communicate(timeout=300)
+    _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-3000:]
     assert f"{len(done_before)} already finished, skipped" in err
     records = _records(sweep)
