@@ -4,13 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test test-quick install clean
 
 run: $(STAMP)
 	$(BIN)/mnist-sweep run configs/regularization.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that need no Keras (config, grid, results, statistics, figures), one file per core:
+# under a minute. `make test` above stays the full suite CI runs.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not keras and not slow" -n auto --dist loadfile
 
 install: $(STAMP)
 

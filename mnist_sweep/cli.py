@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import ConfigError, DamagedResultsError, DataError, OptionError, SweepError
+from .errors import ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SweepError
 from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
@@ -29,7 +29,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -71,15 +71,18 @@ def cli():
               help="Ray: CPUs each trial (or fused group) reserves, and its thread count.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Ray: GPUs (fractions allowed) each trial (or fused group) reserves.")
-@click.option("--fuse", is_flag=True,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
-                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
+                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --fuse: most trials in one fused model.")
+              help="Most trials in one fused model.")
+@click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
+                   "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -92,8 +95,9 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
-        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
+        mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
     from .config import load_config
 
@@ -110,7 +114,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       fuse=fuse, max_branches=max_branches)
     progress = make_progress(quiet)
-    sweep = Sweep(sweep_config, out, progress)
+    sweep = Sweep(sweep_config, out, progress, tensorboard)
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -176,7 +180,14 @@ def _print_trials(sweep_config) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     configs = len({t.config_id for t in trials})
-    console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+    race = sweep_config.race
+    if race is None:
+        console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+        return
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
 
 
 def reports_bad_options(command):
@@ -338,6 +349,53 @@ def predict(results, input_path, out, probabilities):
 
     done = predict_file(results, input_path, out, probabilities)
     click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.argument("logdir", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+@click.option("--to", "tool", type=click.Choice(["tensorboard", "mlflow"]), required=True,
+              help="tensorboard: event files under DIR/<sweep>/; mlflow: one parent run per sweep, "
+                   "one nested run per trial.")
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow tracking URI [default: sqlite:///<results root>/mlflow.db].")
+@reports_errors
+def export(results, logdir, tool, tracking_uri):
+    """Write finished results to TensorBoard or MLflow.
+
+    RESULTS is one sweep's directory or a folder of sweeps; only its files
+    are read, so results copied from another machine work. Exporting again
+    updates what changed and adds nothing twice.
+
+    \b
+    Examples:
+        mnist-sweep export results/regularization --to tensorboard tb
+        mnist-sweep export results/ --to mlflow
+        mnist-sweep export results/ --to mlflow --tracking-uri http://127.0.0.1:5000
+    """
+    from . import tracking
+
+    if tool == "tensorboard":
+        if logdir is None:
+            raise UserError("--to tensorboard needs a log directory: mnist-sweep export RESULTS --to tensorboard DIR",
+                            EXIT_BAD_INPUT)
+        if tracking_uri:
+            raise UserError("--tracking-uri is for --to mlflow; --to tensorboard writes to DIR", EXIT_BAD_INPUT)
+        for sweep, root in tracking.export_tensorboard(results, logdir):
+            click.echo(f"{sweep.name}: {len(sweep.records)} trial(s) -> {root}")
+        click.echo(f"View: tensorboard --logdir {logdir}")
+        return
+    if logdir is not None:
+        raise UserError(f"--to mlflow takes no directory ({logdir!r}); to choose where runs go, "
+                        "use --tracking-uri URI", EXIT_BAD_INPUT)
+    uri, exported = tracking.export_mlflow(results, tracking_uri)
+    for done in exported:
+        click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
+                   f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
+        for note in done.notes:
+            click.echo(f"Note ({done.name}): {note}", err=True)
+    if uri.startswith("sqlite:"):
+        click.echo(f"View: mlflow ui --backend-store-uri {uri}")
 
 
 def main():

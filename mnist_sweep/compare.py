@@ -16,6 +16,7 @@ import pandas as pd
 from .errors import OptionError
 from .metrics import get as get_metric
 from .metrics import lower_is_better, title
+from .race import describe as describe_race, read_race
 from .stats import (ALPHA, compare_to_best, design, interaction_tests, interactions, level_contrasts, main_effects,
                     seed_spread, setting_importance)
 from .store import load_results
@@ -229,6 +230,9 @@ def compare(results, metric: str = "test_accuracy", setting: str | None = None,
         interactions=interactions(df, metric, setting), interaction_tests=interaction_tests(df, metric, setting),
         spread=seed_spread(df, metric))
     result.findings = _findings(result)
+    race = read_race(results) if not isinstance(results, pd.DataFrame) else None
+    if race is not None:
+        result.findings.append(describe_race(race))
     return result
 
 

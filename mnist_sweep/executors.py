@@ -2,6 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Options:
     ray_address: Optional[str] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    fuse: bool = False  # train compatible trials as branches of one model
+    fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
 
@@ -209,7 +211,7 @@ class ProcessExecutor:
         return _Worker(process, parent_conn)
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = list(tasks)
+        pending = tasks  # consumed in place: the driver may append more
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
             count = max(1, min(self.options.jobs, len(pending)))

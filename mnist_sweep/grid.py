@@ -82,7 +82,7 @@ def _axes(config: SweepConfig) -> dict[str, list[Any]]:
     return {key: (data[section][key] if section else data[key]) for key, section in SECTIONS.items()}
 
 
-def _matches(settings: dict[str, Any], selector: dict[str, list[Any]]) -> bool:
+def _selected_by(settings: dict[str, Any], selector: dict[str, list[Any]]) -> bool:
     """True when each setting of a selector (see `_selector`) matches one of its values."""
     return all(any(_same(settings[key], want) for want in wants) for key, wants in selector.items())
 
@@ -149,7 +149,7 @@ def _hashed(settings: dict[str, Any]) -> dict[str, Any]:
 def expand(config: SweepConfig) -> list[Trial]:
     """All trials of a sweep: the product of its axes, minus exclusions, plus inclusions, times seeds."""
     exclude = [_selector(config, entry) for entry in config.exclude]
-    combos = [s for s in _product(config) if not any(_matches(s, sel) for sel in exclude)]
+    combos = [s for s in _product(config) if not any(_selected_by(s, sel) for sel in exclude)]
     for entry in config.include:
         combos.extend(_product(_pinned_config(config, entry)))
     unique: dict[str, dict[str, Any]] = {}

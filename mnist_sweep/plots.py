@@ -89,7 +89,7 @@ def _time_note(summary) -> str:
     return ""
 
 
-def _trials(n: int) -> str:
+def _trial_count(n: int) -> str:
     return f"{n} trial{'' if n == 1 else 's'}"
 
 
@@ -293,7 +293,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
     height = fig.get_figheight()
     fig.legend(handles, ["train accuracy", "validation accuracy", "best validation epoch"], loc="upper right",
                ncols=3, frameon=False, fontsize=8, bbox_to_anchor=(0.99, 1 - 0.1 / height))
-    fig.suptitle(f"Accuracy per epoch of {_trials(len(trial_ids))}\nPanel titles: {' · '.join(parts)}; wall time; "
+    fig.suptitle(f"Accuracy per epoch of {_trial_count(len(trial_ids))}\nPanel titles: {' · '.join(parts)}; wall time; "
                  "best validation accuracy", x=0.01, y=1 - 0.1 / height, ha="left", va="top", fontsize=11)
     return fig
 
@@ -333,7 +333,7 @@ def wall_time(summary) -> Figure:
         ax.margins(x=0.12)
     _bar_labels(time_ax, data["label"], n, "wall time")
     _status_legend(fig, data["status"])
-    fig.suptitle(f"Time per trial ({_trials(n)}; total {data['wall_seconds'].sum():.0f} s){_time_note(summary)}",
+    fig.suptitle(f"Time per trial ({_trial_count(n)}; total {data['wall_seconds'].sum():.0f} s){_time_note(summary)}",
                  fontsize=12)
     return fig
 
@@ -405,7 +405,7 @@ def accuracy_vs_time(summary, metric: str = "test_accuracy", label_all: int = 12
     ax.margins(x=0.15, y=0.1)
     ax.legend(loc="best", fontsize=8)
     better = "more accurate" if higher else "lower"
-    fig.suptitle(f"{title(metric).capitalize()} against wall time ({_trials(len(data))})\n"
+    fig.suptitle(f"{title(metric).capitalize()} against wall time ({_trial_count(len(data))})\n"
                  f"Pareto front: no other trial is both faster and {better}{_time_note(summary)}", fontsize=12)
     return fig
 
@@ -511,6 +511,39 @@ def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[s
     lines = [f"{measure.title.capitalize()} of each level minus its setting's best level, matched on the other "
              "settings; most important setting first", f"{interval}; {better} 0 is better"]
     fig.suptitle("\n".join(textwrap.fill(line, 45 * columns) for line in lines), fontsize=11)
+    return fig
+
+
+def race_rounds(race: dict) -> Figure:
+    """A raced sweep (race.json): one row per configuration, one column per look, a bar for the looks it
+    was in; where it left, the Holm-adjusted p-value it left on. The winner, if any, is drawn first."""
+    rounds = race.get("rounds") or []
+    seeds = [r["seeds"] for r in rounds] or [race["min"]]
+    left = {item["config"]: (r["seeds"], item.get("p_holm")) for r in rounds for item in r["left"]}
+    configs = list(race.get("configurations", {}).values()) or [*race.get("racing", []), *left]
+    order = sorted(configs, key=lambda c: (c != race.get("winner"), -left.get(c, (math.inf, None))[0]))
+    fig = Figure(figsize=(8, 1.2 + 0.42 * len(order)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, config in enumerate(order):
+        last, p = left.get(config, (seeds[-1], None))
+        color = PALETTE[2] if config == race.get("winner") else "#999999" if config in left else PALETTE[0]
+        ax.barh(y, last - race["min"] + 1, left=race["min"] - 0.5, height=0.6, color=color)
+        if config in left:
+            ax.text(last + 0.6, y, "left: " + ("no finished trial" if p is None else f"p = {p:.2g}"),
+                    va="center", fontsize=8)
+    ax.set_yticks(range(len(order)), [textwrap.shorten(c, 48) for c in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(race["min"] - 0.5, race["max"] + 2.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("seeds per configuration at the look (one look per seed count)")
+    verdict = {"winner": f"winner: {race.get('winner')}", "indistinguishable": "no winner by max seeds",
+               "resolved": "every comparison resolved", "unresolved": "comparisons still open at max seeds",
+               "running": "race not finished"}.get(race.get("outcome"), str(race.get("outcome")))
+    ax.set_title(textwrap.shorten(f"Race on {race['metric']} ({race['mode']}): {verdict}; each look at level "
+                                  f"{race['alpha_per_look']:.2g}", 110), fontsize=10)
+    ax.legend(handles=[Line2D([], [], color=c, lw=6, label=t) for c, t in
+                       ((PALETTE[0], "still in"), ("#999999", "left the race"), (PALETTE[2], "winner"))],
+              loc="lower right", fontsize=8)
     return fig
 
 

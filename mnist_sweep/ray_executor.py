@@ -194,11 +194,11 @@ class RayExecutor:
             capacity = self._capacity()
             self._check_fits(capacity)
             arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-            queue = deque(_Job(task) for task in tasks)
-            refreshed = time.monotonic()
-            while queue and not self.stopping or running:
-                while queue and not self.stopping and len(running) < max(capacity, 1):
-                    job = queue.popleft()
+            queue: deque = deque()  # jobs to retry, ahead of `tasks`, which is consumed in place (the
+            refreshed = time.monotonic()  # driver may append to it from an event)
+            while (queue or tasks) and not self.stopping or running:
+                while (queue or tasks) and not self.stopping and len(running) < max(capacity, 1):
+                    job = queue.popleft() if queue else _Job(tasks.pop(0))
                     job.attempt, job.where = job.attempt + 1, None
                     running[remote.remote(job.task, arrays, self.options.backend, self.options.device,
                                           self.options.timeout_seconds, self.options.save_model)] = job

@@ -19,6 +19,7 @@ from .errors import OptionError, ResultsError, did_you_mean
 from .metrics import check as check_metric
 from .metrics import get as get_metric
 from .metrics import title
+from .race import read_race
 from .report_html import MIME, Drawn, render_findings, render_report
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
 from .tables import varying_columns
@@ -27,7 +28,8 @@ FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
 GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
-OWN_FILES = ("curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*", "model_*")
+OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
+             "model_*")
 # The settings that shape a model's layer graph: trials equal on these share one diagram.
 ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 
@@ -190,6 +192,12 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
     plan, outcome.skipped = _plan(summary, histories, metric, setting)
+    race = read_race(sweep_dir)
+    if race is not None:
+        from .plots import race_rounds
+
+        plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
+                        "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     for pattern in OWN_FILES:

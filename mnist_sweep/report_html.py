@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .errors import OptionError, ResultsError
 from .metrics import title
+from .race import describe as describe_race, read_race
 from .tables import by_validation, format_cell, trial_labels, varying_columns
 
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
@@ -40,6 +41,8 @@ def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", set
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
     command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {setting}" if setting else "")
+    race = read_race(sweep_dir)
+    sentences = sentences + ([describe_race(race)] if race is not None else [])
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
             f"<p>Every number here comes from the tables of <code>{_e(command)}</code>.</p>")
 

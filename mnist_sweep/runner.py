@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from .config import SweepConfig, config_to_dict, load_config, validate_config
 from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
-from .fused import group_trials
+from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
@@ -37,6 +37,7 @@ class SweepReport:
     wall_seconds: float = 0.0  # time spent running trials
     fit_seconds: float = 0.0  # of which inside model.fit, summed over trials
     interrupted: bool = False
+    race: Optional[dict] = None  # race.json, for a raced sweep
 
     @property
     def failed(self) -> int:
@@ -50,8 +51,27 @@ class Progress:
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
     def trial_finished(self, trial: Trial, record: TrialRecord) -> None: ...
+    def added(self, count: int) -> None: ...  # a race's next round: `count` more trials to run
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
+
+
+class Observers(Progress):
+    """Passes each sweep event on to several receivers: the display, a TensorBoard log."""
+
+    def __init__(self, *observers: Progress):
+        self.observers = observers
+
+    def start(self, *args): self._tell("start", *args)
+    def trial_started(self, *args): self._tell("trial_started", *args)
+    def epoch(self, *args): self._tell("epoch", *args)
+    def trial_finished(self, *args): self._tell("trial_finished", *args)
+    def message(self, *args): self._tell("message", *args)
+    def finish(self, *args): self._tell("finish", *args)
+
+    def _tell(self, event: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
 
 
 def _short(exc: BaseException) -> str:
@@ -72,7 +92,8 @@ def _now() -> str:
 class Sweep:
     """One run of a config: holds the store, the dataset and every trial's record."""
 
-    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
+    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None,
+                 tensorboard: str | Path | None = None):
         self.config = config
         self.trials = expand(config)
         self.by_id = {t.trial_id: t for t in self.trials}
@@ -85,6 +106,23 @@ class Sweep:
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
+        self.race_plan = None
+        if config.race is not None:
+            from .race import plan_for
+
+            self.race_plan = plan_for(config)
+        self.ended_here: set[str] = set()  # trials this run trained to an end, whatever their status
+        self.outstanding: set[str] = set()  # a race's trials of the current round not yet done
+        self.fresh = False  # --force: a race counts only what this run trains
+        self._told: list[dict] = []  # the race's rounds already announced
+        self._tasks: list[list[Trial]] = []  # what the executor is consuming
+        self._options = Options()
+        if tensorboard or config.tensorboard:  # each trial's curves and HParams session, from the events here
+            from .tracking import live_tensorboard
+
+            needed_by = "--tensorboard" if tensorboard else f"the config's tensorboard: {config.tensorboard}"
+            self.progress = Observers(self.progress, live_tensorboard(tensorboard or config.tensorboard, self,
+                                                                      needed_by))
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
@@ -173,7 +211,10 @@ class Sweep:
         status = record["status"]
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
+        self.ended_here.add(trial.trial_id)
         self.progress.trial_finished(trial, record)
+        if self.race_plan is not None:
+            self._next_round(trial)
 
     def _on_event(self, kind: str, trial_id: str, payload: Any) -> None:
         """Record what an executor reports; a write that fails stops the sweep with a clear error."""
@@ -206,6 +247,71 @@ class Sweep:
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
             self.progress.message(f"Best model: {self.store.dir / best['model']} ({metric} {value}; "
                                   f"{BEST_FILE} names it, `mnist-sweep predict {self.store.dir} INPUT` uses it)")
+
+    # ------------------------------------------------------------ racing
+
+    def _counts(self, trial: Trial) -> bool:
+        """Whether a race counts this trial as run: finished before (unless --force), or ended in this run."""
+        if trial.trial_id in self.ended_here:
+            return self.records.get(trial.trial_id, {}).get("status") != "interrupted"
+        return not self.fresh and self.records.get(trial.trial_id, {}).get("status") == FINISHED
+
+    def _judge(self):
+        """Replay the race over the trials that count and record it in race.json."""
+        import json
+
+        import pandas as pd
+
+        from .race import RACE_FILE, run_race
+        from .store import atomic_write
+
+        metric = self.race_plan.metric
+        rows = [{"config_id": t.config_id, "seed": t.seed, "status": self.records[t.trial_id]["status"],
+                 metric: (self.records[t.trial_id].get("metrics") or {}).get(metric), **t.factors}
+                for t in self.trials if self._counts(t)]
+        configs = list(dict.fromkeys(t.config_id for t in self.trials))
+        frame = pd.DataFrame(rows, columns=["config_id", "seed", "status", metric, *self.factors])
+        frame[metric] = frame[metric].astype(float)
+        race = run_race(frame, self.race_plan, configs)
+        labels = {t.config_id: ", ".join(f"{k}={v}" for k, v in t.factors.items()) or t.config_id
+                  for t in self.trials}
+        data = race.to_dict(labels)
+        data["trials_run"] = len(rows)
+        atomic_write(self.store.dir / RACE_FILE, json.dumps(data, indent=2) + "\n")
+        return race, data
+
+    def _race_round(self, options: Options) -> list[Trial]:
+        """The trials of the race's next round: the seeds each configuration still in needs, batched to fill
+        the executor (one seed each with one job; more when jobs outnumber the round's tasks)."""
+        race, data = self._judge()
+        for look in data["rounds"][len(self._told):]:
+            gone = "; ".join(f"{left['config']} (p = {left['p_holm']:.2g})" if left["p_holm"] is not None
+                             else f"{left['config']} ({left['reason']})" for left in look["left"])
+            self.progress.message(f"Race, round {look['round']} ({look['seeds']} seeds): {len(look['in'])} in"
+                                  + (f"; left: {gone}" if gone else "; none left"))
+        self._told = data["rounds"]
+        if race.finished:
+            return []
+        one_seed = [t for t in self.trials if t.config_id in race.racing and t.seed == race.plan.seeds[0]]
+        per_seed = len(group_trials(one_seed, options.max_branches)) if options.fuse else len(one_seed)
+        batch = max(1, options.jobs // max(per_seed, 1))
+        need = race.needed(batch)
+        return [t for t in self.trials if t.seed in need.get(t.config_id, ()) and not self._counts(t)]
+
+    def _next_round(self, trial: Trial) -> None:
+        """When a round's last trial is done, queue the next round (unless Ctrl-C asked to stop)."""
+        self.outstanding.discard(trial.trial_id)
+        if self.outstanding or self.executor is None or self.executor.stopping:
+            return
+        more = self._race_round(self._options)
+        self.outstanding = {t.trial_id for t in more}
+        if more:
+            self.progress.added(len(more))
+            self._tasks.extend(self._group(more, self._options))
+
+    @staticmethod
+    def _group(todo: list[Trial], options: Options) -> list[list[Trial]]:
+        return group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
 
     # ------------------------------------------------------------ running
 
@@ -241,21 +347,32 @@ class Sweep:
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
-                          fuse=options.fuse or self.config.execution == "fused",
+                          fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none")
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
-            self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
+            self.fresh, self._options = force, options
             self.store.prepare(config_to_dict(self.config))
             self._write_summary()  # agrees with the run directories even if the last run was killed
+            if self.race_plan is not None:
+                todo = self._race_round(options)
+                self.outstanding = {t.trial_id for t in todo}
+            skipped = sum(1 for t in self.trials if self._counts(t)) if self.race_plan else len(self.trials) - len(todo)
+            self.report = SweepReport(self.store.dir, len(self.trials), skipped=skipped)
             self.executor = make_executor(executor, options)
-            tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
+            tasks = self._tasks = self._group(todo, options)  # a race appends its next rounds to this list
             self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if options.fuse:
-                self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
+            if self.race_plan is not None:
+                p = self.race_plan
+                self.progress.message(f"Racing {len(set(t.config_id for t in self.trials))} configurations on "
+                                      f"{p.metric} ({p.mode}): {p.minimum} to {p.maximum} seeds each, each look "
+                                      f"at level {p.alpha:.4f}; at most {len(self.trials)} trials")
+            if todo:
+                self.progress.message(describe_groups(tasks) if options.fuse else
+                                      f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
                 with self._ctrl_c():
@@ -271,21 +388,30 @@ class Sweep:
                                      "cluster again and run the same command to resume") from None
                 raise
             self.report.wall_seconds = time.perf_counter() - start
+            if self.race_plan is not None:
+                from .race import describe
+
+                self.report.race = self._judge()[1]
+                self.progress.message(describe(self.report.race))
             self._keep_models()
         self.progress.finish(self.report)
         return self.report
 
 
 def run_sweep(config: SweepConfig | dict | str | Path, out: str | Path = "results", force: bool = False,
-              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None):
-    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame."""
+              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None,
+              tensorboard: str | Path | None = None):
+    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame.
+
+    `tensorboard`: a log directory to write each trial's TensorBoard run to as it trains.
+    """
     from .store import load_results
 
     if isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, dict):
         config = validate_config(config)
-    report = Sweep(config, out, progress).run(force=force, options=options, executor=executor)
+    report = Sweep(config, out, progress, tensorboard).run(force=force, options=options, executor=executor)
     if report.interrupted:
         raise KeyboardInterrupt
     return load_results(report.directory)

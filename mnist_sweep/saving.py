@@ -40,7 +40,7 @@ def load_model(path: str | Path):
         raise ResultsError(f"{path}: cannot load the model ({reason})") from None
 
 
-def _number(value: Any) -> Optional[float]:
+def _finite_number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -54,12 +54,12 @@ def best_trial(records: dict[str, dict[str, Any]], sweep_dir: Path) -> Optional[
                   if r.get("status") == FINISHED and (sweep_dir / "runs" / r["trial_id"] / MODEL_FILE).is_file()]
     if not candidates:
         return None
-    have_val = any(_number((r.get("metrics") or {}).get(SELECTION[0])) is not None for r in candidates)
+    have_val = any(_finite_number((r.get("metrics") or {}).get(SELECTION[0])) is not None for r in candidates)
     accuracy, loss = SELECTION if have_val else SELECTION_WITHOUT_VALIDATION
 
     def rank(record):
         metrics = record.get("metrics") or {}
-        acc, lost = _number(metrics.get(accuracy)), _number(metrics.get(loss))
+        acc, lost = _finite_number(metrics.get(accuracy)), _finite_number(metrics.get(loss))
         return (acc if acc is not None else -math.inf, -lost if lost is not None else -math.inf)
 
     best = max(candidates, key=rank)  # the first of equals, in trial-id order

@@ -2,6 +2,7 @@
 
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import pytest
 # Set before anything imports Keras: quiet TensorFlow and never try to download data.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["MNIST_SWEEP_OFFLINE"] = "1"
+
+KERAS_FREE = pytest.StashKey[bool]()  # no selected test is marked keras (`make test-quick`)
 
 
 @pytest.fixture(autouse=True)
@@ -22,20 +25,15 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MNIST_SWEEP_OFFLINE", "1")
 
 
-def tiny_config(name="tiny", **sections):
-    """A config dict for a sweep that trains in a second or two on the bundled data."""
-    config = {
-        "name": name,
-        "dataset": {"name": "mnist", "source": "bundled", "n_train": 300, "n_test": 100,
-                    "validation_split": 0.2},
-        "model": {"hidden": [8], "activation": "relu"},
-        "optimizer": {"name": "adam", "learning_rate": 0.01},
-        "train": {"epochs": 2, "batch_size": 64, "early_stopping": False},
-        "seeds": 1,
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
+def pytest_collection_finish(session):
+    session.config.stash[KERAS_FREE] = not any(item.get_closest_marker("keras") for item in session.items)
+
+
+@pytest.fixture(autouse=True)
+def _keras_marker_is_honest(request):
+    """In a run without Keras tests, a test that loads Keras is missing its `keras` marker: say which."""
+    before = "keras" in sys.modules or "tensorflow" in sys.modules
+    yield
+    if request.config.stash.get(KERAS_FREE, False) and not before:
+        loaded = [name for name in ("keras", "tensorflow") if name in sys.modules]
+        assert not loaded, f"{request.node.nodeid} loads {', '.join(loaded)}: mark it @pytest.mark.keras"

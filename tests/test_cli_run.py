@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mnist_sweep import runner as runner_module
 from mnist_sweep.cli import cli
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _write_config(tmp_path, **sections):
@@ -33,6 +33,7 @@ def two_trial_config(tmp_path):
     return _write_config(tmp_path, model={"activation": ["relu", "tanh"]})
 
 
+@pytest.mark.keras
 def test_run_writes_the_documented_layout(tmp_path, two_trial_config):
     out = tmp_path / "results"
     result = _run(two_trial_config, "--out", out)
@@ -56,6 +57,7 @@ def test_run_writes_the_documented_layout(tmp_path, two_trial_config):
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["name"] == "tiny"
 
 
+@pytest.mark.keras
 def test_run_ends_with_the_best_configurations_and_the_next_commands(tmp_path, two_trial_config):
     out = tmp_path / "results"
     result = _run(two_trial_config, "--out", out)
@@ -74,6 +76,7 @@ def test_run_ends_with_the_best_configurations_and_the_next_commands(tmp_path, t
     assert quiet.exit_code == 0 and quiet.output == ""
 
 
+@pytest.mark.keras
 def test_second_run_skips_finished_trials_and_force_retrains(tmp_path, two_trial_config, capsys):
     out = tmp_path / "results"
     assert _run(two_trial_config, "--out", out).exit_code == 0
@@ -85,6 +88,7 @@ def test_second_run_skips_finished_trials_and_force_retrains(tmp_path, two_trial
     assert "0 already finished" in forced.output and "2 ok" in forced.output
 
 
+@pytest.mark.keras
 def test_adding_an_axis_keeps_the_finished_trials_it_did_not_change(tmp_path, two_trial_config):
     """`dropout: [0.0, 0.3]` renames the dropout-0.0 trials (their ids gain `do-0`) but does not retrain them."""
     out = tmp_path / "results"
@@ -114,8 +118,9 @@ def test_adding_an_axis_keeps_the_finished_trials_it_did_not_change(tmp_path, tw
     assert "4 already finished, skipped" in again.output and "nothing trained" in again.output
 
 
+@pytest.mark.keras
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_config, monkeypatch):
-    import mnist_sweep.train as train
+    from mnist_sweep import train
 
     real = train.train_trial
 
@@ -125,7 +130,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_c
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", flaky)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 1
     assert "1 trial(s) failed" in result.output
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
@@ -144,6 +149,7 @@ def test_dry_run_lists_trials_and_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.keras
 def test_set_overrides_reach_the_trials(tmp_path, two_trial_config):
     out = tmp_path / "r"
     result = _run(two_trial_config, "--out", out, "--set", "train.epochs=1", "--set", "model.activation=sigmoid")
@@ -185,8 +191,9 @@ def test_every_command_has_help_with_an_example():
         assert "Example" in result.output, f"{name} --help has no example"
 
 
+@pytest.mark.keras
 def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monkeypatch):
-    import mnist_sweep.train as train
+    from mnist_sweep import train
 
     real = train.train_trial
 
@@ -196,19 +203,20 @@ def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monk
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", interrupt_second)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 130
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
     assert dict(zip(summary["activation"], summary["status"])) == {"relu": "ok", "tanh": "interrupted"}
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_real_sigint_then_rerun_trains_only_unfinished_trials(tmp_path):
     """Ctrl-C a real sweep mid-way: finished trials survive intact and are not retrained."""
     config = _write_config(tmp_path, model={"activation": ["relu", "tanh", "sigmoid", "elu"]},
                            train={"epochs": 8})
     out = tmp_path / "r"
-    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out)]
+    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out), "--no-fuse"]
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = out / "tiny" / "runs"

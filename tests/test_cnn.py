@@ -8,7 +8,7 @@ from mnist_sweep.config import config_to_dict, load_config, validate_config
 from mnist_sweep.grid import expand
 from mnist_sweep.models import build_model, count_params
 from mnist_sweep.saving import load_model, model_to_bytes
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 IMAGES = np.random.default_rng(0).random((16, 28, 28), dtype=np.float32)
 
@@ -27,6 +27,7 @@ def _layer_types(model):
 
 # --- config and trials ------------------------------------------------------------------------------
 
+@pytest.mark.keras
 def test_defaults_leave_dense_networks_as_they_were():
     [trial] = _trials()
     s = trial.settings
@@ -67,6 +68,7 @@ def test_dense_sweep_yaml_names_no_convolution_settings():
 
 # --- the model ------------------------------------------------------------------------------------------
 
+@pytest.mark.keras
 def test_seeds_3_network_has_about_600000_parameters():
     settings = expand(load_config("configs/cnn_augmentation.yaml"))[0].settings
     model = build_model(settings, x_train=IMAGES)
@@ -80,6 +82,7 @@ def test_seeds_3_network_has_about_600000_parameters():
         "Flatten", "Dense", "BatchNormalization", "Activation", "Dropout", "Dense"]
 
 
+@pytest.mark.keras
 def test_kernel_size_and_leaky_relu_reach_the_convolutions():
     model = build_model(_settings(conv=[4, 4], kernel_size=5, activation="leaky_relu"))
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
@@ -87,6 +90,7 @@ def test_kernel_size_and_leaky_relu_reach_the_convolutions():
     assert _layer_types(model)[2:6] == ["Conv2D", "LeakyReLU", "Conv2D", "LeakyReLU"]
 
 
+@pytest.mark.keras
 def test_normalization_uses_the_training_images_mean_and_variance():
     model = build_model(_settings(normalize=True), x_train=IMAGES)
     layer = model.get_layer("normalize")
@@ -94,11 +98,13 @@ def test_normalization_uses_the_training_images_mean_and_variance():
     assert abs(out.mean()) < 1e-4 and out.std() == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.keras
 def test_normalization_without_training_images_is_a_clear_error():
     with pytest.raises(ValueError, match="model.normalize needs the training images"):
         build_model(_settings(normalize=True))
 
 
+@pytest.mark.keras
 def test_augmentation_is_active_in_training_and_inactive_in_evaluation_and_prediction():
     # No dropout or batch norm: the only randomness in the network is the augmentation.
     keras = get_keras()
@@ -120,6 +126,7 @@ def test_augmentation_is_active_in_training_and_inactive_in_evaluation_and_predi
     assert model.evaluate(IMAGES, labels, verbose=0) == model.evaluate(IMAGES, labels, verbose=0)
 
 
+@pytest.mark.keras
 def test_saved_model_loads_in_safe_mode_and_predicts_the_same(tmp_path):
     settings = _settings(augment=True, normalize=True, conv_batch_norm=True)
     model = build_model(settings, x_train=IMAGES)

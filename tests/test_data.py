@@ -370,7 +370,7 @@ def test_default_warning_goes_through_python_warnings():
 
 
 def test_bundled_subset_is_cached_between_runs_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
-    import mnist_sweep.data as data_module
+    from mnist_sweep import data as data_module
 
     monkeypatch.setenv("MNIST_SWEEP_CACHE", str(tmp_path / "cache"))
     cfg = SimpleNamespace(name="mnist", source="bundled", path=None, n_train=500, n_test=100,

@@ -16,13 +16,14 @@ from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
 from mnist_sweep.store import ResultsStore
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu"]
 
 
 def _config(tmp_path, name="exec", **sections):
     sections.setdefault("model", {"activation": ACTIVATIONS})
+    sections.setdefault("execution", "isolated")  # one trial per task: these tests are about the executors
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tiny_config(name=name, **sections)))
     return path
@@ -68,6 +69,7 @@ def _statuses(sweep_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_two_worker_processes_give_the_same_results_as_one_process(tmp_path):
     config = _config(tmp_path)
     assert _invoke(config, "--out", tmp_path / "seq").exit_code == 0
@@ -83,6 +85,7 @@ def test_two_worker_processes_give_the_same_results_as_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_ray_executor_on_a_local_instance(tmp_path):
     pytest.importorskip("ray")
     config = _config(tmp_path, model={"activation": ["relu", "tanh"]})
@@ -96,6 +99,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_smoke_sweep_on_the_jax_backend(tmp_path):
     pytest.importorskip("jax")
     result = subprocess.run(_command("configs/smoke.yaml", tmp_path / "r", "--backend", "jax",
@@ -118,6 +122,7 @@ def _histories(sweep):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.keras
 def test_kill_9_at_many_points_loses_nothing(tmp_path, jobs):
     """kill -9 the whole sweep at start-up, mid-trial, mid-epoch and right after a trial finishes."""
     config = _config(tmp_path, model={"activation": ACTIVATIONS, "dropout": [0.0, 0.3]}, train={"epochs": 3})
@@ -161,6 +166,7 @@ def test_kill_9_at_many_points_loses_nothing(tmp_path, jobs):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_first_ctrl_c_finishes_running_trials_second_stops_now(tmp_path):
     config = _config(tmp_path, train={"epochs": 40})
     out = tmp_path / "r"
@@ -226,6 +232,7 @@ def test_a_second_run_on_the_same_results_refuses_and_names_the_first(tmp_path):
     assert f"pid {os.getpid()}" in result.output
 
 
+@pytest.mark.keras
 def test_a_killed_run_does_not_leave_the_lock_stuck(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from mnist_sweep.store import ResultsStore\n"
@@ -242,6 +249,7 @@ def test_a_killed_run_does_not_leave_the_lock_stuck(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_a_worker_that_dies_fails_only_its_trial(tmp_path):
     config = _config(tmp_path, train={"epochs": 30})
     out = tmp_path / "r"
@@ -266,9 +274,10 @@ def test_a_worker_that_dies_fails_only_its_trial(tmp_path):
 
 @pytest.mark.parametrize("code, text", [(errno.ENOSPC, "No space left on device"),
                                         (errno.EROFS, "Read-only file system")])
+@pytest.mark.keras
 def test_disk_full_or_read_only_stops_with_a_clear_error_and_keeps_what_was_recorded(
         tmp_path, monkeypatch, code, text):
-    import mnist_sweep.store as store
+    from mnist_sweep import store
 
     config = _config(tmp_path, model={"activation": ["relu", "tanh", "sigmoid"]})
     first = _invoke(config, "--out", tmp_path / "r", "--set", "model.activation=[relu,sigmoid]")
@@ -291,6 +300,7 @@ def test_disk_full_or_read_only_stops_with_a_clear_error_and_keeps_what_was_reco
     assert {k: after[k] for k in before} == before
 
 
+@pytest.mark.keras
 def test_a_trial_past_its_time_limit_is_recorded_as_timeout(tmp_path):
     config = _config(tmp_path, model={"activation": "relu"},
                      train={"epochs": 500, "timeout_seconds": 1.0})

@@ -17,7 +17,7 @@ from mnist_sweep.fused import EarlyStopTracker, execute_group, group_trials
 from mnist_sweep.grid import expand
 from mnist_sweep.runner import run_sweep
 from mnist_sweep.train import execute_trial, stop_mode
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _keras_stop_epoch(values, monitor, patience, min_delta):
@@ -56,6 +56,7 @@ CURVES = {
 @pytest.mark.parametrize("curve", CURVES)
 @pytest.mark.parametrize("patience", [0, 1, 2])
 @pytest.mark.parametrize("min_delta", [0.0, 0.01])
+@pytest.mark.keras
 def test_branch_early_stopping_stops_where_keras_does(curve, patience, min_delta):
     monitor = "val_accuracy" if "accuracy" in curve else "val_loss"
     values = CURVES[curve]
@@ -69,7 +70,7 @@ def _sweep(**sections):
 
 
 def _compare(trials, data):
-    fused = execute_group(trials, data)
+    fused = execute_group(trials, data, form="branches")  # the sub-model form; tests/test_stacked.py has the other
     for trial in trials:
         alone = execute_trial(trial, data)
         together = fused[trial.trial_id]
@@ -80,6 +81,7 @@ def _compare(trials, data):
     return fused
 
 
+@pytest.mark.keras
 def test_every_model_option_gives_the_isolated_result():
     trials, data = _sweep(
         model={"hidden": [8, 4], "activation": "leaky_relu", "batch_norm": [False, True, "input"], "dropout": 0.2},
@@ -92,6 +94,7 @@ def test_every_model_option_gives_the_isolated_result():
     _compare(trials, data)
 
 
+@pytest.mark.keras
 def test_each_branch_stops_early_on_its_own_and_keeps_its_best_weights():
     trials, data = _sweep(
         dataset={"n_train": 300},
@@ -106,11 +109,12 @@ def test_each_branch_stops_early_on_its_own_and_keeps_its_best_weights():
     assert any(r["metrics"]["stopped_early"] for r in fused.values())
 
 
+@pytest.mark.keras
 def test_a_diverging_branch_is_cut_off_and_the_others_match_their_isolated_runs():
     trials, data = _sweep(
         model={"initializer": ["glorot_uniform", {"name": "random_normal", "stddev": 1e30}]},
         train={"epochs": 3})
-    fused = execute_group(trials, data)
+    fused = execute_group(trials, data, form="branches")
     healthy, exploding = trials
     assert fused[exploding.trial_id]["status"] == "diverged"
     assert math.isnan(fused[exploding.trial_id]["metrics"]["test_accuracy"])
@@ -132,14 +136,27 @@ def test_groups_share_seed_batch_size_epochs_and_optimizer():
     assert len(group_trials(trials, max_branches=16)) == 8  # 2 seeds x 2 batch sizes x 2 optimizers
 
 
+@pytest.mark.keras
+def test_no_fuse_trains_each_trial_alone_and_says_so(tmp_path):
+    import yaml
+
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(name="f", model={"activation": ["relu", "tanh"]}, train={"epochs": 1})))
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r"), "--no-fuse"])
+    assert result.exit_code == 0, result.output
+    assert "isolated: 2 trial(s), each its own model" in result.output
+    assert set(pd.read_csv(tmp_path / "r" / "f" / "summary.csv")["execution"]) == {"isolated"}
+
+
+@pytest.mark.keras
 def test_fused_sweep_through_the_cli_records_shared_times(tmp_path):
     import yaml
 
     path = tmp_path / "f.yaml"
     path.write_text(yaml.safe_dump(tiny_config(name="f", model={"activation": ["relu", "tanh", "sigmoid"]})))
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r"), "--fuse"])
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r")])  # fused by default
     assert result.exit_code == 0, result.output
-    assert "fused: 3 trial(s) in 1 model(s)" in result.output
+    assert "fused: 3 trial(s) in 1 stacked group(s)" in result.output
     summary = pd.read_csv(tmp_path / "r" / "f" / "summary.csv")
     assert set(summary["execution"]) == {"fused"} and summary["group_id"].nunique() == 1
     assert (summary["fit_seconds"] * 3).tolist() == pytest.approx(summary["group_seconds"].tolist())
@@ -150,9 +167,10 @@ def test_fused_sweep_through_the_cli_records_shared_times(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_three_seed_means_fused_match_isolated_within_the_seed_spread(tmp_path):
     config = tiny_config(name="stat", model={"activation": ["relu", "tanh"]}, seeds=3, train={"epochs": 3})
-    isolated = run_sweep(config, out=tmp_path / "iso")
+    isolated = run_sweep(dict(config, execution="isolated"), out=tmp_path / "iso")
     fused = run_sweep(dict(config, execution="fused"), out=tmp_path / "fused")
     assert set(fused["execution"]) == {"fused"} and set(isolated["execution"]) == {"isolated"}
     for activation in ("relu", "tanh"):
@@ -161,6 +179,7 @@ def test_three_seed_means_fused_match_isolated_within_the_seed_spread(tmp_path):
         assert abs(a.mean() - b.mean()) <= max(a.std(), b.std(), 1e-9)
 
 
+@pytest.mark.keras
 def test_cnn_branches_with_normalization_and_augmentation_match_and_save_their_models():
     trials, data = _sweep(
         dataset={"n_train": 200, "n_test": 50},

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fake_results import write_sweep
 from mnist_sweep.cli import cli
+from tests.fake_results import write_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).parent / "data" / "hostile"

@@ -5,7 +5,9 @@ import pytest
 from mnist_sweep.config import load_config, validate_config
 from mnist_sweep.grid import expand
 from mnist_sweep.models import build_model, build_optimizer, count_params
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
+
+pytestmark = pytest.mark.keras  # every test here builds or trains a Keras model
 
 
 def _first_trial(path):

@@ -58,6 +58,7 @@ def idx_images(tmp_path):
     return _write_idx(tmp_path / "t10k-images-idx3-ubyte", np.random.default_rng(0).integers(0, 256, (5, 28, 28)))
 
 
+@pytest.mark.keras
 def test_predict_writes_a_kaggle_submission(sweep, idx_images, tmp_path):
     out = tmp_path / "submission.csv"
     result = _predict(sweep, idx_images, "--out", out)
@@ -70,6 +71,7 @@ def test_predict_writes_a_kaggle_submission(sweep, idx_images, tmp_path):
     assert submission["Label"].between(0, 9).all()
 
 
+@pytest.mark.keras
 def test_probabilities_add_one_column_per_digit(sweep, tmp_path):
     images = tmp_path / "images.npz"
     np.savez(images, x=np.random.default_rng(1).integers(0, 256, (3, 784)).astype(np.uint8))  # flat rows work
@@ -90,6 +92,7 @@ def test_probabilities_add_one_column_per_digit(sweep, tmp_path):
     ("wrong-size.npz", "{path} [x]: images have shape (2, 32, 32) and type uint8; "
                        "expected numbers shaped (n, 28, 28) or (n, 784)"),
 ])
+@pytest.mark.keras
 def test_bad_input_exits_2_naming_the_file_and_line(sweep, tmp_path, name, message):
     path = BAD_INPUT / name
     out = tmp_path / "predictions.csv"
@@ -99,6 +102,7 @@ def test_bad_input_exits_2_naming_the_file_and_line(sweep, tmp_path, name, messa
     assert not out.exists()
 
 
+@pytest.mark.keras
 def test_images_of_another_size_than_the_model_takes_exit_2(idx_images, tmp_path):
     keras = get_keras()
     model = keras.Sequential([keras.Input((32, 32)), keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -119,6 +123,7 @@ def test_a_sweep_without_saved_models_says_how_to_get_one(tmp_path, idx_images):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_kaggle_workflow_end_to_end(tmp_path):
     """A small SEEDS.md #3 sweep keeps its best model, which predicts a Kaggle test.csv well above chance."""
     out = tmp_path / "results"

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from mnist_sweep import compare, report, report_html
 from mnist_sweep.cli import cli
 from mnist_sweep.store import HISTORY_COLUMNS, load_histories, load_results
-from tests.conftest import tiny_config
 from tests.fake_results import write_sweep
+from tests.helpers import tiny_config
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -260,6 +260,7 @@ def real_results(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_load_results_and_histories_read_what_the_runner_wrote(real_results):
     sweep, returned = real_results
     summary = load_results(sweep)
@@ -274,6 +275,7 @@ def test_load_results_and_histories_read_what_the_runner_wrote(real_results):
 
 
 @pytest.mark.slow
+@pytest.mark.keras
 def test_plot_draws_results_the_runner_wrote(real_results):
     sweep, _ = real_results
     result = plot(sweep)

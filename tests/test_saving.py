@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
 from mnist_sweep.saving import BEST_FILE, keep_models
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _sweep(tmp_path, trials):
@@ -69,6 +69,7 @@ def test_none_touches_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("mode, kept", [("none", 0), ("best", 1), ("all", 2)])
+@pytest.mark.keras
 def test_run_keeps_the_models_save_model_asks_for(tmp_path, mode, kept):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(tiny_config(model={"activation": ["relu", "tanh"]},

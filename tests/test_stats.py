@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
-from fake_results import write_sweep
 from mnist_sweep import compare, stats
 from mnist_sweep.cli import cli
 from mnist_sweep.errors import OptionError
+from tests.fake_results import write_sweep
 
 T1 = 12.706205  # t quantile 0.975 with 1 df
 T2 = 4.302653  # t quantile 0.975 with 2 df
@@ -262,10 +262,6 @@ def test_a_metric_every_trial_shares_has_no_variance_to_explain():
     sentences = compare.findings(frame, "epochs_run")
     assert "optimizer makes no difference: every trial has the same epochs run." in sentences
     assert not any("nan" in s for s in sentences)
-
-
-def test_compare_findings_and_render_are_still_importable_from_stats():
-    assert stats.compare is compare.compare and stats.findings is compare.findings and stats.render is compare.render
 
 
 def test_failed_trials_are_excluded_and_counted():

@@ -9,7 +9,9 @@ import pytest
 from mnist_sweep.config import validate_config
 from mnist_sweep.grid import expand
 from mnist_sweep.train import train_trial
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
+
+pytestmark = pytest.mark.keras  # every test here builds or trains a Keras model
 
 
 def _data(n=200, nan=False):

@@ -10,17 +10,19 @@ from .describe import describe_errors, model_in, show
 from .loading import (apply_overrides, config_to_dict, load_config, parse_overrides, read_yaml, uses_batch_norm,
                       validate_config)
 from .schema import (ACTIVATIONS, BN_MOMENTUM, CNN_ONLY, IMAGE_SIZE, INITIALIZERS, NAME_PATTERN, OPTIMIZER_KEYS,
-                     OPTIMIZERS, Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
+                     OPTIMIZERS, RACE_METRICS, RACE_MODES,
+                     Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
                      Initializer, InitializerSpec, Int, ModelConfig, OptimizerConfig, Penalty, PositiveInt, Rate,
-                     Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
+                     SeedRace, Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
 from .selectors import SECTIONS, check_selectors, pin_settings, unknown_settings
 
 __all__ = [
     # schema
     "ACTIVATIONS", "BN_MOMENTUM", "CNN_ONLY", "IMAGE_SIZE", "INITIALIZERS", "NAME_PATTERN", "OPTIMIZER_KEYS",
-    "OPTIMIZERS", "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
+    "OPTIMIZERS", "RACE_METRICS", "RACE_MODES",
+    "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
     "Initializer", "InitializerSpec", "Int", "ModelConfig", "OptimizerConfig", "Penalty", "PositiveInt", "Rate",
-    "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
+    "SeedRace", "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
     # error descriptions
     "describe_errors", "model_in", "show",
     # include/exclude selectors

@@ -75,7 +75,7 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _describe(err: dict, raw, root) -> list[tuple[str, str]]:
+def _describe_error(err: dict, raw, root) -> list[tuple[str, str]]:
     """One pydantic error as (key path, message) lines: key path, bad value, what is allowed."""
     path, _ = _walk(err["loc"], raw, root)
     bad = err.get("input")
@@ -117,7 +117,7 @@ def describe_errors(error: ValidationError, raw: Any, root: type[BaseModel]) -> 
     by_path: dict[str, list[tuple[int, str]]] = {}
     for err in error.errors():
         rank = _PREFERRED.index(err["type"]) if err["type"] in _PREFERRED else len(_PREFERRED)
-        for path, msg in _describe(err, raw, root):
+        for path, msg in _describe_error(err, raw, root):
             by_path.setdefault(path or "(top level)", []).append((rank, msg))
     lines = []
     for path, found in by_path.items():

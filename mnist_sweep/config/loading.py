@@ -190,4 +190,9 @@ def config_to_dict(config: SweepConfig) -> dict:
         data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
     if not uses_batch_norm(data):
         del data["model"]["batch_norm_momentum"]
+    race = data.pop("race")
+    if race is not None:  # written back the way the user wrote it
+        data["seeds"] = {"min": race["min"], "max": race["max"], "race": race["mode"]}
+    if data.get("race_metric") is None:
+        data.pop("race_metric", None)
     return data

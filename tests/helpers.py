@@ -1,0 +1,20 @@
+"""Helpers the tests share: import them as `from tests.helpers import tiny_config`."""
+
+
+def tiny_config(name="tiny", **sections):
+    """A config dict for a sweep that trains in a second or two on the bundled data."""
+    config = {
+        "name": name,
+        "dataset": {"name": "mnist", "source": "bundled", "n_train": 300, "n_test": 100,
+                    "validation_split": 0.2},
+        "model": {"hidden": [8], "activation": "relu"},
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+        "train": {"epochs": 2, "batch_size": 64, "early_stopping": False},
+        "seeds": 1,
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config

@@ -1,0 +1,158 @@
+"""The package's import structure: no import cycles, no reaching into another module's private names.
+
+Read from the source with `ast`, so nothing is imported. Every import of a package module counts,
+at the top of a file or inside a function: an import moved into a function still ties the two
+modules together, and hiding a cycle that way is what this test exists to stop. Imports of
+third-party libraries are not edges, so the lazy imports of Keras, pandas or matplotlib that keep
+`mnist-sweep --help` fast are fine.
+"""
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "mnist_sweep"
+TESTS = Path(__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+
+
+def _is_package(module: str) -> bool:
+    return MODULES[module].name == "__init__.py"
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module a `from ... import` names, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if _is_package(module) else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(module: str) -> tuple[tuple[str, str | None, int], ...]:
+    """Each import of a package module: (target module, name taken from it or None, line)."""
+    return tuple(_read_imports(module))
+
+
+def _read_imports(module: str):
+    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE:
+                    yield alias.name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve(module, node)
+            if source.split(".")[0] != PACKAGE:
+                continue
+            for alias in node.names:
+                if f"{source}.{alias.name}" in MODULES:  # `from . import backend`: a module, not a name
+                    yield f"{source}.{alias.name}", None, node.lineno
+                else:
+                    yield source, alias.name, node.lineno
+
+
+def _graph() -> dict[str, dict[str, int]]:
+    """module -> {module it imports: first line}; importing `a.b.c` also runs package `a.b`."""
+    edges: dict[str, dict[str, int]] = {m: {} for m in MODULES}
+    for module in MODULES:
+        for target, _, line in _imports(module):
+            parts = target.split(".")
+            for depth in range(2, len(parts) + 1):  # the package itself (mnist_sweep) imports nothing
+                step = ".".join(parts[:depth])
+                inside = module == step or module.startswith(step + ".")  # already being imported
+                if step in MODULES and step != module and not (inside and step != target):
+                    edges[module].setdefault(step, line)
+    return edges
+
+
+def _cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in edges:
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_the_reader_sees_the_package_and_its_imports():
+    # Guards the test itself: a walker that found nothing would pass everything.
+    assert {"mnist_sweep.cli", "mnist_sweep.config", "mnist_sweep.config.schema", "mnist_sweep.grid"} <= set(MODULES)
+    edges = _graph()
+    assert "mnist_sweep.config" in edges["mnist_sweep.grid"]  # from .config import ...
+    assert "mnist_sweep.config.schema" in edges["mnist_sweep.config.describe"]  # from .schema import ...
+    assert "mnist_sweep.errors" in edges["mnist_sweep.config.schema"]  # from ..errors import ...
+    assert "mnist_sweep.runner" in edges["mnist_sweep.cli"]  # inside a function: still an edge
+    assert "mnist_sweep.backend" in edges["mnist_sweep.executors"]  # from . import backend
+    assert _cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_between_modules():
+    edges = _graph()
+    found = []
+    for group in _cycles(edges):
+        ties = [f"{a} -> {b} (line {edges[a][b]})" for a in group for b in group if b in edges[a]]
+        found.append(", ".join(group) + ": " + "; ".join(ties))
+    assert not found, "import cycles:\n" + "\n".join(found)
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = [f"{module} (line {line}) takes {name} from {source}"
+             for module in MODULES for source, name, line in _imports(module)
+             if name is not None and name.startswith("_")]
+    assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+def test_private_helpers_do_not_share_names_across_modules():
+    # Two `_trials` in two modules read as one helper in a search or a traceback; give each its own name.
+    owners: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_") \
+                    and not node.name.startswith("__"):
+                owners.setdefault(node.name, []).append(module)
+    shared = {name: modules for name, modules in owners.items() if len(modules) > 1}
+    assert not shared, f"private helpers defined in more than one module: {shared}"
+
+
+def test_tests_share_helpers_through_one_module_never_conftest():
+    found = []
+    for path in sorted(TESTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                bare = (TESTS / f"{name}.py").exists()  # `from fake_results import ...`
+                if name.split(".")[-1] == "conftest" or bare:
+                    found.append(f"{path.name} line {node.lineno}: import {name}")
+    assert not found, "import shared test code as `from tests.helpers import ...`:\n" + "\n".join(found)
