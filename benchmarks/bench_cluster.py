@@ -55,7 +55,7 @@ def run_sweep(config: Path, out: Path, address: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out), "--quiet",
-                    "--executor", "ray", "--ray-address", address, "--cpus-per-trial", "1"],
+                    "--executor", "ray", "--ray-address", address, "--cpus-per-trial", "1", "--no-fuse"],
                    check=True, env={**os.environ, "MNIST_SWEEP_OFFLINE": "1"})
     return time.perf_counter() - start
 

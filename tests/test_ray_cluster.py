@@ -40,6 +40,7 @@ def _config(tmp_path, epochs=EPOCHS):
 
 
 def _start(config, out, address, *extra):
+    extra = extra or ("--no-fuse",)  # one trial per Ray task unless a test fuses
     command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out),
                "--executor", "ray", "--ray-address", address, "--cpus-per-trial", "1", *extra]
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
