@@ -79,10 +79,12 @@ def cli():
 @click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
               help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
                    "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse a sweep of more trials, counted from its axes before any is built [default: 100000].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, max_trials, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -101,20 +103,27 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     """
     from .config import load_config
 
-    sweep_config = load_config(config, overrides)
-    if dry_run:
-        _print_trials(sweep_config)
-        return
-    from .executors import Options
-    from .progress import make_progress
-    from .runner import Sweep
+    sweep_config = load_config(config, overrides, max_trials)
+    try:
+        if dry_run:
+            if sweep_config.search.method != "grid":
+                _print_search(sweep_config)
+            else:
+                _print_trials(sweep_config, max_trials)
+            return
+        from .executors import Options
+        from .progress import make_progress
+        from .runner import Sweep
+
+        progress = make_progress(quiet)
+        sweep = Sweep(sweep_config, out, progress, tensorboard, max_trials)  # counts and builds the trials
+    except ConfigError as exc:  # found after loading (too many trials): name the file all the same
+        raise ConfigError(exc.problems, exc.source or config) from None
 
     gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       fuse=fuse, max_branches=max_branches)
-    progress = make_progress(quiet)
-    sweep = Sweep(sweep_config, out, progress, tensorboard)
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -162,14 +171,14 @@ def _warn_damaged(lines: list[str]) -> None:
         _warn(f"damaged results: {line}")
 
 
-def _print_trials(sweep_config) -> None:
+def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     """The dry-run table: one row per trial with the settings that vary."""
     from rich.console import Console
     from rich.table import Table
 
     from .grid import expand, varying_settings
 
-    trials = expand(sweep_config)
+    trials = expand(sweep_config, max_trials)
     factors = varying_settings(trials)
     table = Table(title=f"{sweep_config.name}: {len(trials)} trials", title_justify="left")
     table.add_column("trial_id", overflow="fold")
@@ -188,6 +197,36 @@ def _print_trials(sweep_config) -> None:
     console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
                   f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
                   f"x {race.min} seeds, if the first look settles the race)")
+
+
+def _print_search(sweep_config) -> None:
+    """The dry run of a sampled search: its space, and the configurations the sampler tries first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .search import TPE_STARTUP, SearchSpace, first_configurations
+
+    search = sweep_config.search
+    space = SearchSpace(sweep_config)
+    configurations = first_configurations(sweep_config)
+    console = Console(soft_wrap=True)
+    console.print(f"{sweep_config.name}: {search.method} search, {search.trials} configurations x "
+                  f"{len(sweep_config.seeds)} seed(s), sampler seed {search.seed}" +
+                  (f"; pruning: {sweep_config.prune.method}" if sweep_config.prune else ""))
+    for line in space.describe():
+        console.print(f"  {line}")
+    shown = "all of them" if search.method != "tpe" else \
+        f"the first {len(configurations)}, drawn at random; the rest follow from their results"
+    table = Table(title=f"Configurations ({shown})", title_justify="left")
+    table.add_column("#")
+    table.add_column("trial_id (seed {})".format(sweep_config.seeds[0]), overflow="fold")
+    for column in space.varying:
+        table.add_column(column)
+    for number, runs in enumerate(configurations):
+        table.add_row(str(number), runs[0].trial_id, *(str(runs[0].factors[f]) for f in space.varying))
+    console.print(table)
+    if search.method == "tpe" and search.trials > TPE_STARTUP:
+        console.print(f"{search.trials - TPE_STARTUP} more configuration(s) chosen by TPE as results come in")
 
 
 def reports_bad_options(command):

@@ -43,6 +43,7 @@ class Options:
     fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
+    prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
 
 
 def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
@@ -50,7 +51,7 @@ def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float],
     from .train import execute_trial
 
     def on_epoch(trial, rows):
-        send("epoch", trial.trial_id, rows[-1])
+        return send("epoch", trial.trial_id, rows[-1])  # true: the driver prunes this trial
 
     if len(task) == 1:
         results = {task[0].trial_id: execute_trial(task[0], data, on_epoch=on_epoch, timeout_seconds=timeout,
@@ -139,7 +140,7 @@ class InlineExecutor:
 # ---------------------------------------------------------------- worker processes
 
 def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout: Optional[float],
-                 save_model: bool = False) -> None:
+                 save_model: bool = False, prune: bool = False) -> None:
     """A worker: imports Keras once, maps the data once, then trains the trials it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     os.environ.update(env)
@@ -171,7 +172,14 @@ def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout:
             return
         for trial in task:
             conn.send(("started", trial.trial_id, {"pid": os.getpid()}))
-        execute_task(task, data, lambda *message: conn.send(message), timeout, save_model)
+
+        def send(*message):
+            conn.send(message)
+            if prune and message[0] == "epoch":
+                return conn.recv()  # the driver's pruning verdict on this epoch
+            return None
+
+        execute_task(task, data, send, timeout, save_model)
 
 
 @dataclass
@@ -205,7 +213,7 @@ class ProcessExecutor:
         process = self.context.Process(
             target=_worker_main, daemon=True, name=f"mnist-sweep-worker-{index}",
             args=(child_conn, worker_env(self.options, index), data_dir, self.options.device,
-                  self.options.timeout_seconds, self.options.save_model))
+                  self.options.timeout_seconds, self.options.save_model, self.options.prune))
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn)
@@ -246,7 +254,9 @@ class ProcessExecutor:
                     continue
                 if message[0] == "fatal":
                     raise SweepError(f"a worker could not start: {message[1]}")
-                emit(*message)
+                verdict = emit(*message)
+                if message[0] == "epoch" and self.options.prune:
+                    worker.conn.send(bool(verdict))
                 if message[0] == "done":
                     worker.task = [t for t in worker.task if t.trial_id != message[1]]
         except (EOFError, OSError):

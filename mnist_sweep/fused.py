@@ -294,7 +294,7 @@ def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[
             logs = logs or {}
             seconds = time.perf_counter() - self.start
             live = [b for b in branches if b.status is None]
-            rows = {}
+            rows, pruned = {}, {}
             for b in live:
                 row = {"epoch": epoch + 1, "epoch_seconds": seconds}
                 for key in HISTORY_COLUMNS[1:-1]:
@@ -302,13 +302,15 @@ def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[
                     row[key] = float(logs[name]) if name in logs else math.nan
                 b.rows.append(row)
                 rows[b.index] = row
-                if on_epoch is not None:
-                    on_epoch(b.trial, b.rows)
+                pruned[b.index] = bool(on_epoch(b.trial, b.rows)) if on_epoch is not None else False
             weights = form.snapshot([b.index for b in live])
             for b in live:
                 row = rows[b.index]
                 if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
                     b.status, b.weights = "diverged", weights[b.index]
+                    continue
+                if pruned[b.index]:  # the search's pruner stops this branch; the others go on
+                    b.status, b.weights = "pruned", weights[b.index]
                     continue
                 self._early_stop(epoch, b, row, weights)
             still = [b.index for b in branches if b.status is None]
@@ -412,6 +414,9 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         if status == "diverged":
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+        elif status == "pruned":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")
         else:
             metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
         if status == "timeout":

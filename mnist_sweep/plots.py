@@ -28,7 +28,7 @@ LINESTYLES = ("-", "--", "-.", ":")
 MAX_LEGEND = len(PALETTE)  # more levels than this get a colour map and a colour bar instead of a legend
 MAX_LABELLED = 40  # bar charts name each trial up to this many trials
 STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
-                 "running": "#999999", "interrupted": "#999999"}
+                 "running": "#999999", "interrupted": "#999999", "pruned": PALETTE[3]}
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 SHARED_TIME_NOTE = ("Times are shared within fused groups (group_seconds): trials trained together show "
                     "a share of their group's time,\nnot a separate measurement.")

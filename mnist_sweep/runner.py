@@ -24,6 +24,7 @@ from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
+RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cluster's free CPUs decide
 
 
 @dataclass
@@ -93,12 +94,18 @@ class Sweep:
     """One run of a config: holds the store, the dataset and every trial's record."""
 
     def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None,
-                 tensorboard: str | Path | None = None):
+                 tensorboard: str | Path | None = None, max_trials: Optional[int] = None):
         self.config = config
-        self.trials = expand(config)
-        self.by_id = {t.trial_id: t for t in self.trials}
-        self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
+        self.search = None  # a sampled sweep's Optuna study (search.method random, qmc or tpe)
+        self.feed = None
+        if config.search.method != "grid":
+            from .search import Search
+
+            self.search = Search(config, self.store.dir)
+        self.trials = expand(config, max_trials) if self.search is None else []  # a search adds them as it asks
+        self.by_id = {t.trial_id: t for t in self.trials}
+        self.factors = varying_settings(self.trials) if self.search is None else self.search.space.varying
         self.progress = progress or Progress()
         self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict]] = {}
@@ -185,11 +192,13 @@ class Sweep:
         })
         self.progress.trial_started(trial)
 
-    def _epoch(self, trial: Trial, row: dict) -> None:
+    def _epoch(self, trial: Trial, row: dict) -> bool:
+        """Record an epoch; true when the search's pruner stops the trial here."""
         rows = self.histories.setdefault(trial.trial_id, [])
         rows.append(row)
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
+        return self.search is not None and self.search.should_prune(trial, self.histories)
 
     def _finish(self, trial: Trial, result: TrialResult) -> None:
         record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
@@ -213,15 +222,19 @@ class Sweep:
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
         self.ended_here.add(trial.trial_id)
         self.progress.trial_finished(trial, record)
+        told = self.search.record(trial, record) if self.search is not None else None
+        if told is not None and self.feed is not None:
+            self.feed.told(told)
         if self.race_plan is not None:
             self._next_round(trial)
 
-    def _on_event(self, kind: str, trial_id: str, payload: Any) -> None:
-        """Record what an executor reports; a write that fails stops the sweep with a clear error."""
+    def _on_event(self, kind: str, trial_id: str, payload: Any) -> Any:
+        """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
+        stops the sweep with a clear error."""
         trial = self.by_id[trial_id]
         handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
         try:
-            handler(trial, payload)
+            return handler(trial, payload)
         except OSError as exc:
             kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
             raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
@@ -247,6 +260,31 @@ class Sweep:
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
             self.progress.message(f"Best model: {self.store.dir / best['model']} ({metric} {value}; "
                                   f"{BEST_FILE} names it, `mnist-sweep predict {self.store.dir} INPUT` uses it)")
+
+    # ------------------------------------------------------------ searching
+
+    def _asked(self, configuration) -> None:
+        """Take in the runs (one per seed) of a configuration the study asked."""
+        for trial in configuration.trials:
+            if trial.trial_id not in self.by_id:
+                self.trials.append(trial)
+                self.by_id[trial.trial_id] = trial
+
+    def _search_tasks(self, force: bool, options: Options, executor: str):
+        """Open the study and a feed of its tasks; returns (feed, runs already done)."""
+        from .search import SearchFeed
+        from .search.study import DONE
+
+        existing = self.search.open(force)
+        for configuration in existing:
+            self._asked(configuration)
+        # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
+        batch = options.jobs if executor != "ray" else RAY_ASK_LIMIT
+        self.feed = SearchFeed(self.search, {} if force else self.records, batch=batch, fuse=options.fuse,
+                               max_branches=options.max_branches, on_new=self._asked)
+        self.feed.start(existing)
+        done = 0 if force else sum(1 for t in self.trials if self.records.get(t.trial_id, {}).get("status") in DONE)
+        return self.feed, done
 
     # ------------------------------------------------------------ racing
 
@@ -349,30 +387,46 @@ class Sweep:
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
                           fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
-                          save_model=self.config.train.save_model != "none")
+                          save_model=self.config.train.save_model != "none",
+                          prune=self.search is not None and self.config.prune is not None)
+        if options.prune and executor == "ray":
+            raise SweepError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
+                             "--executor process (or inline), or remove prune:")
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
             self.fresh, self._options = force, options
             self.store.prepare(config_to_dict(self.config))
-            self._write_summary()  # agrees with the run directories even if the last run was killed
-            if self.race_plan is not None:
-                todo = self._race_round(options)
-                self.outstanding = {t.trial_id for t in todo}
-            skipped = sum(1 for t in self.trials if self._counts(t)) if self.race_plan else len(self.trials) - len(todo)
-            self.report = SweepReport(self.store.dir, len(self.trials), skipped=skipped)
-            self.executor = make_executor(executor, options)
-            tasks = self._tasks = self._group(todo, options)  # a race appends its next rounds to this list
-            self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if self.race_plan is not None:
-                p = self.race_plan
-                self.progress.message(f"Racing {len(set(t.config_id for t in self.trials))} configurations on "
-                                      f"{p.metric} ({p.mode}): {p.minimum} to {p.maximum} seeds each, each look "
-                                      f"at level {p.alpha:.4f}; at most {len(self.trials)} trials")
-            if todo:
-                self.progress.message(describe_groups(tasks) if options.fuse else
-                                      f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
+            if self.search is not None:
+                total = self.config.search.trials * len(self.config.seeds)
+                self.report = SweepReport(self.store.dir, total)
+                tasks, self.report.skipped = self._search_tasks(force, options, executor)
+                self._write_summary()  # agrees with the run directories even if the last run was killed
+                self.executor = make_executor(executor, options)
+                self.progress.start(total, total - self.report.skipped, self.report.skipped, self.data.info())
+                self.progress.message(f"{self.config.search.method} search: {self.config.search.trials} "
+                                      f"configuration(s) x {len(self.config.seeds)} seed(s); study in "
+                                      f"{self.search.path} (optuna-dashboard {self.search.path} shows it)")
+            else:
+                self._write_summary()  # agrees with the run directories even if the last run was killed
+                if self.race_plan is not None:
+                    todo = self._race_round(options)
+                    self.outstanding = {t.trial_id for t in todo}
+                skipped = (sum(1 for t in self.trials if self._counts(t)) if self.race_plan
+                           else len(self.trials) - len(todo))
+                self.report = SweepReport(self.store.dir, len(self.trials), skipped=skipped)
+                self.executor = make_executor(executor, options)
+                tasks = self._tasks = self._group(todo, options)  # a race appends its next rounds to this list
+                self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
+                if self.race_plan is not None:
+                    p = self.race_plan
+                    self.progress.message(f"Racing {len(set(t.config_id for t in self.trials))} configurations on "
+                                          f"{p.metric} ({p.mode}): {p.minimum} to {p.maximum} seeds each, each look "
+                                          f"at level {p.alpha:.4f}; at most {len(self.trials)} trials")
+                if todo:
+                    self.progress.message(describe_groups(tasks) if options.fuse else
+                                          f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
                 with self._ctrl_c():
@@ -394,6 +448,10 @@ class Sweep:
                 self.report.race = self._judge()[1]
                 self.progress.message(describe(self.report.race))
             self._keep_models()
+            best = self.search.best() if self.search is not None else None
+            if best is not None:
+                self.progress.message(f"Best configuration: study trial {best['number']}, "
+                                      f"{self.config.search.metric} {best['value']:.4f} (mean over seeds)")
         self.progress.finish(self.report)
         return self.report
 

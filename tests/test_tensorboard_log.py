@@ -5,7 +5,9 @@ Those readers load TensorFlow (through `tensorboard.compat.tf`), so the tests th
 keras; the writer does not."""
 
 import math
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -231,3 +233,17 @@ def test_a_log_directory_that_cannot_be_written_is_an_error_for_export_and_a_war
     assert ran.output.count("TensorBoard log stopped: cannot write to") == 1
     assert "--to tensorboard DIR` writes the log afterwards" in ran.output
     assert (tmp_path / "out" / "tiny" / "summary.csv").exists()
+
+
+def test_writing_event_files_loads_neither_tensorflow_nor_keras(tmp_path):
+    # TensorBoard's own EventFileWriter imports TensorFlow when it is installed; this writer must not,
+    # so that a driver on the JAX or torch backend (or without Keras loaded) logs as cheaply.
+    results = write_sweep(tmp_path / "results", seeds=1, epochs=2)
+    code = ("import sys; from mnist_sweep.tracking import export_tensorboard; "
+            f"export_tensorboard({str(results)!r}, {str(tmp_path / 'tb')!r}); "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert len(list((tmp_path / "tb" / "fake").rglob("events.out.tfevents.*"))) == 1 + 6  # experiment + trials

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from ..errors import did_you_mean
+from .ranges import PruneConfig, Range, SearchConfig
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -30,7 +32,11 @@ OPTIMIZER_KEYS = {
     "adamw": {"beta_1", "beta_2", "weight_decay"},
     "nadam": {"beta_1", "beta_2"},
 }
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched in full: no trailing newline
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and Keras' seeds take unsigned 32-bit values
+# The most trials a sweep may have unless raised (`--max-trials`): counted from the axes before any
+# trial is built, so a 23-byte `seeds: 1000000000` fails in milliseconds instead of filling memory.
+MAX_TRIALS = 100_000
 
 
 def _no_bool(value: Any) -> Any:
@@ -41,10 +47,16 @@ def _no_bool(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]  # .inf or .nan would fail a trial
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 Rate = Annotated[Float, Field(ge=0.0, lt=1.0)]
 Penalty = Annotated[Float, Field(ge=0.0)]
 PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+def trial_limit(context: Any) -> int:
+    """The most trials a sweep may have: the validation context's `max_trials`, else MAX_TRIALS."""
+    return (context or {}).get("max_trials") or MAX_TRIALS
 
 
 def _problems_at(problems: list[tuple[str, str, Any]]) -> PydanticCustomError:
@@ -88,7 +100,7 @@ class DatasetConfig(Strict):
     n_train: Optional[PositiveInt] = None  # None = the whole training split
     n_test: Optional[PositiveInt] = None
     validation_split: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.1  # carved from training only
-    seed: Int = 0  # fixes the subset and the splits, so every trial sees the same data
+    seed: Seed = 0  # fixes the subset and the splits, so every trial sees the same data
 
     @model_validator(mode="before")
     @classmethod
@@ -102,12 +114,30 @@ class DatasetConfig(Strict):
         return data
 
 
+# The parameters each initializer takes (Keras refuses any other); the rest take none.
+INITIALIZER_KEYS = {"random_normal": ("mean", "stddev"), "truncated_normal": ("mean", "stddev"),
+                    "random_uniform": ("minval", "maxval")}
+
+
 class Initializer(Strict):
     name: Literal[INITIALIZERS]  # type: ignore[valid-type]
     mean: Optional[Float] = None
     stddev: Optional[Annotated[Float, Field(gt=0)]] = None
     minval: Optional[Float] = None
     maxval: Optional[Float] = None
+
+    @model_validator(mode="after")
+    def _parameters_it_takes(self):
+        takes = INITIALIZER_KEYS.get(self.name, ())
+        given = {k: v for k, v in self.model_dump(exclude_none=True).items() if k != "name"}
+        problems = [(f".{key}", f"{self.name} takes " + (f"only {' and '.join(takes)}" if takes else "no parameters"),
+                     value) for key, value in given.items() if key not in takes]
+        low, high = given.get("minval", -0.05), given.get("maxval", 0.05)  # Keras' defaults
+        if self.name == "random_uniform" and not low < high:
+            problems.append((".maxval", f"maxval must be greater than minval ({low})", high))
+        if problems:
+            raise _problems_at(problems)
+        return self
 
 
 class OptimizerConfig(Strict):
@@ -300,7 +330,7 @@ class TrainConfig(Strict):
     batch_size: list[PositiveInt] = [128]
     early_stopping: list[Union[Literal[False], EarlyStopping]] = [EarlyStopping()]
     # Optional limit per trial; past it the trial stops and is recorded as `timeout`. Not an axis.
-    timeout_seconds: Optional[Annotated[float, Field(gt=0)]] = None
+    timeout_seconds: Optional[Annotated[Float, Field(gt=0)]] = None
     # Which trained models to keep as runs/<trial_id>/model.keras: the best by validation accuracy
     # (what `mnist-sweep predict` uses), every one, or none. Not an axis: it does not change training.
     save_model: Literal["none", "best", "all"] = "best"
@@ -368,7 +398,7 @@ class SweepConfig(Strict):
     optimizer: list[OptimizerConfig] = [OptimizerConfig(name="adam")]
     augment: list[Union[Literal[False], Augment]] = [False]  # off: plain MLP sweeps train as they always did
     train: TrainConfig = TrainConfig()
-    seeds: list[Annotated[Int, Field(ge=0)]] = [0]
+    seeds: list[Seed] = [0]
     # Set through `seeds: {min, max, race}` (then seeds is 0..max-1); None: every seed runs every configuration.
     race: Optional[SeedRace] = None
     race_metric: Optional[str] = None  # what a race ranks by; None: val_accuracy
@@ -380,11 +410,19 @@ class SweepConfig(Strict):
     tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
+    search: SearchConfig = SearchConfig()  # grid: every combination; random, qmc, tpe: `trials` of them
+    prune: Optional[PruneConfig] = None  # stop unpromising trials early (sampled methods only)
+    _ranges: dict[str, Range] = PrivateAttr(default_factory=dict)
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        """The settings given as ranges, by key path (`model.dropout`, `optimizer.0.learning_rate`)."""
+        return self._ranges
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value):
-        if not NAME_PATTERN.match(value) or value in {".", ".."}:
+        if not NAME_PATTERN.fullmatch(value) or value in {".", ".."}:
             raise ValueError("not a plain directory name: use letters, digits, '.', '_' and '-', "
                              "starting with a letter or digit, at most 64 characters")
         return value
@@ -435,13 +473,17 @@ class SweepConfig(Strict):
 
     @field_validator("seeds", mode="before")
     @classmethod
-    def _seeds(cls, value):
+    def _seeds(cls, value, info: ValidationInfo):
         if isinstance(value, dict):
             raise _problems_at(_race_problems(value))
-        # An integer n means seeds 0..n-1.
+        # An integer n means seeds 0..n-1; a count no sweep could run is refused before the list is built.
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError("seeds as a count must be at least 1")
+            limit = trial_limit(info.context)
+            if value > limit:
+                raise ValueError(f"{value:,} seeds make at least {value:,} trials, more than the limit of "
+                                 f"{limit:,}; use fewer seeds, or raise the limit with --max-trials")
             return list(range(value))
         if not isinstance(value, list):
             raise ValueError("expected a count n (meaning seeds 0..n-1), a list of seeds such as [0, 1, 2], or a "
