@@ -68,9 +68,9 @@ def cli():
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Ray cluster to join (`ray start --head` prints it); default: start a local one.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Ray: CPUs each trial reserves.")
+              help="Ray: CPUs each trial (or fused group) reserves, and its thread count.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="Ray: GPUs (fractions allowed) each trial reserves.")
+              help="Ray: GPUs (fractions allowed) each trial (or fused group) reserves.")
 @click.option("--fuse/--no-fuse", default=None,
               help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
                    "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")

@@ -78,9 +78,9 @@ def auto_jobs(device: str, gpus: tuple[str, ...] = ()) -> int:
     return max(1, cpu_count())
 
 
-def worker_env(options: Options, index: int) -> dict[str, str]:
+def worker_env(options: Options, index: int, threads: Optional[int] = None) -> dict[str, str]:
     """Environment of worker `index`: backend, GPU share, and thread pools sized to its share of cores."""
-    threads = str(max(1, cpu_count() // max(options.jobs, 1)))
+    threads = str(threads or max(1, cpu_count() // max(options.jobs, 1)))
     env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
            "TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
            "MNIST_SWEEP_TORCH_THREADS": threads}
@@ -305,79 +305,11 @@ class ProcessExecutor:
         self.workers = []
 
 
-# ---------------------------------------------------------------- Ray
-
-def _ray_train(task: list[Trial], arrays: dict, backend_name: Optional[str], device: str,
-               timeout: Optional[float], save_model: bool = False) -> list:
-    """The Ray task: runs in a Ray worker process, which keeps Keras loaded between tasks."""
-    from . import backend
-
-    backend.configure(backend_name, device)
-    messages: list = []
-    execute_task(task, SimpleNamespace(**arrays), lambda *message: messages.append(message), timeout, save_model)
-    return [m for m in messages if m[0] == "done"]  # epochs arrive with each result's history
-
-
-class RayExecutor:
-    """Each trial a Ray task on an existing cluster or a local instance; results return to the driver."""
-
-    def __init__(self, options: Options):
-        try:
-            import ray
-        except ImportError:
-            raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'") from None
-        self.ray = ray
-        self.options = options
-        self.stopping = False
-        self.started_here = False
-
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
-        ray = self.ray
-        env = {k: v for k, v in worker_env(self.options, 0).items() if k != "CUDA_VISIBLE_DEVICES"}
-        if not ray.is_initialized():
-            try:
-                ray.init(address=self.options.ray_address, include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": env}, configure_logging=False)
-            except Exception as exc:
-                where = self.options.ray_address or "a local instance"
-                raise SweepError(f"cannot connect to Ray at {where}: {exc}") from None
-            self.started_here = True
-        remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
-                            max_retries=0)(_ray_train)
-        arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-        pending, running = tasks, {}  # consumed in place, as above
-        window = max(1, int(ray.cluster_resources().get("CPU", 1) / self.options.cpus_per_trial))
-        try:
-            while pending and not self.stopping or running:
-                while pending and not self.stopping and len(running) < window:
-                    task = pending.pop(0)
-                    running[remote.remote(task, arrays, self.options.backend, self.options.device,
-                                          self.options.timeout_seconds, self.options.save_model)] = task
-                    for trial in task:
-                        emit("started", trial.trial_id, {})
-                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for ref in done:
-                    task = running.pop(ref)
-                    try:
-                        messages = ray.get(ref)
-                    except Exception as exc:  # the task's worker died, or Ray lost it
-                        failure = {"status": "failed", "error": f"Ray task failed: {type(exc).__name__}: {exc}"}
-                        messages = [("done", trial.trial_id, dict(failure)) for trial in task]
-                    for message in messages:
-                        emit(*message)
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-            if self.started_here:
-                ray.shutdown()
-
-    def stop(self) -> None:
-        self.stopping = True
-
-
 def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
+        from .ray_executor import RayExecutor
+
         return RayExecutor(options)
     if options.jobs > 1 or (kind == "process"):
         return ProcessExecutor(options)
