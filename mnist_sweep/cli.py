@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import ConfigError, DamagedResultsError, DataError, OptionError, SweepError
+from .errors import ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SweepError
 from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
@@ -29,7 +29,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -68,18 +68,23 @@ def cli():
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Ray cluster to join (`ray start --head` prints it); default: start a local one.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Ray: CPUs each trial reserves.")
+              help="Ray: CPUs each trial (or fused group) reserves, and its thread count.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="Ray: GPUs (fractions allowed) each trial reserves.")
-@click.option("--fuse", is_flag=True,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as branches of one "
-                   "model: several times faster for small models. Same as `execution: fused` in the config.")
+              help="Ray: GPUs (fractions allowed) each trial (or fused group) reserves.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
+                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
 @click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --fuse: most trials in one fused model.")
+              help="Most trials in one fused model.")
+@click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
+                   "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse a sweep of more trials, counted from its axes before any is built [default: 100000].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, max_trials, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -92,25 +97,33 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
-        mnist-sweep run configs/regularization.yaml --fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
+        mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
     from .config import load_config
 
-    sweep_config = load_config(config, overrides)
-    if dry_run:
-        _print_trials(sweep_config)
-        return
-    from .executors import Options
-    from .progress import make_progress
-    from .runner import Sweep
+    sweep_config = load_config(config, overrides, max_trials)
+    try:
+        if dry_run:
+            if sweep_config.search.method != "grid":
+                _print_search(sweep_config)
+            else:
+                _print_trials(sweep_config, max_trials)
+            return
+        from .executors import Options
+        from .progress import make_progress
+        from .runner import Sweep
+
+        progress = make_progress(quiet)
+        sweep = Sweep(sweep_config, out, progress, tensorboard, max_trials)  # counts and builds the trials
+    except ConfigError as exc:  # found after loading (too many trials): name the file all the same
+        raise ConfigError(exc.problems, exc.source or config) from None
 
     gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       fuse=fuse, max_branches=max_branches)
-    progress = make_progress(quiet)
-    sweep = Sweep(sweep_config, out, progress)
     report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -158,14 +171,14 @@ def _warn_damaged(lines: list[str]) -> None:
         _warn(f"damaged results: {line}")
 
 
-def _print_trials(sweep_config) -> None:
+def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     """The dry-run table: one row per trial with the settings that vary."""
     from rich.console import Console
     from rich.table import Table
 
     from .grid import expand, varying_settings
 
-    trials = expand(sweep_config)
+    trials = expand(sweep_config, max_trials)
     factors = varying_settings(trials)
     table = Table(title=f"{sweep_config.name}: {len(trials)} trials", title_justify="left")
     table.add_column("trial_id", overflow="fold")
@@ -176,7 +189,44 @@ def _print_trials(sweep_config) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     configs = len({t.config_id for t in trials})
-    console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+    race = sweep_config.race
+    if race is None:
+        console.print(f"{len(trials)} trials ({configs} configurations x {len(sweep_config.seeds)} seeds)")
+        return
+    metric = sweep_config.race_metric or "val_accuracy"
+    console.print(f"Raced ({race.mode}, on {metric}): at worst {configs * race.max} trials ({configs} configurations "
+                  f"x {race.max} seeds, the table above); at best {configs * race.min} ({configs} configurations "
+                  f"x {race.min} seeds, if the first look settles the race)")
+
+
+def _print_search(sweep_config) -> None:
+    """The dry run of a sampled search: its space, and the configurations the sampler tries first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .search import TPE_STARTUP, SearchSpace, first_configurations
+
+    search = sweep_config.search
+    space = SearchSpace(sweep_config)
+    configurations = first_configurations(sweep_config)
+    console = Console(soft_wrap=True)
+    console.print(f"{sweep_config.name}: {search.method} search, {search.trials} configurations x "
+                  f"{len(sweep_config.seeds)} seed(s), sampler seed {search.seed}" +
+                  (f"; pruning: {sweep_config.prune.method}" if sweep_config.prune else ""))
+    for line in space.describe():
+        console.print(f"  {line}")
+    shown = "all of them" if search.method != "tpe" else \
+        f"the first {len(configurations)}, drawn at random; the rest follow from their results"
+    table = Table(title=f"Configurations ({shown})", title_justify="left")
+    table.add_column("#")
+    table.add_column("trial_id (seed {})".format(sweep_config.seeds[0]), overflow="fold")
+    for column in space.varying:
+        table.add_column(column)
+    for number, runs in enumerate(configurations):
+        table.add_row(str(number), runs[0].trial_id, *(str(runs[0].factors[f]) for f in space.varying))
+    console.print(table)
+    if search.method == "tpe" and search.trials > TPE_STARTUP:
+        console.print(f"{search.trials - TPE_STARTUP} more configuration(s) chosen by TPE as results come in")
 
 
 def reports_bad_options(command):
@@ -338,6 +388,53 @@ def predict(results, input_path, out, probabilities):
 
     done = predict_file(results, input_path, out, probabilities)
     click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
+
+
+@cli.command()
+@click.argument("results", type=click.Path())
+@click.argument("logdir", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+@click.option("--to", "tool", type=click.Choice(["tensorboard", "mlflow"]), required=True,
+              help="tensorboard: event files under DIR/<sweep>/; mlflow: one parent run per sweep, "
+                   "one nested run per trial.")
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow tracking URI [default: sqlite:///<results root>/mlflow.db].")
+@reports_errors
+def export(results, logdir, tool, tracking_uri):
+    """Write finished results to TensorBoard or MLflow.
+
+    RESULTS is one sweep's directory or a folder of sweeps; only its files
+    are read, so results copied from another machine work. Exporting again
+    updates what changed and adds nothing twice.
+
+    \b
+    Examples:
+        mnist-sweep export results/regularization --to tensorboard tb
+        mnist-sweep export results/ --to mlflow
+        mnist-sweep export results/ --to mlflow --tracking-uri http://127.0.0.1:5000
+    """
+    from . import tracking
+
+    if tool == "tensorboard":
+        if logdir is None:
+            raise UserError("--to tensorboard needs a log directory: mnist-sweep export RESULTS --to tensorboard DIR",
+                            EXIT_BAD_INPUT)
+        if tracking_uri:
+            raise UserError("--tracking-uri is for --to mlflow; --to tensorboard writes to DIR", EXIT_BAD_INPUT)
+        for sweep, root in tracking.export_tensorboard(results, logdir):
+            click.echo(f"{sweep.name}: {len(sweep.records)} trial(s) -> {root}")
+        click.echo(f"View: tensorboard --logdir {logdir}")
+        return
+    if logdir is not None:
+        raise UserError(f"--to mlflow takes no directory ({logdir!r}); to choose where runs go, "
+                        "use --tracking-uri URI", EXIT_BAD_INPUT)
+    uri, exported = tracking.export_mlflow(results, tracking_uri)
+    for done in exported:
+        click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
+                   f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
+        for note in done.notes:
+            click.echo(f"Note ({done.name}): {note}", err=True)
+    if uri.startswith("sqlite:"):
+        click.echo(f"View: mlflow ui --backend-store-uri {uri}")
 
 
 def main():

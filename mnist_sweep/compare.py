@@ -16,9 +16,10 @@ import pandas as pd
 from .errors import OptionError
 from .metrics import get as get_metric
 from .metrics import lower_is_better, title
+from .race import describe as describe_race, read_race
 from .stats import (ALPHA, compare_to_best, design, interaction_tests, interactions, level_contrasts, main_effects,
                     seed_spread, setting_importance)
-from .store import load_results
+from .store import find_sweeps, load_results, search_method
 
 
 # ---------------------------------------------------------------- numbers in words
@@ -136,6 +137,24 @@ def _best_sentence(r: "CompareResult") -> str:
 
 # ---------------------------------------------------------------- findings
 
+def _design_sentence(r: "CompareResult") -> list[str]:
+    """What a sampled sweep's design allows, said before any number."""
+    if r.method in ("random", "qmc"):
+        how = "random" if r.method == "random" else "quasi-random (Sobol)"
+        return [f"This is a {how} search: {r.n_configs} configuration(s) drawn from the space, not a balanced "
+                "design. It gives the best configuration and its comparison with the others, and each setting's "
+                "share of the variance after the others (type II); a continuous setting has about one configuration "
+                "per value, so its level comparisons say little: `mnist-sweep plot` draws the metric against "
+                "each setting's value."]
+    if r.method == "tpe":
+        return ["This is a TPE (Bayesian) search: the sampler chose where to look from the results so far, so the "
+                "configurations are neither balanced nor a random sample of the space. None of the significance "
+                "tests across settings is given (no shares of variance, level comparisons or interactions: they "
+                "would measure where TPE looked, not what the settings do); only the best configuration and, "
+                "with 2 or more seeds, its comparison with the others. `mnist-sweep plot` draws best-so-far curves."]
+    return []
+
+
 def _findings(r: "CompareResult") -> list[str]:
     name = title(r.metric)
     n_ok = r.total - sum(r.excluded.values())
@@ -150,7 +169,7 @@ def _findings(r: "CompareResult") -> list[str]:
     if r.seeds[1] < 2:
         out.append("No interval can be given with 1 seed per configuration: the shares and rankings below come "
                    "from single runs; run 3 or more seeds (`seeds: 3`) to tell which differences are real.")
-    out += _setting_sentences(r)
+    out = _design_sentence(r) + out + _setting_sentences(r)
     out.append(_best_sentence(r))
     if pd.notna(r.spread["sd"]):
         share = f": {_pct(r.spread['share'])} of all the variance" if pd.notna(r.spread["share"]) else ""
@@ -194,13 +213,14 @@ class CompareResult:
     interaction_tests: pd.DataFrame
     spread: dict  # seed_spread
     findings: list[str] = field(default_factory=list)
+    method: str = "grid"  # search.method of the sweep: grid, random, qmc or tpe
 
     def to_dict(self) -> dict:
         def records(frame):
             return json.loads(frame.to_json(orient="records"))
         return {"metric": self.metric, "setting": self.setting, "trials": self.total, "excluded": self.excluded,
                 "configurations": self.n_configs, "seeds": {"min": self.seeds[0], "max": self.seeds[1]},
-                "balanced": self.balanced, "findings": self.findings,
+                "balanced": self.balanced, "method": self.method, "findings": self.findings,
                 "importance": records(self.importance), "main_effects": records(self.main_effects),
                 "contrasts": records(self.contrasts), "versus_best": records(self.versus_best),
                 "interactions": [{"settings": list(k), "means": json.loads(v.to_json(orient="index"))}
@@ -210,11 +230,13 @@ class CompareResult:
 
 
 def compare(results, metric: str = "test_accuracy", setting: str | None = None,
-            damaged: list | None = None) -> CompareResult:
+            damaged: list | None = None, method: str | None = None) -> CompareResult:
     """Rank the settings, test the best configuration against the rest, and state the findings.
 
     `results` is one sweep's directory or its `load_results` DataFrame; `setting` narrows the
     per-setting tables and sentences to one setting; damaged files left out go to `damaged`.
+    `method` is the sweep's search.method (read from its directory when not given): a tpe sweep
+    gets no tests across settings.
     """
     df = results if isinstance(results, pd.DataFrame) else load_results(results, damaged)
     if "sweep" in df.columns and df["sweep"].nunique() > 1:
@@ -222,13 +244,27 @@ def compare(results, metric: str = "test_accuracy", setting: str | None = None,
         where = f"{results}/" if not isinstance(results, pd.DataFrame) else ""
         raise OptionError("RESULTS", f"the results hold {len(names)} sweeps ({', '.join(names)}); compare one at "
                                      f"a time, e.g. mnist-sweep compare {where}{names[0]}")
-    result = CompareResult(
-        metric=metric, setting=setting, **design(df, metric, setting),
-        importance=setting_importance(df, metric), main_effects=main_effects(df, metric, setting),
-        contrasts=level_contrasts(df, metric, setting), versus_best=compare_to_best(df, metric),
-        interactions=interactions(df, metric, setting), interaction_tests=interaction_tests(df, metric, setting),
-        spread=seed_spread(df, metric))
+    if method is None:
+        sweeps = [] if isinstance(results, pd.DataFrame) else find_sweeps(results)
+        method = search_method(sweeps[0]) if len(sweeps) == 1 else "grid"
+    if method == "tpe":  # where TPE looked is not a design: no tests across settings
+        empty = pd.DataFrame(columns=["setting", "level", "reference", "cells", "share", "p", "rank", "levels"])
+        result = CompareResult(
+            metric=metric, setting=setting, **design(df, metric, setting), importance=empty, main_effects=empty,
+            contrasts=empty, versus_best=compare_to_best(df, metric), interactions={},
+            interaction_tests=pd.DataFrame(columns=["a", "b", "share", "p_holm"]), spread=seed_spread(df, metric),
+            method=method)
+    else:
+        result = CompareResult(
+            metric=metric, setting=setting, **design(df, metric, setting),
+            importance=setting_importance(df, metric), main_effects=main_effects(df, metric, setting),
+            contrasts=level_contrasts(df, metric, setting), versus_best=compare_to_best(df, metric),
+            interactions=interactions(df, metric, setting), interaction_tests=interaction_tests(df, metric, setting),
+            spread=seed_spread(df, metric), method=method)
     result.findings = _findings(result)
+    race = read_race(results) if not isinstance(results, pd.DataFrame) else None
+    if race is not None:
+        result.findings.append(describe_race(race))
     return result
 
 

@@ -153,13 +153,19 @@ def read_npz(path, keys=NPZ_KEYS) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in keys or () if key not in npz.files]
             if missing:
-                raise DataError(f"{path}: missing key(s) {', '.join(missing)}; "
-                                f"found {', '.join(npz.files) or 'none'}, expected {', '.join(keys)}")
+                raise DataError(f"{path}: missing key(s) {', '.join(missing)}; found {_names(npz.files)}, "
+                                f"expected {', '.join(keys)}")
             return {key: npz[key] for key in keys or npz.files}
     except DataError:
         raise
     except Exception as e:  # zip, header or pickle errors all mean: not a usable .npz
         raise DataError(f"{path}: damaged .npz file ({e})") from None
+
+
+def _names(keys) -> str:
+    """An archive's key names for a message: all of them when short, else a quoted excerpt."""
+    text = ", ".join(keys) or "none"
+    return text if len(text) <= 120 and text.isprintable() else excerpt(text, 120)
 
 
 def _check_npz_sizes(path: Path) -> None:
@@ -258,7 +264,7 @@ def read_images(path) -> np.ndarray:
         arrays = read_npz(path, keys=None)
         key = next((k for k in ("x", "x_test") if k in arrays), None)
         if key is None:
-            raise DataError(f"{path}: missing key x (or x_test); found {', '.join(arrays) or 'none'}")
+            raise DataError(f"{path}: missing key x (or x_test); found {_names(arrays)}")
         return _images(arrays[key], f"{path} [{key}]")
     if path.suffix == ".csv":
         labelled = _head(path, 6) == b"label,"  # a train.csv works too: its labels are dropped

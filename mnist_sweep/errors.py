@@ -32,6 +32,10 @@ class ResultsError(SweepError):
     """A results directory is missing, locked or unreadable."""
 
 
+class MissingExtraError(SweepError):
+    """An option needs an optional package that is not installed; the message gives the install command."""
+
+
 class DamagedResultsError(ResultsError):
     """Results files are so damaged that nothing usable is left: bad input, like a bad config."""
 

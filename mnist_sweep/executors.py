@@ -2,6 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class Options:
     ray_address: Optional[str] = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    fuse: bool = False  # train compatible trials as branches of one model
+    fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
     max_branches: int = 16
+    prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
 
 
 def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
@@ -48,7 +51,7 @@ def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float],
     from .train import execute_trial
 
     def on_epoch(trial, rows):
-        send("epoch", trial.trial_id, rows[-1])
+        return send("epoch", trial.trial_id, rows[-1])  # true: the driver prunes this trial
 
     if len(task) == 1:
         results = {task[0].trial_id: execute_trial(task[0], data, on_epoch=on_epoch, timeout_seconds=timeout,
@@ -75,9 +78,9 @@ def auto_jobs(device: str, gpus: tuple[str, ...] = ()) -> int:
     return max(1, cpu_count())
 
 
-def worker_env(options: Options, index: int) -> dict[str, str]:
+def worker_env(options: Options, index: int, threads: Optional[int] = None) -> dict[str, str]:
     """Environment of worker `index`: backend, GPU share, and thread pools sized to its share of cores."""
-    threads = str(max(1, cpu_count() // max(options.jobs, 1)))
+    threads = str(threads or max(1, cpu_count() // max(options.jobs, 1)))
     env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
            "TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
            "MNIST_SWEEP_TORCH_THREADS": threads}
@@ -137,7 +140,7 @@ class InlineExecutor:
 # ---------------------------------------------------------------- worker processes
 
 def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout: Optional[float],
-                 save_model: bool = False) -> None:
+                 save_model: bool = False, prune: bool = False) -> None:
     """A worker: imports Keras once, maps the data once, then trains the trials it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     os.environ.update(env)
@@ -169,7 +172,14 @@ def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout:
             return
         for trial in task:
             conn.send(("started", trial.trial_id, {"pid": os.getpid()}))
-        execute_task(task, data, lambda *message: conn.send(message), timeout, save_model)
+
+        def send(*message):
+            conn.send(message)
+            if prune and message[0] == "epoch":
+                return conn.recv()  # the driver's pruning verdict on this epoch
+            return None
+
+        execute_task(task, data, send, timeout, save_model)
 
 
 @dataclass
@@ -203,13 +213,13 @@ class ProcessExecutor:
         process = self.context.Process(
             target=_worker_main, daemon=True, name=f"mnist-sweep-worker-{index}",
             args=(child_conn, worker_env(self.options, index), data_dir, self.options.device,
-                  self.options.timeout_seconds, self.options.save_model))
+                  self.options.timeout_seconds, self.options.save_model, self.options.prune))
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn)
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = list(tasks)
+        pending = tasks  # consumed in place: the driver may append more
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
             count = max(1, min(self.options.jobs, len(pending)))
@@ -244,7 +254,9 @@ class ProcessExecutor:
                     continue
                 if message[0] == "fatal":
                     raise SweepError(f"a worker could not start: {message[1]}")
-                emit(*message)
+                verdict = emit(*message)
+                if message[0] == "epoch" and self.options.prune:
+                    worker.conn.send(bool(verdict))
                 if message[0] == "done":
                     worker.task = [t for t in worker.task if t.trial_id != message[1]]
         except (EOFError, OSError):
@@ -293,79 +305,11 @@ class ProcessExecutor:
         self.workers = []
 
 
-# ---------------------------------------------------------------- Ray
-
-def _ray_train(task: list[Trial], arrays: dict, backend_name: Optional[str], device: str,
-               timeout: Optional[float], save_model: bool = False) -> list:
-    """The Ray task: runs in a Ray worker process, which keeps Keras loaded between tasks."""
-    from . import backend
-
-    backend.configure(backend_name, device)
-    messages: list = []
-    execute_task(task, SimpleNamespace(**arrays), lambda *message: messages.append(message), timeout, save_model)
-    return [m for m in messages if m[0] == "done"]  # epochs arrive with each result's history
-
-
-class RayExecutor:
-    """Each trial a Ray task on an existing cluster or a local instance; results return to the driver."""
-
-    def __init__(self, options: Options):
-        try:
-            import ray
-        except ImportError:
-            raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'") from None
-        self.ray = ray
-        self.options = options
-        self.stopping = False
-        self.started_here = False
-
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
-        ray = self.ray
-        env = {k: v for k, v in worker_env(self.options, 0).items() if k != "CUDA_VISIBLE_DEVICES"}
-        if not ray.is_initialized():
-            try:
-                ray.init(address=self.options.ray_address, include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": env}, configure_logging=False)
-            except Exception as exc:
-                where = self.options.ray_address or "a local instance"
-                raise SweepError(f"cannot connect to Ray at {where}: {exc}") from None
-            self.started_here = True
-        remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
-                            max_retries=0)(_ray_train)
-        arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-        pending, running = list(tasks), {}
-        window = max(1, int(ray.cluster_resources().get("CPU", 1) / self.options.cpus_per_trial))
-        try:
-            while pending and not self.stopping or running:
-                while pending and not self.stopping and len(running) < window:
-                    task = pending.pop(0)
-                    running[remote.remote(task, arrays, self.options.backend, self.options.device,
-                                          self.options.timeout_seconds, self.options.save_model)] = task
-                    for trial in task:
-                        emit("started", trial.trial_id, {})
-                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for ref in done:
-                    task = running.pop(ref)
-                    try:
-                        messages = ray.get(ref)
-                    except Exception as exc:  # the task's worker died, or Ray lost it
-                        failure = {"status": "failed", "error": f"Ray task failed: {type(exc).__name__}: {exc}"}
-                        messages = [("done", trial.trial_id, dict(failure)) for trial in task]
-                    for message in messages:
-                        emit(*message)
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-            if self.started_here:
-                ray.shutdown()
-
-    def stop(self) -> None:
-        self.stopping = True
-
-
 def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
+        from .ray_executor import RayExecutor
+
         return RayExecutor(options)
     if options.jobs > 1 or (kind == "process"):
         return ProcessExecutor(options)

@@ -16,6 +16,8 @@ import time
 import traceback
 from typing import Any, Optional
 
+import numpy as np
+
 from .backend import fresh_session, get_keras
 from .grid import Trial
 from .models import build_model, count_params, summary_text
@@ -28,16 +30,68 @@ SHARED = ("batch_size", "epochs", "optimizer")
 DEFAULT_MAX_BRANCHES = 16
 
 
+def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
+    """Near-equal chunks of at most `max_branches`: 17 trials make 9 + 8, not 16 + 1."""
+    count = -(-len(members) // max_branches)
+    size, extra = divmod(len(members), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(members[start:end])
+        start = end
+    return out
+
+
 def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
-    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer."""
+    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer.
+
+    Within those, dense networks of one shape form stacked groups; the rest (other shapes left
+    alone, convolutional or augmented networks) form groups of branch sub-models.
+    """
+    from .stacked import fallback_reason, stack_key
+
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
         key = json.dumps([trial.seed, *(trial.settings[k] for k in SHARED)], sort_keys=True)
         groups.setdefault(key, []).append(trial)
     chunks = []
     for members in groups.values():
-        chunks.extend(members[i:i + max_branches] for i in range(0, len(members), max_branches))
+        stacks: dict[tuple, list[Trial]] = {}
+        rest = []
+        for trial in members:
+            if fallback_reason(trial.settings) is None:
+                stacks.setdefault(stack_key(trial.settings), []).append(trial)
+            else:
+                rest.append(trial)
+        for stack in stacks.values():
+            if len(stack) > 1:
+                chunks.extend(_balanced_chunks(stack, max_branches))
+            else:
+                rest.extend(stack)
+        if rest:
+            chunks.extend(_balanced_chunks(rest, max_branches))
     return chunks
+
+
+def describe_groups(tasks: list[list[Trial]]) -> str:
+    """How the trials were grouped, for the run's output."""
+    from .stacked import fallback_reason
+
+    stacked = [t for t in tasks if len(t) > 1 and group_form(t) == "stacked"]
+    branches = [t for t in tasks if len(t) > 1 and group_form(t) == "branches"]
+    alone = sum(1 for t in tasks if len(t) == 1)
+    parts = []
+    if stacked:
+        sizes = sorted({len(t) for t in stacked})
+        parts.append(f"{sum(map(len, stacked))} trial(s) in {len(stacked)} stacked group(s) "
+                     f"({'/'.join(map(str, sizes))} branches: one batched matmul per layer)")
+    if branches:
+        reasons = sorted({fallback_reason(x.settings) or "layer shapes differ" for t in branches for x in t})
+        parts.append(f"{sum(map(len, branches))} trial(s) in {len(branches)} group(s) of branch sub-models "
+                     f"({', '.join(reasons)})")
+    if alone:
+        parts.append(f"{alone} trial(s) isolated (nothing to fuse them with)")
+    return "fused: " + "; ".join(parts)
 
 
 def group_id(trials: list[Trial]) -> str:
@@ -139,17 +193,78 @@ def make_fused_model(trials: list[Trial], x_train):
         branch, model = _branch(trial.settings, x_train, k)
         branches.append(branch)
         plain.append(model)
-    model = FusedModel(branches, plain, [t.settings for t in trials])
-    model.build((None, *x_train.shape[1:]))
-    return model
+    return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as stacked.py says
+
+
+class BranchForm:
+    """Today's form: K branch sub-models side by side, each an ordinary model sharing the fused one's layers."""
+
+    kind = "branches"
+
+    def __init__(self, trials: list[Trial], x_train):
+        self.model = make_fused_model(trials, x_train)
+        self.twins = self.model.plain_models
+
+    def snapshot(self, ids: list[int]) -> dict[int, Any]:
+        return {i: self.twins[i].get_weights() for i in ids}
+
+    def size(self) -> int:
+        return 0  # branch sub-models run until the group ends; their weights are restored afterwards
+
+    def drop(self, live: list[int]) -> None:
+        raise NotImplementedError("branch sub-models cannot leave the fused model")
+
+    def finish(self, final: dict[int, Any]) -> None:
+        for i, weights in final.items():
+            self.twins[i].set_weights(weights)
+
+
+class StackedForm:
+    """The stacked form: one model whose weights carry a branch axis; stopped branches leave it."""
+
+    kind = "stacked"
+
+    def __init__(self, trials: list[Trial], x_train):
+        from .stacked import build_twins, make_stacked_model
+
+        self.trials = trials
+        self.twins = build_twins(trials, x_train)
+        self.model = make_stacked_model(list(range(len(trials))), [t.settings for t in trials], self.twins,
+                                        x_train.shape[1:])
+
+    def snapshot(self, ids: list[int]) -> dict[int, Any]:
+        slices = self.model.branch_slices()
+        return {i: slices[i] for i in ids}
+
+    def size(self) -> int:
+        return len(self.model.plan.ids)
+
+    def drop(self, live: list[int]) -> None:
+        self.model.restack(live)
+
+    def finish(self, final: dict[int, Any]) -> None:
+        """Every branch back in the stack with the weights it ends with, for one evaluation; and in its twin."""
+        from .stacked import set_branch_weights
+
+        current = self.model.branch_slices()
+        weights = [final.get(i) or current[i] for i in range(len(self.trials))]
+        for twin, w in zip(self.twins, weights):
+            set_branch_weights(twin, w)
+        self.model.load(list(range(len(self.trials))), [t.settings for t in self.trials],
+                        {name: np.stack([w[name] for w in weights]) for name in weights[0]})
+
+
+def _restack_due(live: int, stacked: int) -> bool:
+    """Re-stacking costs one retrace: worth it once a quarter of the stack has stopped."""
+    return 0 < live < stacked and stacked - live >= max(1, stacked // 4)
 
 
 class _Branch:
     """What the group callback tracks for one branch."""
 
-    def __init__(self, trial: Trial, model):
+    def __init__(self, trial: Trial, index: int):
         self.trial = trial
-        self.trial_model = model  # the branch as an ordinary model: its weights, summary and saved file
+        self.index = index
         spec = trial.settings["early_stopping"]
         self.spec = spec or None
         self.tracker = EarlyStopTracker(spec["monitor"], spec["patience"], spec["min_delta"]) if spec else None
@@ -158,10 +273,12 @@ class _Branch:
         self.weights = None  # the weights this branch ends with once it has stopped
         self.best_weights = None
         self.timed_out = False
+        self.left_after: Optional[int] = None  # the epoch after which it left the stack
 
 
-def _group_callback(model, branches: list[_Branch], on_epoch, deadline: Optional[float]):
+def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
     keras = get_keras()
+    model = form.model
 
     class GroupCallback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -176,33 +293,45 @@ def _group_callback(model, branches: list[_Branch], on_epoch, deadline: Optional
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             seconds = time.perf_counter() - self.start
-            for k, b in enumerate(branches):
-                if b.status is not None:
-                    continue
+            live = [b for b in branches if b.status is None]
+            rows, pruned = {}, {}
+            for b in live:
                 row = {"epoch": epoch + 1, "epoch_seconds": seconds}
                 for key in HISTORY_COLUMNS[1:-1]:
-                    name = f"val_b{k}_{key[4:]}" if key.startswith("val_") else f"b{k}_{key}"
+                    name = f"val_b{b.index}_{key[4:]}" if key.startswith("val_") else f"b{b.index}_{key}"
                     row[key] = float(logs[name]) if name in logs else math.nan
                 b.rows.append(row)
-                if on_epoch is not None:
-                    on_epoch(b.trial, b.rows)
+                rows[b.index] = row
+                pruned[b.index] = bool(on_epoch(b.trial, b.rows)) if on_epoch is not None else False
+            weights = form.snapshot([b.index for b in live])
+            for b in live:
+                row = rows[b.index]
                 if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
-                    b.status = "diverged"
+                    b.status, b.weights = "diverged", weights[b.index]
                     continue
-                self._early_stop(epoch, b, row)
-            if all(b.status is not None for b in branches):
+                if pruned[b.index]:  # the search's pruner stops this branch; the others go on
+                    b.status, b.weights = "pruned", weights[b.index]
+                    continue
+                self._early_stop(epoch, b, row, weights)
+            still = [b.index for b in branches if b.status is None]
+            if not still:
                 model.stop_training = True
+            elif epoch + 1 < epochs and not model.stop_training and _restack_due(len(still), form.size()):
+                for b in branches:
+                    if b.status is not None and b.left_after is None:
+                        b.left_after = epoch + 1
+                form.drop(still)
 
-        def _early_stop(self, epoch, b: _Branch, row):
+        def _early_stop(self, epoch, b: _Branch, row, weights):
             if b.tracker is None:
                 return
             value = row[b.spec["monitor"]]
             if b.tracker.best is None or b.tracker.improved(value):
                 if b.spec["restore_best_weights"]:
-                    b.best_weights = b.trial_model.get_weights()
+                    b.best_weights = weights[b.index]
             if b.tracker.update(epoch, value):
                 b.status = "ok"
-                b.weights = b.best_weights if b.spec["restore_best_weights"] else b.trial_model.get_weights()
+                b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
 
     return GroupCallback()
 
@@ -214,36 +343,57 @@ def _metrics(b: _Branch) -> dict[str, Any]:
                              stopped_early=tracked and b.tracker.stopped_epoch is not None)
 
 
+def _final_weights(b: _Branch):
+    """The weights a branch ends with: at its stop (best or last), its best at the end, or None (as it is)."""
+    if b.status is not None:
+        return b.weights
+    if b.spec and b.spec["restore_best_weights"]:
+        return b.best_weights
+    return None
+
+
+def group_form(trials: list[Trial]) -> str:
+    """How a group trains: "stacked" (one stacked model) or "branches" (branch sub-models)."""
+    from .stacked import fallback_reason, stack_key
+
+    if all(fallback_reason(t.settings) is None for t in trials) and \
+            len({stack_key(t.settings) for t in trials}) == 1:
+        return "stacked"
+    return "branches"
+
+
 @fresh_session()
 def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
-                  save_model: bool = False) -> dict[str, TrialResult]:
-    """Train a group of trials as one fused model; returns each trial's result, keyed by trial id."""
+                  save_model: bool = False, form: Optional[str] = None) -> dict[str, TrialResult]:
+    """Train a group of trials as one fused model; returns each trial's result, keyed by trial id.
+
+    `form` is "stacked" or "branches"; by default the fastest the group allows (`group_form`).
+    """
     from .backend import resolve_device, versions
     from .models import build_optimizer
 
     keras = get_keras()
     start = time.perf_counter()
     gid = group_id(trials)
+    form_name = form or group_form(trials)
     common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
-        model = make_fused_model(trials, data.x_train)
+        fused = (StackedForm if form_name == "stacked" else BranchForm)(trials, data.x_train)
+        model = fused.model
         model.compile(optimizer=build_optimizer(settings["optimizer"]))
-        branches = [_Branch(t, plain) for t, plain in zip(trials, model.plain_models)]
+        branches = [_Branch(t, k) for k, t in enumerate(trials)]
         deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
-        callback = _group_callback(model, branches, on_epoch, deadline)
+        callback = _group_callback(fused, branches, on_epoch, deadline, settings["epochs"])
         keras.utils.set_random_seed(trials[0].seed)
         validation = (data.x_val, data.y_val) if len(data.x_val) else None
         fit_start = time.perf_counter()
         model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
                   batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
         group_seconds = time.perf_counter() - fit_start
-        for b in branches:  # each branch ends with its own weights: best, at its stop, or last
-            if b.status == "ok" and b.weights is not None:
-                b.trial_model.set_weights(b.weights)
-            elif b.status is None and b.spec and b.spec["restore_best_weights"] and b.best_weights is not None:
-                b.trial_model.set_weights(b.best_weights)
+        fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
+        model = fused.model
         test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     except KeyboardInterrupt:
         raise
@@ -254,20 +404,28 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
                 for t in trials}
     results: dict[str, TrialResult] = {}
     share = group_seconds / len(trials)
+    how = "stacked weights" if fused.kind == "stacked" else "branch sub-models"
     for k, b in enumerate(branches):
+        twin = fused.twins[k]
         metrics = _metrics(b)
         status = "timeout" if b.timed_out else (b.status or "ok")
-        notes = [f"trained fused with {len(trials) - 1} other trial(s) in group {gid}: times are the group's, shared"]
+        notes = [f"trained fused ({how}) with {len(trials) - 1} other trial(s) in group {gid}: "
+                 "times are the group's, shared"]
         if status == "diverged":
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+        elif status == "pruned":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")
         else:
             metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
         if status == "timeout":
             notes.append(f"stopped after {timeout_seconds:g} s (train.timeout_seconds)")
+        if b.left_after is not None:
+            notes.append(f"left the stack after epoch {b.left_after}: the others went on without it")
         results[b.trial.trial_id] = {
-            **common, "status": status, "history": b.rows, "metrics": metrics,
-            "params": count_params(b.trial_model), "model_summary": summary_text(b.trial_model), "notes": notes,
+            **common, "status": status, "history": b.rows, "metrics": metrics, "fused_form": fused.kind,
+            "params": count_params(twin), "model_summary": summary_text(twin), "notes": notes,
             "timing": {"fit_seconds": share, "seconds_per_epoch": share / max(len(b.rows), 1),
                        "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
         }
@@ -275,5 +433,5 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             from .models import compile_model
             from .saving import model_to_bytes
 
-            results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(b.trial_model, b.trial.settings))
+            results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(twin, b.trial.settings))
     return results

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BN_MOMENTUM, CNN_ONLY, SECTIONS, Augment, SweepConfig, is_architecture, is_float, pin_settings
+from .config import (BN_MOMENTUM, CNN_ONLY, MAX_TRIALS, SECTIONS, Augment, SweepConfig, is_architecture, is_float,
+                     pin_settings)
+from .errors import ConfigError
 
 # Short names for trial-id slugs; settings not listed use their value alone.
 SLUG_PREFIX = {
@@ -146,8 +149,39 @@ def _hashed(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if not (k in LATER_SETTINGS and v in LATER_SETTINGS[k])}
 
 
-def expand(config: SweepConfig) -> list[Trial]:
-    """All trials of a sweep: the product of its axes, minus exclusions, plus inclusions, times seeds."""
+def count_trials(config: SweepConfig) -> tuple[int, str]:
+    """How many trials the axes make at most (before exclusions), and which axes make them, without
+    building any: e.g. (4000, "model.activation (4) x model.dropout (10) x seeds (100)")."""
+    sizes = {f"{section}.{key}" if section else key: len(axis)
+             for (key, section), axis in zip(SECTIONS.items(), _axes(config).values())}
+    grid = math.prod(sizes.values())
+    seeds = len(config.seeds)
+    total = (grid + sum(math.prod(len(axis) for axis in _axes(_pinned_config(config, entry)).values())
+                        for entry in config.include)) * seeds
+    named = " x ".join([f"{name} ({n:,})" for name, n in sizes.items() if n > 1] + [f"seeds ({seeds:,})"])
+    if config.include:
+        named += f", with {len(config.include)} include entr{'y' if len(config.include) == 1 else 'ies'}"
+    return total, named
+
+
+def check_trial_count(config: SweepConfig, max_trials: int | None = None) -> int:
+    """The count of `count_trials`, or a ConfigError when it is over `max_trials` (default MAX_TRIALS)."""
+    limit = max_trials or MAX_TRIALS
+    total, axes = count_trials(config)
+    if total > limit:
+        raise ConfigError(f"the sweep has {total:,} trials ({axes}), more than the limit of {limit:,}; "
+                          "remove values from the largest axes or use fewer seeds, or raise the limit with "
+                          "--max-trials")
+    return total
+
+
+def expand(config: SweepConfig, max_trials: int | None = None) -> list[Trial]:
+    """All trials of a sweep: the product of its axes, minus exclusions, plus inclusions, times seeds.
+
+    The trials are counted from the axes first: more than `max_trials` (default MAX_TRIALS) is a
+    ConfigError before any is built.
+    """
+    check_trial_count(config, max_trials)
     exclude = [_selector(config, entry) for entry in config.exclude]
     combos = [s for s in _product(config) if not any(_selected_by(s, sel) for sel in exclude)]
     for entry in config.include:
@@ -157,16 +191,26 @@ def expand(config: SweepConfig) -> list[Trial]:
         unique.setdefault(json.dumps(settings, sort_keys=True), settings)
     combos = list(unique.values())
     varying = [k for k in SECTIONS if len({json.dumps(c[k], sort_keys=True) for c in combos if c[k] is not None}) > 1]
+    # seed-major: a partial sweep already compares every configuration
+    return [make_trial(config, settings, seed, varying) for seed in config.seeds for settings in combos]
+
+
+def make_trial(config: SweepConfig, settings: dict[str, Any], seed: int, varying: list[str]) -> Trial:
+    """One trial of resolved settings: its id names the `varying` settings and hashes all of them."""
     # The data's location differs between machines but the data does not: keep it out of the ids.
     dataset = config.dataset.model_dump(mode="json", exclude={"path"})
-    trials = []
-    for seed in config.seeds:  # seed-major: a partial sweep already compares every configuration
-        for settings in combos:
-            factors = {k: label(k, settings[k]) for k in varying}
-            config_id = _digest({"settings": _hashed(settings), "dataset": dataset})
-            digest = _digest({"settings": _hashed(settings), "dataset": dataset, "seed": seed})
-            trials.append(Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors))
-    return trials
+    factors = {k: label(k, settings[k]) for k in varying}
+    config_id = _digest({"settings": _hashed(settings), "dataset": dataset})
+    digest = _digest({"settings": _hashed(settings), "dataset": dataset, "seed": seed})
+    return Trial(f"{_slug(factors)}-s{seed}-{digest}", config_id, seed, settings, factors)
+
+
+def base_settings(config: SweepConfig) -> dict[str, list[Any]]:
+    """Each setting's list of values as plain data (a range's place holds its low)."""
+    return _axes(config)
+
+
+resolve_settings = _resolved  # blank what a trial's network does not read
 
 
 def varying_settings(trials: list[Trial]) -> list[str]:

@@ -28,7 +28,7 @@ LINESTYLES = ("-", "--", "-.", ":")
 MAX_LEGEND = len(PALETTE)  # more levels than this get a colour map and a colour bar instead of a legend
 MAX_LABELLED = 40  # bar charts name each trial up to this many trials
 STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
-                 "running": "#999999", "interrupted": "#999999"}
+                 "running": "#999999", "interrupted": "#999999", "pruned": PALETTE[3]}
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 SHARED_TIME_NOTE = ("Times are shared within fused groups (group_seconds): trials trained together show "
                     "a share of their group's time,\nnot a separate measurement.")
@@ -511,6 +511,39 @@ def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[s
     lines = [f"{measure.title.capitalize()} of each level minus its setting's best level, matched on the other "
              "settings; most important setting first", f"{interval}; {better} 0 is better"]
     fig.suptitle("\n".join(textwrap.fill(line, 45 * columns) for line in lines), fontsize=11)
+    return fig
+
+
+def race_rounds(race: dict) -> Figure:
+    """A raced sweep (race.json): one row per configuration, one column per look, a bar for the looks it
+    was in; where it left, the Holm-adjusted p-value it left on. The winner, if any, is drawn first."""
+    rounds = race.get("rounds") or []
+    seeds = [r["seeds"] for r in rounds] or [race["min"]]
+    left = {item["config"]: (r["seeds"], item.get("p_holm")) for r in rounds for item in r["left"]}
+    configs = list(race.get("configurations", {}).values()) or [*race.get("racing", []), *left]
+    order = sorted(configs, key=lambda c: (c != race.get("winner"), -left.get(c, (math.inf, None))[0]))
+    fig = Figure(figsize=(8, 1.2 + 0.42 * len(order)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, config in enumerate(order):
+        last, p = left.get(config, (seeds[-1], None))
+        color = PALETTE[2] if config == race.get("winner") else "#999999" if config in left else PALETTE[0]
+        ax.barh(y, last - race["min"] + 1, left=race["min"] - 0.5, height=0.6, color=color)
+        if config in left:
+            ax.text(last + 0.6, y, "left: " + ("no finished trial" if p is None else f"p = {p:.2g}"),
+                    va="center", fontsize=8)
+    ax.set_yticks(range(len(order)), [textwrap.shorten(c, 48) for c in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(race["min"] - 0.5, race["max"] + 2.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("seeds per configuration at the look (one look per seed count)")
+    verdict = {"winner": f"winner: {race.get('winner')}", "indistinguishable": "no winner by max seeds",
+               "resolved": "every comparison resolved", "unresolved": "comparisons still open at max seeds",
+               "running": "race not finished"}.get(race.get("outcome"), str(race.get("outcome")))
+    ax.set_title(textwrap.shorten(f"Race on {race['metric']} ({race['mode']}): {verdict}; each look at level "
+                                  f"{race['alpha_per_look']:.2g}", 110), fontsize=10)
+    ax.legend(handles=[Line2D([], [], color=c, lw=6, label=t) for c, t in
+                       ((PALETTE[0], "still in"), ("#999999", "left the race"), (PALETTE[2], "winner"))],
+              loc="lower right", fontsize=8)
     return fig
 
 

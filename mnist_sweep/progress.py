@@ -54,6 +54,9 @@ class PlainProgress(Progress):
     def message(self, text):
         self.console.print(text)
 
+    def added(self, count):
+        self.todo += count
+
     def finish(self, report):
         self.console.print(_describe(report))
 
@@ -72,6 +75,10 @@ class RichProgress(PlainProgress):
         super().start(total, todo, skipped, dataset_info)
         self.bar.start()
         self.task = self.bar.add_task("trials", total=todo, status="")
+
+    def added(self, count):
+        super().added(count)
+        self.bar.update(self.task, total=self.todo)
 
     def trial_started(self, trial):
         self.bar.update(self.task, status=f"{trial.trial_id}: building")

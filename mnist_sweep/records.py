@@ -46,6 +46,7 @@ class TrialResult(TypedDict, total=False):
     execution: str  # fused (absent: isolated)
     group_id: str
     group_size: int
+    fused_form: str  # stacked (one model, weights with a branch axis) | branches (branch sub-models)
 
 
 class TrialRecord(TrialResult, total=False):

@@ -19,6 +19,7 @@ from .errors import OptionError, ResultsError, did_you_mean
 from .metrics import check as check_metric
 from .metrics import get as get_metric
 from .metrics import title
+from .race import read_race
 from .report_html import MIME, Drawn, render_findings, render_report
 from .store import atomic_write, find_sweeps, load_histories, load_results, read_records
 from .tables import varying_columns
@@ -27,7 +28,8 @@ FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
 GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
-OWN_FILES = ("curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*", "model_*")
+OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
+             "model_*", "*_vs_settings.*", "best_so_far.*")
 # The settings that shape a model's layer graph: trials equal on these share one diagram.
 ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 
@@ -93,6 +95,7 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
         "diverged": "loss became NaN: in the per-trial history and wall-time chart only",
         "running": "still training: in the per-trial history only (partial)",
         "interrupted": "stopped before finishing: in the per-trial history and wall-time chart only",
+        "pruned": "stopped by the search's pruner: its curve in the per-trial history stops where it was pruned",
     }
     for status, where in left_out.items():
         rows = summary[summary["status"] == status]
@@ -165,6 +168,39 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
     return plan, notes
 
 
+def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
+    """A sampled sweep's own figures: the metric against each sampled setting, and the best so far."""
+    import pandas as pd
+    import yaml
+
+    from .config.ranges import take_ranges
+    from .search import figures
+
+    try:
+        raw = yaml.safe_load((sweep_dir / "sweep.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    method = (raw.get("search") or {}).get("method", "grid") if isinstance(raw, dict) else "grid"
+    if method == "grid" or "status" not in summary.columns:
+        return []
+    _, ranges, _ = take_ranges(raw)
+    settings = {where.split(".")[-1] if not where.startswith("model.hidden") else f"hidden.{where.split('.')[-1]}":
+                spec.log for where, spec in ranges.items()}
+    column = {"learning_rate": "optimizer", "hidden": "hidden"}
+    settings = {s: log for s, log in settings.items() if column.get(s.split(".")[0], s) in summary.columns
+                and figures.setting_values(summary, s).notna().any()}
+    search_metric = (raw.get("search") or {}).get("metric", "val_accuracy")
+    plan = []
+    ok = summary[summary["status"] == "ok"]
+    if settings and pd.to_numeric(ok[metric], errors="coerce").notna().any():
+        plan.append(FigurePlan(f"{metric}_vs_settings", "Search", f"{metric} against each sampled setting's value "
+                               "(log axis for log ranges)", lambda: figures.metric_vs_settings(summary, metric, settings)))
+    plan.append(FigurePlan("best_so_far", "Search", f"The best {search_metric} so far (the value the {method} search "
+                           "optimizes), against trials run and against summed wall time",
+                           lambda: figures.best_so_far(summary, search_metric)))
+    return plan
+
+
 def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
     """Save the figure; return the bytes the report embeds (PDF is embedded as a PNG copy)."""
     buffer = io.BytesIO()
@@ -190,6 +226,13 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
     plan, outcome.skipped = _plan(summary, histories, metric, setting)
+    plan += _search_plan(sweep_dir, summary, metric)
+    race = read_race(sweep_dir)
+    if race is not None:
+        from .plots import race_rounds
+
+        plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
+                        "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     for pattern in OWN_FILES:

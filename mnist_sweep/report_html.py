@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from .errors import OptionError, ResultsError
 from .metrics import title
+from .race import describe as describe_race, read_race
+from .store import search_method
 from .tables import by_validation, format_cell, trial_labels, varying_columns
 
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
@@ -36,10 +38,12 @@ def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", set
     from .compare import compare
 
     try:
-        sentences = compare(summary, metric, setting).findings
+        sentences = compare(summary, metric, setting, method=search_method(sweep_dir)).findings
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
     command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {setting}" if setting else "")
+    race = read_race(sweep_dir)
+    sentences = sentences + ([describe_race(race)] if race is not None else [])
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
             f"<p>Every number here comes from the tables of <code>{_e(command)}</code>.</p>")
 

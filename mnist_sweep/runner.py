@@ -18,12 +18,13 @@ from typing import Any, Callable, Optional
 from .config import SweepConfig, config_to_dict, load_config, validate_config
 from .errors import ResultsError, SweepError
 from .executors import Options, make_executor
-from .fused import group_trials
+from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
+RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cluster's free CPUs decide
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SweepReport:
     wall_seconds: float = 0.0  # time spent running trials
     fit_seconds: float = 0.0  # of which inside model.fit, summed over trials
     interrupted: bool = False
+    race: Optional[dict] = None  # race.json, for a raced sweep
 
     @property
     def failed(self) -> int:
@@ -50,8 +52,27 @@ class Progress:
     def trial_started(self, trial: Trial) -> None: ...
     def epoch(self, trial: Trial, rows: list[dict]) -> None: ...
     def trial_finished(self, trial: Trial, record: TrialRecord) -> None: ...
+    def added(self, count: int) -> None: ...  # a race's next round: `count` more trials to run
     def message(self, text: str) -> None: ...
     def finish(self, report: SweepReport) -> None: ...
+
+
+class Observers(Progress):
+    """Passes each sweep event on to several receivers: the display, a TensorBoard log."""
+
+    def __init__(self, *observers: Progress):
+        self.observers = observers
+
+    def start(self, *args): self._tell("start", *args)
+    def trial_started(self, *args): self._tell("trial_started", *args)
+    def epoch(self, *args): self._tell("epoch", *args)
+    def trial_finished(self, *args): self._tell("trial_finished", *args)
+    def message(self, *args): self._tell("message", *args)
+    def finish(self, *args): self._tell("finish", *args)
+
+    def _tell(self, event: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
 
 
 def _short(exc: BaseException) -> str:
@@ -72,12 +93,19 @@ def _now() -> str:
 class Sweep:
     """One run of a config: holds the store, the dataset and every trial's record."""
 
-    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None):
+    def __init__(self, config: SweepConfig, out: str | Path = "results", progress: Optional[Progress] = None,
+                 tensorboard: str | Path | None = None, max_trials: Optional[int] = None):
         self.config = config
-        self.trials = expand(config)
-        self.by_id = {t.trial_id: t for t in self.trials}
-        self.factors = varying_settings(self.trials)
         self.store = ResultsStore(out, config.name)
+        self.search = None  # a sampled sweep's Optuna study (search.method random, qmc or tpe)
+        self.feed = None
+        if config.search.method != "grid":
+            from .search import Search
+
+            self.search = Search(config, self.store.dir)
+        self.trials = expand(config, max_trials) if self.search is None else []  # a search adds them as it asks
+        self.by_id = {t.trial_id: t for t in self.trials}
+        self.factors = varying_settings(self.trials) if self.search is None else self.search.space.varying
         self.progress = progress or Progress()
         self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict]] = {}
@@ -85,6 +113,23 @@ class Sweep:
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
+        self.race_plan = None
+        if config.race is not None:
+            from .race import plan_for
+
+            self.race_plan = plan_for(config)
+        self.ended_here: set[str] = set()  # trials this run trained to an end, whatever their status
+        self.outstanding: set[str] = set()  # a race's trials of the current round not yet done
+        self.fresh = False  # --force: a race counts only what this run trains
+        self._told: list[dict] = []  # the race's rounds already announced
+        self._tasks: list[list[Trial]] = []  # what the executor is consuming
+        self._options = Options()
+        if tensorboard or config.tensorboard:  # each trial's curves and HParams session, from the events here
+            from .tracking import live_tensorboard
+
+            needed_by = "--tensorboard" if tensorboard else f"the config's tensorboard: {config.tensorboard}"
+            self.progress = Observers(self.progress, live_tensorboard(tensorboard or config.tensorboard, self,
+                                                                      needed_by))
 
     def pending(self, force: bool = False) -> list[Trial]:
         """Trials still to train: all with `force`, else those without a finished record."""
@@ -147,11 +192,13 @@ class Sweep:
         })
         self.progress.trial_started(trial)
 
-    def _epoch(self, trial: Trial, row: dict) -> None:
+    def _epoch(self, trial: Trial, row: dict) -> bool:
+        """Record an epoch; true when the search's pruner stops the trial here."""
         rows = self.histories.setdefault(trial.trial_id, [])
         rows.append(row)
         self.store.write_history(trial.trial_id, rows)
         self.progress.epoch(trial, rows)
+        return self.search is not None and self.search.should_prune(trial, self.histories)
 
     def _finish(self, trial: Trial, result: TrialResult) -> None:
         record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
@@ -173,14 +220,21 @@ class Sweep:
         status = record["status"]
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
+        self.ended_here.add(trial.trial_id)
         self.progress.trial_finished(trial, record)
+        told = self.search.record(trial, record) if self.search is not None else None
+        if told is not None and self.feed is not None:
+            self.feed.told(told)
+        if self.race_plan is not None:
+            self._next_round(trial)
 
-    def _on_event(self, kind: str, trial_id: str, payload: Any) -> None:
-        """Record what an executor reports; a write that fails stops the sweep with a clear error."""
+    def _on_event(self, kind: str, trial_id: str, payload: Any) -> Any:
+        """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
+        stops the sweep with a clear error."""
         trial = self.by_id[trial_id]
         handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
         try:
-            handler(trial, payload)
+            return handler(trial, payload)
         except OSError as exc:
             kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
             raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
@@ -206,6 +260,96 @@ class Sweep:
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
             self.progress.message(f"Best model: {self.store.dir / best['model']} ({metric} {value}; "
                                   f"{BEST_FILE} names it, `mnist-sweep predict {self.store.dir} INPUT` uses it)")
+
+    # ------------------------------------------------------------ searching
+
+    def _asked(self, configuration) -> None:
+        """Take in the runs (one per seed) of a configuration the study asked."""
+        for trial in configuration.trials:
+            if trial.trial_id not in self.by_id:
+                self.trials.append(trial)
+                self.by_id[trial.trial_id] = trial
+
+    def _search_tasks(self, force: bool, options: Options, executor: str):
+        """Open the study and a feed of its tasks; returns (feed, runs already done)."""
+        from .search import SearchFeed
+        from .search.study import DONE
+
+        existing = self.search.open(force)
+        for configuration in existing:
+            self._asked(configuration)
+        # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
+        batch = options.jobs if executor != "ray" else RAY_ASK_LIMIT
+        self.feed = SearchFeed(self.search, {} if force else self.records, batch=batch, fuse=options.fuse,
+                               max_branches=options.max_branches, on_new=self._asked)
+        self.feed.start(existing)
+        done = 0 if force else sum(1 for t in self.trials if self.records.get(t.trial_id, {}).get("status") in DONE)
+        return self.feed, done
+
+    # ------------------------------------------------------------ racing
+
+    def _counts(self, trial: Trial) -> bool:
+        """Whether a race counts this trial as run: finished before (unless --force), or ended in this run."""
+        if trial.trial_id in self.ended_here:
+            return self.records.get(trial.trial_id, {}).get("status") != "interrupted"
+        return not self.fresh and self.records.get(trial.trial_id, {}).get("status") == FINISHED
+
+    def _judge(self):
+        """Replay the race over the trials that count and record it in race.json."""
+        import json
+
+        import pandas as pd
+
+        from .race import RACE_FILE, run_race
+        from .store import atomic_write
+
+        metric = self.race_plan.metric
+        rows = [{"config_id": t.config_id, "seed": t.seed, "status": self.records[t.trial_id]["status"],
+                 metric: (self.records[t.trial_id].get("metrics") or {}).get(metric), **t.factors}
+                for t in self.trials if self._counts(t)]
+        configs = list(dict.fromkeys(t.config_id for t in self.trials))
+        frame = pd.DataFrame(rows, columns=["config_id", "seed", "status", metric, *self.factors])
+        frame[metric] = frame[metric].astype(float)
+        race = run_race(frame, self.race_plan, configs)
+        labels = {t.config_id: ", ".join(f"{k}={v}" for k, v in t.factors.items()) or t.config_id
+                  for t in self.trials}
+        data = race.to_dict(labels)
+        data["trials_run"] = len(rows)
+        atomic_write(self.store.dir / RACE_FILE, json.dumps(data, indent=2) + "\n")
+        return race, data
+
+    def _race_round(self, options: Options) -> list[Trial]:
+        """The trials of the race's next round: the seeds each configuration still in needs, batched to fill
+        the executor (one seed each with one job; more when jobs outnumber the round's tasks)."""
+        race, data = self._judge()
+        for look in data["rounds"][len(self._told):]:
+            gone = "; ".join(f"{left['config']} (p = {left['p_holm']:.2g})" if left["p_holm"] is not None
+                             else f"{left['config']} ({left['reason']})" for left in look["left"])
+            self.progress.message(f"Race, round {look['round']} ({look['seeds']} seeds): {len(look['in'])} in"
+                                  + (f"; left: {gone}" if gone else "; none left"))
+        self._told = data["rounds"]
+        if race.finished:
+            return []
+        one_seed = [t for t in self.trials if t.config_id in race.racing and t.seed == race.plan.seeds[0]]
+        per_seed = len(group_trials(one_seed, options.max_branches)) if options.fuse else len(one_seed)
+        batch = max(1, options.jobs // max(per_seed, 1))
+        need = race.needed(batch)
+        return [t for t in self.trials if t.seed in need.get(t.config_id, ()) and not self._counts(t)]
+
+    def _next_round(self, trial: Trial) -> None:
+        """When a round's last trial is done, queue the next round (unless Ctrl-C asked to stop)."""
+        self.outstanding.discard(trial.trial_id)
+        if self.outstanding or self.executor is None or self.executor.stopping:
+            return
+        more = self._race_round(self._options)
+        self.outstanding = {t.trial_id for t in more}
+        if more:
+            self.progress.added(len(more))
+            self._tasks.extend(self._group(more, self._options))
+
+    @staticmethod
+    def _group(todo: list[Trial], options: Options) -> list[list[Trial]]:
+        return group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
 
     # ------------------------------------------------------------ running
 
@@ -241,21 +385,48 @@ class Sweep:
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
-                          fuse=options.fuse or self.config.execution == "fused",
+                          fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
-                          save_model=self.config.train.save_model != "none")
+                          save_model=self.config.train.save_model != "none",
+                          prune=self.search is not None and self.config.prune is not None)
+        if options.prune and executor == "ray":
+            raise SweepError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
+                             "--executor process (or inline), or remove prune:")
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
-            self.report = SweepReport(self.store.dir, len(self.trials), skipped=len(self.trials) - len(todo))
+            self.fresh, self._options = force, options
             self.store.prepare(config_to_dict(self.config))
-            self._write_summary()  # agrees with the run directories even if the last run was killed
-            self.executor = make_executor(executor, options)
-            tasks = group_trials(todo, options.max_branches) if options.fuse else [[t] for t in todo]
-            self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
-            if options.fuse:
-                self.progress.message(f"fused: {len(todo)} trial(s) in {len(tasks)} model(s)")
+            if self.search is not None:
+                total = self.config.search.trials * len(self.config.seeds)
+                self.report = SweepReport(self.store.dir, total)
+                tasks, self.report.skipped = self._search_tasks(force, options, executor)
+                self._write_summary()  # agrees with the run directories even if the last run was killed
+                self.executor = make_executor(executor, options)
+                self.progress.start(total, total - self.report.skipped, self.report.skipped, self.data.info())
+                self.progress.message(f"{self.config.search.method} search: {self.config.search.trials} "
+                                      f"configuration(s) x {len(self.config.seeds)} seed(s); study in "
+                                      f"{self.search.path} (optuna-dashboard {self.search.path} shows it)")
+            else:
+                self._write_summary()  # agrees with the run directories even if the last run was killed
+                if self.race_plan is not None:
+                    todo = self._race_round(options)
+                    self.outstanding = {t.trial_id for t in todo}
+                skipped = (sum(1 for t in self.trials if self._counts(t)) if self.race_plan
+                           else len(self.trials) - len(todo))
+                self.report = SweepReport(self.store.dir, len(self.trials), skipped=skipped)
+                self.executor = make_executor(executor, options)
+                tasks = self._tasks = self._group(todo, options)  # a race appends its next rounds to this list
+                self.progress.start(len(self.trials), len(todo), self.report.skipped, self.data.info())
+                if self.race_plan is not None:
+                    p = self.race_plan
+                    self.progress.message(f"Racing {len(set(t.config_id for t in self.trials))} configurations on "
+                                          f"{p.metric} ({p.mode}): {p.minimum} to {p.maximum} seeds each, each look "
+                                          f"at level {p.alpha:.4f}; at most {len(self.trials)} trials")
+                if todo:
+                    self.progress.message(describe_groups(tasks) if options.fuse else
+                                          f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
                 with self._ctrl_c():
@@ -271,21 +442,34 @@ class Sweep:
                                      "cluster again and run the same command to resume") from None
                 raise
             self.report.wall_seconds = time.perf_counter() - start
+            if self.race_plan is not None:
+                from .race import describe
+
+                self.report.race = self._judge()[1]
+                self.progress.message(describe(self.report.race))
             self._keep_models()
+            best = self.search.best() if self.search is not None else None
+            if best is not None:
+                self.progress.message(f"Best configuration: study trial {best['number']}, "
+                                      f"{self.config.search.metric} {best['value']:.4f} (mean over seeds)")
         self.progress.finish(self.report)
         return self.report
 
 
 def run_sweep(config: SweepConfig | dict | str | Path, out: str | Path = "results", force: bool = False,
-              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None):
-    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame."""
+              options: Optional[Options] = None, executor: str = "auto", progress: Optional[Progress] = None,
+              tensorboard: str | Path | None = None):
+    """Run a config (a path, a dict or a SweepConfig) and return its summary as a DataFrame.
+
+    `tensorboard`: a log directory to write each trial's TensorBoard run to as it trains.
+    """
     from .store import load_results
 
     if isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, dict):
         config = validate_config(config)
-    report = Sweep(config, out, progress).run(force=force, options=options, executor=executor)
+    report = Sweep(config, out, progress, tensorboard).run(force=force, options=options, executor=executor)
     if report.interrupted:
         raise KeyboardInterrupt
     return load_results(report.directory)

@@ -410,6 +410,19 @@ def _by_seed(values: pd.DataFrame, metric: str) -> pd.Series:
     return values.set_index("seed")[metric].sort_index() if "seed" in values.columns else values[metric]
 
 
+def versus_best(values: dict[str, pd.Series], metric: str = "test_accuracy") -> tuple[list[str], list[dict]]:
+    """`compare_to_best`'s test on bare numbers: each configuration's metric by seed (a Series indexed
+    by seed), best mean first. Returns the configurations best first, and one contrast row per other
+    configuration (`level` names it; the contrast columns, `p_holm` Holm-adjusted over every pair).
+    Racing calls this after every round; it skips building the tables around the test."""
+    lower = lower_is_better(metric)
+    means = {c: float(np.mean(v.to_numpy())) for c, v in values.items()}
+    order = sorted(means, key=lambda c: means[c] if lower else -means[c])  # stable: ties keep their order
+    groups = {c: {(): values[c] if values[c].index.is_monotonic_increasing else values[c].sort_index()}
+              for c in order}
+    return order, _against(groups, order[0], lower)
+
+
 def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """The best configuration (by mean) against every other: difference, 95% CI, p-value and verdict.
 
@@ -421,14 +434,12 @@ def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataF
     mean_low, mean_high (the configuration's own 95% CI), then the contrast columns; best first.
     """
     t = _trials(df, metric)
-    lower = lower_is_better(metric)
     trials = dict(tuple(t.ok.groupby("_config", sort=False)))
-    means = pd.Series({c: g[metric].mean() for c, g in trials.items()}).sort_values(ascending=lower, kind="stable")
-    groups = {c: {(): _by_seed(trials[c], metric)} for c in means.index}
-    contrasts = {r["level"]: r for r in _against(groups, means.index[0], lower)}
+    order, against = versus_best({c: _by_seed(g, metric) for c, g in trials.items()}, metric)
+    contrasts = {r["level"]: r for r in against}
     rows = []
-    for rank, config in enumerate(means.index, 1):
-        values, first = groups[config][()], trials[config].iloc[0]
+    for rank, config in enumerate(order, 1):
+        values, first = _by_seed(trials[config], metric), trials[config].iloc[0]
         mean, _, low, high = mean_ci(values, bounds(metric))
         row = {"rank": rank, "config": config, **{f: first[f] for f in t.settings}, "n": len(values),
                "mean": mean, "mean_low": low, "mean_high": high}

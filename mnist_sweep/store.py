@@ -9,6 +9,7 @@ Layout (a contract that users' scripts read):
     <root>/<name>/runs/<trial_id>/model.txt
     <root>/<name>/runs/<trial_id>/model.keras   the trained model (train.save_model: best or all)
     <root>/<name>/best_model.json            which trial's model is the best, by validation accuracy
+    <root>/<name>/study.db                   a sampled search's Optuna study (search.method random/qmc/tpe)
 """
 
 from __future__ import annotations
@@ -233,6 +234,16 @@ def find_sweeps(path: str | Path) -> list[Path]:
     if not found:
         raise ResultsError(f"{path} holds no sweep results (no sweep.yaml in it or its sub-folders)")
     return found
+
+
+def search_method(sweep_dir: str | Path) -> str:
+    """How a sweep chose its configurations (sweep.yaml's search.method): grid unless it says otherwise."""
+    try:
+        config = yaml.safe_load((Path(sweep_dir) / "sweep.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return "grid"
+    search = config.get("search") if isinstance(config, dict) else None
+    return str(search.get("method", "grid")) if isinstance(search, dict) else "grid"
 
 
 def load_results(path: str | Path, damaged: list | None = None):

@@ -27,7 +27,8 @@ FORMATS = ("table", "csv", "json", "markdown")
 HEADERS = {**{m.name: m.short for m in VOCABULARY}, "n_seeds": "seeds", "excluded": "left out"}
 # How `show` marks trials that did not finish cleanly (the table format only; csv/json keep the raw status).
 STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "yellow"),
-                "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta")}
+                "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta"),
+                "pruned": ("✂ pruned", "blue")}
 
 
 def varying_columns(summary) -> list[str]:
@@ -320,7 +321,8 @@ def status_notes(summary) -> list[str]:
     for status, what in (("failed", "no metrics; their errors are in runs/<trial_id>/trial.json"),
                          ("diverged", "loss became NaN; no test metrics"),
                          ("running", "still training; metrics come when they finish"),
-                         ("interrupted", "stopped before finishing; `mnist-sweep run` resumes them")):
+                         ("interrupted", "stopped before finishing; `mnist-sweep run` resumes them"),
+                         ("pruned", "stopped early by the search's pruner; left out of the means, like failed ones")):
         if counts.get(status, 0):
             notes.append(f"{counts[status]} {status} trial(s): {what}")
     return notes

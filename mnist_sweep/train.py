@@ -16,8 +16,8 @@ from .store import HISTORY_COLUMNS
 
 EVAL_BATCH = 1024  # evaluation batch: large, since it does not affect the result
 
-# Called after every epoch with (trial, history rows so far).
-EpochHook = Callable[[Trial, list], None]
+# Called after every epoch with (trial, history rows so far); a true result prunes the trial (search).
+EpochHook = Callable[[Trial, list], Optional[bool]]
 
 
 @dataclass
@@ -43,6 +43,7 @@ def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
             super().__init__()
             self.rows: list[dict[str, float]] = []
             self._start = 0.0
+            self.pruned = False
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -54,8 +55,9 @@ def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
                 row[key] = float(logs[key]) if key in logs else math.nan
             row["epoch_seconds"] = time.perf_counter() - self._start
             self.rows.append(row)
-            if hook is not None:
-                hook(trial, self.rows)
+            if hook is not None and hook(trial, self.rows) and math.isfinite(row["loss"]):
+                self.pruned = True
+                self.model.stop_training = True
 
     return EpochRecorder()
 
@@ -115,9 +117,12 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_
         rows, stopper.best_epoch if stopper else None,  # Keras' own best epoch: its first strict improvement
         restore=bool(stopper) and settings["early_stopping"]["restore_best_weights"],
         stopped_early=bool(stopper) and stopper.stopped_epoch > 0)
-    status = "diverged" if _diverged(rows) else "ok"
+    status = "diverged" if _diverged(rows) else "pruned" if recorder.pruned else "ok"
     notes = []
-    if status == "ok":
+    if status == "pruned":  # not a result: kept out of every mean, so no test metrics either
+        metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+        notes.append(f"pruned after epoch {len(rows)}: its validation metric was not promising")
+    elif status == "ok":
         test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0)
         metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
     else:

@@ -55,25 +55,22 @@ def test_run_writes_the_documented_layout(tmp_path, two_trial_config):
         assert record["dataset"]["fingerprint"] and record["versions"]["keras"].startswith("3")
         assert "Total params" in (run_dir / "model.txt").read_text()
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["name"] == "tiny"
+    _check_best_configurations_and_next_commands(result, sweep)
+    quiet = _run(two_trial_config, "--out", out, "--quiet")  # every trial already finished: nothing trains
+    assert quiet.exit_code == 0 and quiet.output == ""
 
 
-@pytest.mark.keras
-def test_run_ends_with_the_best_configurations_and_the_next_commands(tmp_path, two_trial_config):
-    out = tmp_path / "results"
-    result = _run(two_trial_config, "--out", out)
-    assert result.exit_code == 0, result.output
-    sweep = out / "tiny"
+def _check_best_configurations_and_next_commands(result, sweep):
+    """`run` ends with its configurations ranked by validation accuracy, and the commands that come next."""
     lines = result.stdout.splitlines()
     assert lines[0] == "Top 2 of 2 configurations by validation accuracy (mean over seeds):"
-    summary = pd.read_csv(sweep / "summary.csv").sort_values("val_accuracy", ascending=False, kind="stable")
+    summary = pd.read_csv(sweep / "summary.csv").sort_values(["val_accuracy", "val_loss"], ascending=[False, True])
     rows = [line for line in lines if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == list(summary["activation"])  # best first
+    assert [row.split("│")[1].strip() for row in rows] == list(summary["activation"])  # best first, as saving picks
     assert f"{summary['val_accuracy'].iloc[0]:.4f}" in rows[0] and f"{summary['test_accuracy'].iloc[0]:.4f}" in rows[0]
     assert lines[-4] == "Next:"
     assert [line.split()[:3] for line in lines[-3:]] == [["mnist-sweep", command, str(sweep)]
                                                           for command in ("show", "compare", "plot")]
-    quiet = _run(two_trial_config, "--out", out, "--quiet")  # every trial already finished: nothing trains
-    assert quiet.exit_code == 0 and quiet.output == ""
 
 
 @pytest.mark.keras
@@ -130,7 +127,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_c
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", flaky)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 1
     assert "1 trial(s) failed" in result.output
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
@@ -203,7 +200,7 @@ def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monk
         return real(trial, data, **kwargs)
 
     monkeypatch.setattr(train, "train_trial", interrupt_second)
-    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["run", str(two_trial_config), "--out", str(tmp_path / "r"), "--no-fuse"])
     assert result.exit_code == 130
     summary = pd.read_csv(tmp_path / "r" / "tiny" / "summary.csv")
     assert dict(zip(summary["activation"], summary["status"])) == {"relu": "ok", "tanh": "interrupted"}
@@ -216,7 +213,7 @@ def test_real_sigint_then_rerun_trains_only_unfinished_trials(tmp_path):
     config = _write_config(tmp_path, model={"activation": ["relu", "tanh", "sigmoid", "elu"]},
                            train={"epochs": 8})
     out = tmp_path / "r"
-    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out)]
+    command = [sys.executable, "-m", "mnist_sweep.cli", "run", str(config), "--out", str(out), "--no-fuse"]
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = out / "tiny" / "runs"

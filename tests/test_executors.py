@@ -23,6 +23,7 @@ ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu"]
 
 def _config(tmp_path, name="exec", **sections):
     sections.setdefault("model", {"activation": ACTIVATIONS})
+    sections.setdefault("execution", "isolated")  # one trial per task: these tests are about the executors
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tiny_config(name=name, **sections)))
     return path

@@ -70,7 +70,7 @@ def _sweep(**sections):
 
 
 def _compare(trials, data):
-    fused = execute_group(trials, data)
+    fused = execute_group(trials, data, form="branches")  # the sub-model form; tests/test_stacked.py has the other
     for trial in trials:
         alone = execute_trial(trial, data)
         together = fused[trial.trial_id]
@@ -114,7 +114,7 @@ def test_a_diverging_branch_is_cut_off_and_the_others_match_their_isolated_runs(
     trials, data = _sweep(
         model={"initializer": ["glorot_uniform", {"name": "random_normal", "stddev": 1e30}]},
         train={"epochs": 3})
-    fused = execute_group(trials, data)
+    fused = execute_group(trials, data, form="branches")
     healthy, exploding = trials
     assert fused[exploding.trial_id]["status"] == "diverged"
     assert math.isnan(fused[exploding.trial_id]["metrics"]["test_accuracy"])
@@ -137,14 +137,26 @@ def test_groups_share_seed_batch_size_epochs_and_optimizer():
 
 
 @pytest.mark.keras
+def test_no_fuse_trains_each_trial_alone_and_says_so(tmp_path):
+    import yaml
+
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(name="f", model={"activation": ["relu", "tanh"]}, train={"epochs": 1})))
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r"), "--no-fuse"])
+    assert result.exit_code == 0, result.output
+    assert "isolated: 2 trial(s), each its own model" in result.output
+    assert set(pd.read_csv(tmp_path / "r" / "f" / "summary.csv")["execution"]) == {"isolated"}
+
+
+@pytest.mark.keras
 def test_fused_sweep_through_the_cli_records_shared_times(tmp_path):
     import yaml
 
     path = tmp_path / "f.yaml"
     path.write_text(yaml.safe_dump(tiny_config(name="f", model={"activation": ["relu", "tanh", "sigmoid"]})))
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r"), "--fuse"])
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r")])  # fused by default
     assert result.exit_code == 0, result.output
-    assert "fused: 3 trial(s) in 1 model(s)" in result.output
+    assert "fused: 3 trial(s) in 1 stacked group(s)" in result.output
     summary = pd.read_csv(tmp_path / "r" / "f" / "summary.csv")
     assert set(summary["execution"]) == {"fused"} and summary["group_id"].nunique() == 1
     assert (summary["fit_seconds"] * 3).tolist() == pytest.approx(summary["group_seconds"].tolist())
@@ -158,7 +170,7 @@ def test_fused_sweep_through_the_cli_records_shared_times(tmp_path):
 @pytest.mark.keras
 def test_three_seed_means_fused_match_isolated_within_the_seed_spread(tmp_path):
     config = tiny_config(name="stat", model={"activation": ["relu", "tanh"]}, seeds=3, train={"epochs": 3})
-    isolated = run_sweep(config, out=tmp_path / "iso")
+    isolated = run_sweep(dict(config, execution="isolated"), out=tmp_path / "iso")
     fused = run_sweep(dict(config, execution="fused"), out=tmp_path / "fused")
     assert set(fused["execution"]) == {"fused"} and set(isolated["execution"]) == {"isolated"}
     for activation in ("relu", "tanh"):

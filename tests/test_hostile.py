@@ -70,6 +70,75 @@ def model(tmp_path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- 2, 3, 4: configs
+
+EXPECTED = yaml.safe_load((HOSTILE / "expected.yaml").read_text())
+CONFIGS = EXPECTED["configs"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if not CONFIGS[n].get("child")))
+def test_config_values_that_would_fail_a_trial_are_refused(tmp_path, name):
+    for dry_run in ([], ["--dry-run"]):
+        result = invoke("run", HOSTILE / "configs" / name, "--out", tmp_path / "r", *dry_run)
+        assert result.exit_code == 2
+        assert f"  - {CONFIGS[name]['message']}" in result.output.splitlines()
+        assert result.output.startswith(f"Error: {HOSTILE / 'configs' / name}: invalid config")
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if CONFIGS[n].get("child")))
+def test_configs_that_would_fill_memory_fail_fast_in_bounded_memory(tmp_path, name):
+    done, seconds = cli_child("run", HOSTILE / "configs" / name, "--dry-run", "--out", tmp_path / "r")
+    assert done.returncode == 2, output(done)
+    assert output(done).startswith(f"Error: {HOSTILE / 'configs' / name}: invalid config (1 problem)\n"
+                                   f"  - {CONFIGS[name]['message']}")
+    assert seconds < 20 and not (tmp_path / "r").exists()
+
+
+def test_the_trial_limit_can_be_raised(tmp_path):
+    config = tmp_path / "many.yaml"
+    config.write_text("name: many\nseeds: 3\nmodel: {dropout: [0, .1, .2, .3]}\n")
+    refused = invoke("run", config, "--dry-run", "--max-trials", "10")
+    assert refused.exit_code == 2
+    assert "the sweep has 12 trials (model.dropout (4) x seeds (3)), more than the limit of 10" in refused.output
+    assert invoke("run", config, "--dry-run", "--max-trials", "12").exit_code == 0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("name: deep\ninclude: " + "[" * 500_000 + "]" * 500_000 + "\n"),
+     "the YAML is nested more than 64 brackets deep; a config needs a few"),
+    (lambda p: p.write_text("name: deep\ninclude:\n" + "".join(" " * i + "- \n" for i in range(1_000))),
+     "the YAML is nested too deeply"),
+    (lambda p: open(p, "wb").truncate(2 << 30), "the file is over 1,048,576 bytes; a config needs a few hundred"),
+])
+def test_huge_or_deep_config_files_fail_fast(tmp_path, make, message):
+    path = tmp_path / "hostile.yaml"
+    make(path)
+    done, seconds = cli_child("run", path, "--dry-run")
+    assert done.returncode == 2, output(done)
+    assert output(done) == f"Error: {path}: invalid config (1 problem)\n  - {message}\n"
+    assert seconds < 20
+
+
+def test_an_alias_bomb_in_set_is_refused(tmp_path):
+    levels = ["a: &a [relu, relu, relu, relu, relu, relu, relu, relu, relu, relu]"]
+    levels += [f"{b}: &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcdefg", "bcdefgh")]
+    bomb = "include=[{" + ", ".join(levels) + "}]"
+    done, seconds = cli_child("run", HOSTILE / "configs" / "penalty-inf.yaml", "--dry-run", "--set", bomb)
+    assert done.returncode == 2, output(done)
+    assert f"characters in all): the YAML expands to more than 250,000 values" in output(done)
+    assert len(output(done)) < 400 and seconds < 20
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "config.yaml")
+    done, seconds = cli_child("run", tmp_path / "config.yaml", "--dry-run", seconds=20)
+    assert done.returncode == 2
+    assert output(done) == f"Error: invalid config (1 problem)\n  - cannot read config {tmp_path / 'config.yaml'}: " \
+                           "not a regular file\n"
+    assert seconds < 20
+
+
 # ---------------------------------------------------------------- 1, 2, 7: data files (predict and training)
 
 def test_predict_csv_with_one_value_more_than_the_header_is_refused(tmp_path, model):
@@ -192,6 +261,28 @@ def test_out_inside_another_sweeps_runs_is_refused(tmp_path):
     assert sorted(p.name for p in (other / "runs").iterdir()) == before
 
 
+def _tiny_npz(tmp_path: Path) -> Path:
+    data = tmp_path / "tiny.npz"
+    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
+    np.savez(data, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    return data
+
+
+def test_a_run_that_stops_before_its_first_trial_removes_what_it_created(tmp_path, monkeypatch):
+    import mnist_sweep.runner as runner
+    from mnist_sweep.errors import SweepError
+
+    def no_executor(kind, options):
+        raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'")
+
+    monkeypatch.setattr(runner, "make_executor", no_executor)
+    config = sweep_config(tmp_path, source="file", path=str(_tiny_npz(tmp_path)))
+    result = invoke("run", config, "--out", tmp_path / "new" / "r")
+    assert result.exit_code == 1 and result.output.endswith("Error: --executor ray needs Ray: pip install "
+                                                             "'mnist-sweep[ray]'\n")
+    assert not (tmp_path / "new").exists()
+
+
 def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(tmp_path, monkeypatch):
     import mnist_sweep.runner as runner
 
@@ -206,10 +297,8 @@ def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(t
             raise RaySystemError("System error: the GCS at 10.0.0.5:6379 is unreachable")
 
     monkeypatch.setattr(runner, "make_executor", lambda kind, options: DyingCluster())
-    data = tmp_path / "tiny.npz"
-    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
-    np.savez(data, x_train=images, y_train=labels, x_test=images, y_test=labels)
-    result = invoke("run", sweep_config(tmp_path, source="file", path=str(data)), "--out", tmp_path / "r")
+    result = invoke("run", sweep_config(tmp_path, source="file", path=str(_tiny_npz(tmp_path))),
+                    "--out", tmp_path / "r")
     assert result.exit_code == 1, result.output
     assert result.output.splitlines()[-1].startswith("Error: the Ray cluster stopped under the sweep "
                                                       "(RaySystemError: System error: the GCS")
@@ -219,8 +308,6 @@ def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(t
 
 
 # ---------------------------------------------------------------- 6: damaged results
-
-EXPECTED = yaml.safe_load((HOSTILE / "expected.yaml").read_text())
 
 
 def _damage(root: Path, name: str) -> Path:

@@ -7,25 +7,30 @@ package, never the reverse. Callers import from here: `from mnist_sweep.config i
 """
 
 from .describe import describe_errors, model_in, show
-from .loading import (apply_overrides, config_to_dict, load_config, parse_overrides, read_yaml, uses_batch_norm,
-                      validate_config)
-from .schema import (ACTIVATIONS, BN_MOMENTUM, CNN_ONLY, IMAGE_SIZE, INITIALIZERS, NAME_PATTERN, OPTIMIZER_KEYS,
-                     OPTIMIZERS, Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
+from .loading import (apply_overrides, config_to_dict, load_config, load_yaml, parse_overrides, read_yaml,
+                      uses_batch_norm, validate_config)
+from .schema import (ACTIVATIONS, BN_MOMENTUM, CNN_ONLY, IMAGE_SIZE, INITIALIZERS, MAX_SEED, MAX_TRIALS,
+                     NAME_PATTERN, OPTIMIZER_KEYS, OPTIMIZERS, RACE_METRICS, RACE_MODES,
+                     Activation, Augment, ConvStack, DatasetConfig, EarlyStopping, Float, Hidden,
                      Initializer, InitializerSpec, Int, ModelConfig, OptimizerConfig, Penalty, PositiveInt, Rate,
-                     Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
+                     SeedRace, Strict, SweepConfig, TrainConfig, as_list, is_architecture, is_float)
+from .ranges import METHODS, PRUNERS, SAMPLED_METHODS, PruneConfig, Range, SearchConfig
 from .selectors import SECTIONS, check_selectors, pin_settings, unknown_settings
 
 __all__ = [
     # schema
-    "ACTIVATIONS", "BN_MOMENTUM", "CNN_ONLY", "IMAGE_SIZE", "INITIALIZERS", "NAME_PATTERN", "OPTIMIZER_KEYS",
-    "OPTIMIZERS", "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
+    "ACTIVATIONS", "BN_MOMENTUM", "CNN_ONLY", "IMAGE_SIZE", "INITIALIZERS", "MAX_SEED", "MAX_TRIALS", "NAME_PATTERN",
+    "OPTIMIZER_KEYS", "OPTIMIZERS", "RACE_METRICS", "RACE_MODES",
+    "Activation", "Augment", "ConvStack", "DatasetConfig", "EarlyStopping", "Float", "Hidden",
     "Initializer", "InitializerSpec", "Int", "ModelConfig", "OptimizerConfig", "Penalty", "PositiveInt", "Rate",
-    "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
+    "SeedRace", "Strict", "SweepConfig", "TrainConfig", "as_list", "is_architecture", "is_float",
     # error descriptions
     "describe_errors", "model_in", "show",
     # include/exclude selectors
     "SECTIONS", "check_selectors", "pin_settings", "unknown_settings",
+    # ranges, search and pruning
+    "METHODS", "PRUNERS", "SAMPLED_METHODS", "PruneConfig", "Range", "SearchConfig",
     # loading
-    "apply_overrides", "config_to_dict", "load_config", "parse_overrides", "read_yaml", "uses_batch_norm",
+    "apply_overrides", "config_to_dict", "load_config", "load_yaml", "parse_overrides", "read_yaml", "uses_batch_norm",
     "validate_config",
 ]

@@ -91,7 +91,7 @@ def _describe_error(err: dict, raw, root) -> list[tuple[str, str]]:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
-        return [(path, f"{bad!r} is not allowed; expected one of {expected}{did_you_mean(bad, choices)}")]
+        return [(path, f"{show(bad)} is not allowed; expected one of {expected}{did_you_mean(bad, choices)}")]
     if kind == "missing":
         _, parent = _walk(err["loc"][:-1], raw, root)
         field = parent.model_fields.get(err["loc"][-1]) if parent is not None else None

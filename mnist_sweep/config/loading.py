@@ -6,6 +6,8 @@ Built on the schema (schema.py), which knows nothing of how a config is read or 
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, excerpt
 from .describe import describe_errors, model_in, show
 from .schema import CNN_ONLY, OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list
+from .ranges import SearchConfig, put_ranges, search_problems, take_ranges
 from .selectors import check_selectors, unknown_settings
 
 
@@ -51,6 +54,12 @@ def uses_batch_norm(config: dict) -> bool:
     return False
 
 
+# A config is a few hundred bytes; these bound what a hostile one can make the reader allocate.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_VALUES = 250_000  # scalars, lists and mappings once every alias is expanded (100,000 seeds fit)
+MAX_YAML_DEPTH = 64  # [ and { nesting: PyYAML's scanner slows quadratically with it
+
+
 class _Loader(yaml.SafeLoader):
     """YAML's safe loader, but a repeated key is an error instead of silently replacing the first."""
 
@@ -68,18 +77,65 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely and within bounds: an alias bomb or a recursive alias is refused before it is built.
+
+    Raises yaml.YAMLError for malformed YAML and ValueError for a document too big or too deep.
+    """
+    brackets = re.sub(r"[^][{}]", "", text)
+    if max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets), default=0) > MAX_YAML_DEPTH:
+        raise ValueError(f"the YAML is nested more than {MAX_YAML_DEPTH} brackets deep; a config needs a few")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_YAML_VALUES:
+            raise ValueError(f"the YAML expands to more than {MAX_YAML_VALUES:,} values (its aliases repeat "
+                             "one part many times); a config needs a few hundred")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ValueError("the YAML is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values a YAML node holds with every alias expanded (each shared node is counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ValueError("the YAML has an alias inside the node it names (a recursive structure)")
+    open_nodes.add(key)
+    children = node.value if isinstance(node.value, list) else []
+    size = 1
+    for child in children:
+        for part in child if isinstance(child, tuple) else (child,):
+            size += _expanded_size(part, sizes, open_nodes)
+            if size > MAX_YAML_VALUES:
+                break
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
     """Parse `--set key.path=value` strings; values are YAML (`[0, 0.5]` is a list)."""
     parsed, problems = [], []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+            problems.append(f"--set {excerpt(item)}: expected KEY=VALUE, e.g. --set train.epochs=2")
             continue
         try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            problems.append(f"--set {item!r}: value is not valid YAML ({getattr(exc, 'problem', None) or exc})")
+            problems.append(f"--set {excerpt(item)}: value is not valid YAML ({getattr(exc, 'problem', None) or exc})")
+            continue
+        except ValueError as exc:
+            problems.append(f"--set {excerpt(item)}: {exc}")
             continue
         parsed.append((key.strip().split("."), value))
     if problems:
@@ -132,34 +188,51 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def validate_config(raw: Any, source: str | None = None) -> SweepConfig:
-    """Validate a raw config mapping, listing every problem at once."""
+def validate_config(raw: Any, source: str | None = None, max_trials: int | None = None) -> SweepConfig:
+    """Validate a raw config mapping, listing every problem at once.
+
+    `max_trials` (default MAX_TRIALS) bounds a count of seeds here; `grid.expand` bounds the rest.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"the config must be a mapping of keys to values (such as name: my-sweep), "
                           f"got {type(raw).__name__}", source)
+    raw, ranges, range_problems = take_ranges(raw)  # the schema checks the rest with each range's low
     try:
-        config = SweepConfig.model_validate(raw)
+        config = SweepConfig.model_validate(raw, context={"max_trials": max_trials})
     except ValidationError as exc:
         # include/exclude values are checked against a valid config; their setting names can be checked now.
-        raise ConfigError(describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
+        raise ConfigError(range_problems + describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
                           + unknown_settings(raw), source) from None
-    problems = _cnn_keys_without_cnn(raw) + check_selectors(config)
+    problems = range_problems + _cnn_keys_without_cnn(raw) + check_selectors(config) + search_problems(
+        config.search, config.prune, ranges, bool(config.include or config.exclude), config.dataset.validation_split)
     if problems:
         raise ConfigError(problems, source)
+    config._ranges = ranges
     return config
 
 
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file, turning parse errors into a ConfigError with line and column."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read; a device never end
+        raise ConfigError(f"cannot read config {path}: {'is a folder' if path.is_dir() else 'not a regular file'}")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the file is over {MAX_CONFIG_BYTES:,} bytes; a config needs a few hundred", str(path))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except (IsADirectoryError, PermissionError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start:,})") from None
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        raw = load_yaml(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -172,15 +245,15 @@ def read_yaml(path: str | Path) -> Any:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
-    """Read, override and validate a sweep config file."""
+def load_config(path: str | Path, overrides: list[str] = (), max_trials: int | None = None) -> SweepConfig:
+    """Read, override and validate a sweep config file (`max_trials`: see `validate_config`)."""
     raw = read_yaml(path)
     if isinstance(raw, dict) and overrides:
         try:
             raw = apply_overrides(raw, list(overrides))
         except ConfigError as exc:
             raise ConfigError(exc.problems, str(path)) from None
-    return validate_config(raw, str(path))
+    return validate_config(raw, str(path), max_trials)
 
 
 def config_to_dict(config: SweepConfig) -> dict:
@@ -190,4 +263,11 @@ def config_to_dict(config: SweepConfig) -> dict:
         data["model"] = {k: v for k, v in data["model"].items() if k not in CNN_ONLY}
     if not uses_batch_norm(data):
         del data["model"]["batch_norm_momentum"]
-    return data
+    race = data.pop("race")
+    if race is not None:  # written back the way the user wrote it
+        data["seeds"] = {"min": race["min"], "max": race["max"], "race": race["mode"]}
+    if data.get("race_metric") is None:
+        data.pop("race_metric", None)
+    if config.search == SearchConfig() and config.prune is None:  # a grid's sweep.yaml stays as it was
+        del data["search"], data["prune"]
+    return put_ranges(data, config.ranges)

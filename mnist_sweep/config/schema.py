@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from ..errors import did_you_mean
+from .ranges import PruneConfig, Range, SearchConfig
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -30,7 +32,11 @@ OPTIMIZER_KEYS = {
     "adamw": {"beta_1", "beta_2", "weight_decay"},
     "nadam": {"beta_1", "beta_2"},
 }
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched in full: no trailing newline
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and Keras' seeds take unsigned 32-bit values
+# The most trials a sweep may have unless raised (`--max-trials`): counted from the axes before any
+# trial is built, so a 23-byte `seeds: 1000000000` fails in milliseconds instead of filling memory.
+MAX_TRIALS = 100_000
 
 
 def _no_bool(value: Any) -> Any:
@@ -41,10 +47,16 @@ def _no_bool(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]  # .inf or .nan would fail a trial
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 Rate = Annotated[Float, Field(ge=0.0, lt=1.0)]
 Penalty = Annotated[Float, Field(ge=0.0)]
 PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+def trial_limit(context: Any) -> int:
+    """The most trials a sweep may have: the validation context's `max_trials`, else MAX_TRIALS."""
+    return (context or {}).get("max_trials") or MAX_TRIALS
 
 
 def _problems_at(problems: list[tuple[str, str, Any]]) -> PydanticCustomError:
@@ -88,7 +100,7 @@ class DatasetConfig(Strict):
     n_train: Optional[PositiveInt] = None  # None = the whole training split
     n_test: Optional[PositiveInt] = None
     validation_split: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.1  # carved from training only
-    seed: Int = 0  # fixes the subset and the splits, so every trial sees the same data
+    seed: Seed = 0  # fixes the subset and the splits, so every trial sees the same data
 
     @model_validator(mode="before")
     @classmethod
@@ -102,12 +114,30 @@ class DatasetConfig(Strict):
         return data
 
 
+# The parameters each initializer takes (Keras refuses any other); the rest take none.
+INITIALIZER_KEYS = {"random_normal": ("mean", "stddev"), "truncated_normal": ("mean", "stddev"),
+                    "random_uniform": ("minval", "maxval")}
+
+
 class Initializer(Strict):
     name: Literal[INITIALIZERS]  # type: ignore[valid-type]
     mean: Optional[Float] = None
     stddev: Optional[Annotated[Float, Field(gt=0)]] = None
     minval: Optional[Float] = None
     maxval: Optional[Float] = None
+
+    @model_validator(mode="after")
+    def _parameters_it_takes(self):
+        takes = INITIALIZER_KEYS.get(self.name, ())
+        given = {k: v for k, v in self.model_dump(exclude_none=True).items() if k != "name"}
+        problems = [(f".{key}", f"{self.name} takes " + (f"only {' and '.join(takes)}" if takes else "no parameters"),
+                     value) for key, value in given.items() if key not in takes]
+        low, high = given.get("minval", -0.05), given.get("maxval", 0.05)  # Keras' defaults
+        if self.name == "random_uniform" and not low < high:
+            problems.append((".maxval", f"maxval must be greater than minval ({low})", high))
+        if problems:
+            raise _problems_at(problems)
+        return self
 
 
 class OptimizerConfig(Strict):
@@ -300,7 +330,7 @@ class TrainConfig(Strict):
     batch_size: list[PositiveInt] = [128]
     early_stopping: list[Union[Literal[False], EarlyStopping]] = [EarlyStopping()]
     # Optional limit per trial; past it the trial stops and is recorded as `timeout`. Not an axis.
-    timeout_seconds: Optional[Annotated[float, Field(gt=0)]] = None
+    timeout_seconds: Optional[Annotated[Float, Field(gt=0)]] = None
     # Which trained models to keep as runs/<trial_id>/model.keras: the best by validation accuracy
     # (what `mnist-sweep predict` uses), every one, or none. Not an axis: it does not change training.
     save_model: Literal["none", "best", "all"] = "best"
@@ -317,6 +347,50 @@ class TrainConfig(Strict):
                      "false (no early stopping) or a mapping such as {monitor: val_loss, patience: 3}")
 
 
+RACE_MODES = ("best", "factors")
+# Metrics a race may rank by: never the test set's, which must not choose.
+RACE_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+RACE_KEYS = ("min", "max", "race")
+MAX_RACE_SEEDS = 1000  # beyond this a race cannot separate anything a sweep can afford
+
+
+def _race_problems(value: dict) -> list[tuple[str, str, Any]]:
+    """Problems with `seeds: {min: 3, max: 20, race: best}`, each at its key under seeds."""
+    problems = [(f".{k}", f"unknown key{did_you_mean(str(k), RACE_KEYS)}; a race takes min, max and race", v)
+                for k, v in value.items() if k not in RACE_KEYS]
+    counts = {}
+    for key in ("min", "max"):
+        v = value.get(key)
+        if key not in value:
+            problems.append((f".{key}", "required: a race needs min and max seeds per configuration, such as "
+                                        "{min: 3, max: 20, race: best}", value))
+        elif isinstance(v, bool) or not isinstance(v, int):
+            problems.append((f".{key}", "expected a whole number of seeds", v))
+        elif not 2 <= v <= MAX_RACE_SEEDS:
+            problems.append((f".{key}", f"must be between 2 (a t-test needs two seeds per configuration) and "
+                                        f"{MAX_RACE_SEEDS}", v))
+        else:
+            counts[key] = v
+    if len(counts) == 2 and counts["min"] > counts["max"]:
+        problems.append((".max", f"must be at least min ({counts['min']}); to run a fixed number of seeds "
+                                 "write seeds: N", counts["max"]))
+    mode = value.get("race", "best")
+    if mode not in RACE_MODES:
+        problems.append((".race", f"expected best (stop when one configuration beats every other) or factors "
+                                  f"(stop when every setting's comparisons are resolved)"
+                                  f"{did_you_mean(str(mode), RACE_MODES)}", mode))
+    return problems
+
+
+class SeedRace(Strict):
+    """Racing over seeds, from `seeds: {min, max, race}`: every configuration gets `min` seeds, those
+    still in the race one more per round, up to `max` (see race.py)."""
+
+    min: int
+    max: int
+    mode: Literal[RACE_MODES] = "best"  # type: ignore[valid-type]
+
+
 class SweepConfig(Strict):
     name: str
     dataset: DatasetConfig = DatasetConfig()
@@ -324,16 +398,31 @@ class SweepConfig(Strict):
     optimizer: list[OptimizerConfig] = [OptimizerConfig(name="adam")]
     augment: list[Union[Literal[False], Augment]] = [False]  # off: plain MLP sweeps train as they always did
     train: TrainConfig = TrainConfig()
-    seeds: list[Annotated[Int, Field(ge=0)]] = [0]
-    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as branches of one model.
-    execution: Literal["isolated", "fused"] = "isolated"
+    seeds: list[Seed] = [0]
+    # Set through `seeds: {min, max, race}` (then seeds is 0..max-1); None: every seed runs every configuration.
+    race: Optional[SeedRace] = None
+    race_metric: Optional[str] = None  # what a race ranks by; None: val_accuracy
+    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as one model, each trial a
+    # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
+    # branch gives its isolated twin's results; isolated: one model per trial.
+    execution: Literal["auto", "isolated", "fused"] = "auto"
+    # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.
+    tensorboard: Optional[Annotated[str, Field(min_length=1)]] = None
     exclude: list[dict[str, Any]] = []
     include: list[dict[str, Any]] = []
+    search: SearchConfig = SearchConfig()  # grid: every combination; random, qmc, tpe: `trials` of them
+    prune: Optional[PruneConfig] = None  # stop unpromising trials early (sampled methods only)
+    _ranges: dict[str, Range] = PrivateAttr(default_factory=dict)
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        """The settings given as ranges, by key path (`model.dropout`, `optimizer.0.learning_rate`)."""
+        return self._ranges
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value):
-        if not NAME_PATTERN.match(value) or value in {".", ".."}:
+        if not NAME_PATTERN.fullmatch(value) or value in {".", ".."}:
             raise ValueError("not a plain directory name: use letters, digits, '.', '_' and '-', "
                              "starting with a letter or digit, at most 64 characters")
         return value
@@ -353,16 +442,52 @@ class SweepConfig(Strict):
                       "false, true (SEEDS.md #3's settings) or a mapping such as {rotation: 8, zoom: 0.1}")
         return [{} if v is True else v for v in value]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_race(cls, data):
+        # seeds: {min, max, race} becomes seeds 0..max-1 plus `race`; a bad mapping stays for _seeds to report.
+        if not isinstance(data, dict):
+            return data
+        race = data.get("race")
+        dumped = isinstance(race, dict) and set(race) == {"min", "max", "mode"} and \
+            data.get("seeds") == list(range(race["max"]))  # a validated config dumped and validated again
+        if "race" in data and race is not None and not dumped:
+            raise _problems_at([("race", "set racing through seeds, e.g. seeds: {min: 3, max: 20, race: best}",
+                                 data["race"])])
+        seeds = data.get("seeds")
+        if isinstance(seeds, dict) and not _race_problems(seeds):
+            data = {**data, "seeds": seeds["max"],
+                    "race": {"min": seeds["min"], "max": seeds["max"], "mode": seeds.get("race", "best")}}
+        return data
+
+    @field_validator("race_metric")
+    @classmethod
+    def _race_metric(cls, value):
+        if value is None or value in RACE_METRICS:
+            return value
+        if str(value).startswith("test_"):
+            raise ValueError("the test set never chooses; race on val_accuracy (the default) or "
+                             "val_loss, or on train_accuracy/train_loss without a validation set")
+        raise ValueError(f"{value!r} is not a metric a race can rank by{did_you_mean(str(value), RACE_METRICS)}; "
+                         f"expected one of {', '.join(RACE_METRICS)}")
+
     @field_validator("seeds", mode="before")
     @classmethod
-    def _seeds(cls, value):
-        # An integer n means seeds 0..n-1.
+    def _seeds(cls, value, info: ValidationInfo):
+        if isinstance(value, dict):
+            raise _problems_at(_race_problems(value))
+        # An integer n means seeds 0..n-1; a count no sweep could run is refused before the list is built.
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError("seeds as a count must be at least 1")
+            limit = trial_limit(info.context)
+            if value > limit:
+                raise ValueError(f"{value:,} seeds make at least {value:,} trials, more than the limit of "
+                                 f"{limit:,}; use fewer seeds, or raise the limit with --max-trials")
             return list(range(value))
         if not isinstance(value, list):
-            raise ValueError("expected a count n (meaning seeds 0..n-1) or a list of seeds such as [0, 1, 2]")
+            raise ValueError("expected a count n (meaning seeds 0..n-1), a list of seeds such as [0, 1, 2], or a "
+                             "race such as {min: 3, max: 20, race: best}")
         if not value:
             raise ValueError("seeds needs at least one seed")
         return value
@@ -381,6 +506,18 @@ class SweepConfig(Strict):
         if not isinstance(value, list):
             raise ValueError("expected a list of partial trial settings, such as [{activation: tanh, dropout: 0.5}]")
         return value
+
+    @model_validator(mode="after")
+    def _race_metric_needs(self):
+        if self.race_metric is not None and self.race is None:
+            raise _problems_at([("race_metric", "applies to a raced sweep only: set seeds: {min: 3, max: 20, "
+                                                "race: best}, or remove race_metric", self.race_metric)])
+        metric = self.race_metric or "val_accuracy"
+        if self.race is not None and metric.startswith("val_") and self.dataset.validation_split == 0:
+            raise _problems_at([("race_metric", "racing on a validation metric needs a validation set, but "
+                                                "dataset.validation_split is 0: set a validation_split > 0 or "
+                                                "race_metric: train_accuracy", metric)])
+        return self
 
     @model_validator(mode="after")
     def _validation_needed(self):

@@ -1,0 +1,59 @@
+"""Experiment trackers: a sweep in TensorBoard (live, with HParams) and in MLflow.
+
+Both are optional extras; each entry point checks its package first and says how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import MissingExtraError, ResultsError
+
+__all__ = ["export_mlflow", "export_tensorboard", "live_tensorboard", "require"]
+
+EXTRAS = {"tensorboard": "TensorBoard", "mlflow": "MLflow"}
+
+
+def require(extra: str, needed_by: str) -> None:
+    """Fail with the install command when an extra's package cannot be imported."""
+    try:
+        importlib.import_module(extra)
+    except ImportError:
+        raise MissingExtraError(f"{needed_by} needs {EXTRAS[extra]}, which is not installed: "
+                                f"pip install 'mnist-sweep[{extra}]'") from None
+
+
+def live_tensorboard(logdir: str | Path, sweep, needed_by: str = "--tensorboard"):
+    """A sweep observer that writes each trial's TensorBoard run as it trains."""
+    require("tensorboard", needed_by)
+    from .tensorboard_log import TensorBoardLog
+
+    return TensorBoardLog(logdir, sweep)
+
+
+def export_tensorboard(results: str | Path, logdir: str | Path):
+    """Finished results as TensorBoard event files; see `tensorboard_log.export_tensorboard`."""
+    require("tensorboard", "--to tensorboard")
+    from .tensorboard_log import export_tensorboard as export
+
+    try:
+        return export(results, logdir)
+    except OSError as exc:
+        raise ResultsError(f"cannot write TensorBoard event files to {logdir}: {exc.strerror or exc}") from None
+
+
+def export_mlflow(results: str | Path, tracking_uri: str | None = None):
+    """Finished results as MLflow runs; see `mlflow_runs.export_mlflow`."""
+    require("mlflow", "--to mlflow")
+    from mlflow.exceptions import MlflowException
+
+    from .mlflow_runs import export_mlflow as export
+
+    try:
+        return export(results, tracking_uri)
+    except MlflowException as exc:
+        where = tracking_uri or "the default store in the results root"
+        raise ResultsError(f"could not export to MLflow at {where}: {exc.message.strip().splitlines()[0]}") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot write MLflow artifacts: {exc.strerror or exc}") from None

@@ -1,0 +1,209 @@
+"""A sweep's results as MLflow runs: one parent run per sweep, one nested run per trial.
+
+Each sweep is an MLflow experiment of its name. Its parent run holds the config, the findings of
+`compare` and report.html; each trial's run holds its settings as params, its history as stepped
+metrics, its final metrics as final/<metric>, tags (trial_id, config_id, seed, status, execution) and
+its model. Runs are found again by their tags, so exporting twice adds nothing; a trial whose
+results changed since (trained again) has its run replaced, since MLflow cannot take back a metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from ..errors import SweepError
+from ..grid import label
+from ..store import FINISHED
+from .sweep_results import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
+
+ROLE = "mnist_sweep.role"  # "sweep" on a parent run, "trial" on a trial's run
+DIGEST = "mnist_sweep.digest"  # what the run was written from: unchanged results are not written again
+RUN_STATUS = {FINISHED: "FINISHED", "failed": "FAILED", "diverged": "FAILED", "timeout": "FAILED",
+              "interrupted": "KILLED"}
+ARTIFACTS = "mlflow-artifacts"  # next to a SQLite tracking database
+# MLflow 3's UI opens an experiment of no stated kind as a GenAI one (traces); this opens its runs.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+@dataclass
+class ExportedSweep:
+    """What exporting one sweep did."""
+
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    created: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def results_root(results: str | Path) -> Path:
+    """The folder holding the sweeps: RESULTS itself, or its parent when RESULTS is one sweep."""
+    path = Path(results)
+    return path.parent if (path / "sweep.yaml").exists() or (path / "runs").is_dir() else path
+
+
+def default_tracking_uri(results: str | Path) -> str:
+    """A SQLite database in the results root: works offline, no server (MLflow's file store is deprecated)."""
+    return f"sqlite:///{(results_root(results) / 'mlflow.db').resolve()}"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Beside a SQLite database; elsewhere the tracking server decides."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / ARTIFACTS).as_uri()
+    return None
+
+
+def param_value(key: str, value: Any) -> str:
+    """A setting as a short readable string: "adam lr=0.01", "128-64", "32-32-pool-64-64-pool", "none"."""
+    return "none" if value is None else str(label(key, value))
+
+
+def _ms(timestamp: float | None) -> int | None:
+    return None if timestamp is None else int(timestamp * 1000)
+
+
+def _results_digest(record: dict[str, Any], history: list[dict], model: Path) -> str:
+    data = {"record": record, "history": history, "model": model.stat().st_size if model.exists() else None}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class MlflowExport:
+    """Writes sweeps to one tracking URI."""
+
+    def __init__(self, tracking_uri: str):
+        for name in ("alembic", "mlflow.store.db.utils"):  # setting up the database's tables is not news
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def _experiment(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            return self.client.create_experiment(name, artifact_location=_artifact_location(self.tracking_uri),
+                                                 tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return experiment.experiment_id
+
+    def _runs(self, experiment_id: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _log(self, run_id: str, metrics=(), params=(), tags=()) -> None:
+        self.client.log_batch(run_id, params=list(params), tags=list(tags))
+        for chunk in _chunks(list(metrics), 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def export(self, sweep: SweepResults) -> ExportedSweep:
+        experiment_id = self._experiment(sweep.name)
+        runs = self._runs(experiment_id)
+        parent = next((r for r in runs if r.data.tags.get(ROLE) == "sweep"), None)
+        parent_id = parent.info.run_id if parent else self.client.create_run(
+            experiment_id, start_time=_ms(min(filter(None, (seconds(r.get("started_at")) for r in sweep.records)),
+                                             default=None)),
+            tags={ROLE: "sweep", "sweep": sweep.name}, run_name=sweep.name).info.run_id
+        done = ExportedSweep(sweep.name, experiment_id, parent_id)
+        children = {r.data.tags.get("trial_id"): r for r in runs
+                    if r.data.tags.get(ROLE) == "trial" and r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id}
+        for record in sweep.records:
+            self._trial(sweep, record, parent_id, experiment_id, children.get(record["trial_id"]), done)
+        self._sweep_run(sweep, parent_id, done)
+        return done
+
+    def _trial(self, sweep: SweepResults, record: dict, parent_id: str, experiment_id: str, existing,
+               done: ExportedSweep) -> None:
+        trial_id = record["trial_id"]
+        history = sweep.history(trial_id)
+        model = sweep.run_dir(trial_id) / "model.keras"
+        digest = _results_digest(record, history, model)
+        if existing is not None:
+            if existing.data.tags.get(DIGEST) == digest:
+                done.unchanged += 1
+                return
+            self.client.delete_run(existing.info.run_id)
+            done.replaced += 1
+        else:
+            done.created += 1
+        status = str(record.get("status"))
+        tags = {MLFLOW_PARENT_RUN_ID: parent_id, ROLE: "trial", DIGEST: digest, "sweep": sweep.name,
+                "trial_id": trial_id, "config_id": str(record.get("config_id")), "seed": str(record.get("seed")),
+                "status": status, "execution": str(record.get("execution") or "isolated")}
+        if record.get("group_id"):
+            tags["group_id"] = str(record["group_id"])
+        if record.get("error"):
+            tags["error"] = str(record["error"])[:1000]
+        start = seconds(record.get("started_at"))
+        run_id = self.client.create_run(experiment_id, start_time=_ms(start), tags=tags, run_name=trial_id).info.run_id
+        params = {key: param_value(key, value) for key, value in (record.get("settings") or {}).items()}
+        params["seed"] = str(record.get("seed"))
+        metrics, wall = [], start or 0.0
+        for row in history:
+            step = row.get("epoch_seconds")
+            wall += step if isinstance(step, float) and math.isfinite(step) else 0.0
+            metrics += [Metric(key, float(row[key]), _ms(wall), int(row["epoch"])) for key in EPOCH_METRICS
+                        if isinstance(row.get(key), float)]
+        end = seconds(record.get("finished_at")) or wall
+        last = int(history[-1]["epoch"]) if history else 0
+        metrics += [Metric(FINAL_PREFIX + key, value, _ms(end), last) for key, value in final_metrics(record).items()]
+        self._log(run_id, metrics, [Param(k, v) for k, v in params.items()])
+        for name in ("model.keras", "model.txt"):
+            if (sweep.run_dir(trial_id) / name).exists():
+                self.client.log_artifact(run_id, str(sweep.run_dir(trial_id) / name))
+        if status in RUN_STATUS:
+            self.client.set_terminated(run_id, RUN_STATUS[status], end_time=_ms(end))
+
+    def _sweep_run(self, sweep: SweepResults, parent_id: str, done: ExportedSweep) -> None:
+        """The parent run: the config, the findings, the report, and a status that sums up the trials."""
+        from ..compare import compare, render
+
+        for name in ("sweep.yaml", "summary.csv", "report.html"):
+            if (sweep.directory / name).exists():
+                self.client.log_artifact(parent_id, str(sweep.directory / name))
+        try:
+            self.client.log_text(parent_id, render(compare(sweep.directory), "markdown"), "findings.md")
+        except SweepError as exc:
+            done.notes.append(f"no findings.md: {exc}")
+        statuses = {str(r.get("status")) for r in sweep.records}
+        self.client.set_tag(parent_id, "trials", str(len(sweep.records)))
+        self.client.set_tag(parent_id, "finished", str(sweep.finished))
+        if statuses & {"running"} or not statuses:
+            self.client.update_run(parent_id, RunStatus.to_string(RunStatus.RUNNING))
+            return
+        end = max(filter(None, (seconds(r.get("finished_at")) for r in sweep.records)), default=None)
+        status = ("KILLED" if "interrupted" in statuses else "FAILED" if statuses - {FINISHED, "interrupted"}
+                  else "FINISHED")
+        self.client.set_terminated(parent_id, status, end_time=_ms(end))
+
+
+def export_mlflow(results: str | Path, tracking_uri: str | None = None) -> tuple[str, list[ExportedSweep]]:
+    """Every sweep at or under `results` into MLflow; returns the tracking URI used and what was done."""
+    sweeps = load_sweeps(results)
+    tracking_uri = tracking_uri or default_tracking_uri(results)
+    exporter = MlflowExport(tracking_uri)
+    return tracking_uri, [exporter.export(sweep) for sweep in sweeps]

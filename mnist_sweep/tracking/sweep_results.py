@@ -1,0 +1,120 @@
+"""A sweep's results as experiment trackers take them: settings as scalars or short strings, each
+trial's history and final metrics, read from the results files alone (so copied results work)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..grid import label
+from ..store import FINISHED, HISTORY_COLUMNS, find_sweeps, read_records
+
+# Per-epoch values, named as in history.csv; `epoch` is the step.
+EPOCH_METRICS = tuple(c for c in HISTORY_COLUMNS if c != "epoch")
+# What a finished trial reports once (named and titled as in metrics.py). Logged as "final/<name>" so
+# that the restored model's val_accuracy is not mistaken for the last epoch's.
+FINAL_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss",
+                 "epochs_run", "best_epoch", "wall_seconds", "fit_seconds")
+FINAL_PREFIX = "final/"
+
+Scalar = bool | float | str
+
+
+def tracker_value(key: str, value: Any) -> Scalar:
+    """A setting as trackers show it: numbers and booleans as they are, the rest as a short string
+    ("adam lr=0.01", "128-64", "32-32-pool-64-64-pool", "none")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value is None:
+        return "none"
+    return str(label(key, value))
+
+
+def hparam_columns(factor_rows: Iterable[dict[str, Any]]) -> dict[str, list[Scalar]]:
+    """Each varying setting's levels, all of one type (strings where the trials mix types)."""
+    levels: dict[str, list[Scalar]] = {}
+    for factors in factor_rows:
+        for key, value in factors.items():
+            value = tracker_value(key, value)
+            if value not in levels.setdefault(key, []):
+                levels[key].append(value)
+    for key, values in levels.items():
+        if len({type(v) for v in values}) > 1:
+            levels[key] = list(dict.fromkeys(str(v) for v in values))
+    return levels
+
+
+def hparams_of(factors: dict[str, Any], columns: dict[str, list[Scalar]]) -> dict[str, Scalar]:
+    """One trial's varying settings, typed as `hparam_columns` typed that setting's levels."""
+    values = {}
+    for key, value in factors.items():
+        value = tracker_value(key, value)
+        levels = columns.get(key)
+        values[key] = str(value) if levels and isinstance(levels[0], str) else value
+    return values
+
+
+def final_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """A trial's final metrics and times that are numbers (a failed trial has none)."""
+    found = {**(record.get("metrics") or {}), **(record.get("timing") or {})}
+    return {name: float(found[name]) for name in FINAL_METRICS
+            if isinstance(found.get(name), (int, float)) and not isinstance(found.get(name), bool)}
+
+
+def seconds(timestamp: str | None) -> float | None:
+    """An ISO timestamp from trial.json as seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(timestamp).timestamp() if timestamp else None
+    except ValueError:
+        return None
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """A trial's history.csv as rows of numbers (empty cells are NaN); [] when absent or unreadable."""
+    try:
+        with open(run_dir / "history.csv", encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items() if k})
+        except ValueError:
+            continue
+    return [r for r in parsed if math.isfinite(r.get("epoch", math.nan))]
+
+
+@dataclass
+class SweepResults:
+    """One sweep's results directory, read for export."""
+
+    directory: Path
+    name: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def run_dir(self, trial_id: str) -> Path:
+        return self.directory / "runs" / trial_id
+
+    def history(self, trial_id: str) -> list[dict[str, float]]:
+        return read_history(self.run_dir(trial_id))
+
+    @property
+    def finished(self) -> int:
+        return sum(1 for r in self.records if r.get("status") == FINISHED)
+
+
+def load_sweeps(results: str | Path) -> list[SweepResults]:
+    """Every sweep at or under `results`, with its trial records in a stable order."""
+    sweeps = []
+    for directory in find_sweeps(results):
+        records = sorted(read_records(directory).values(),
+                         key=lambda r: (r["seed"] if isinstance(r.get("seed"), int) else -1, r["trial_id"]))
+        sweeps.append(SweepResults(directory, directory.name, records))
+    return sweeps
