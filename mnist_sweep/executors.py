@@ -22,7 +22,7 @@ from typing import Any, Optional
 from .errors import SweepError
 from .grid import Trial
 from .records import Emit as Event
-from .records import Executor, Task
+from .records import Task
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
@@ -303,14 +303,3 @@ class ProcessExecutor:
                 worker.process.kill()
             worker.process.join(timeout=5)
         self.workers = []
-
-
-def make_executor(kind: str, options: Options) -> Executor:
-    """The executor for `--executor` and `--jobs`."""
-    if kind == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(options)
-    if options.jobs > 1 or (kind == "process"):
-        return ProcessExecutor(options)
-    return InlineExecutor(options)

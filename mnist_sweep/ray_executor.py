@@ -89,14 +89,14 @@ def node_capacity(resources: dict, cpus_per_task: float, gpus_per_task: float) -
     return fits
 
 
-def _short(node_id: Optional[str]) -> str:
+def _short_node_id(node_id: Optional[str]) -> str:
     return node_id[:8] if node_id else "?"
 
 
-def _describe(where: Optional[dict]) -> str:
+def _where_text(where: Optional[dict]) -> str:
     if not where:
         return "before it started on a node"
-    return f"on node {_short(where['node_id'])} ({where['hostname']}, {where['node_ip']})"
+    return f"on node {_short_node_id(where['node_id'])} ({where['hostname']}, {where['node_ip']})"
 
 
 class RayExecutor:
@@ -177,7 +177,7 @@ class RayExecutor:
         need = f"{self.options.cpus_per_trial:g} CPU(s)"
         if self.options.gpus_per_trial:
             need += f" and {self.options.gpus_per_trial:g} GPU(s)"
-        have = "; ".join(f"{_short(n['NodeID'])}: {n.get('Resources', {}).get('CPU', 0):g} CPU(s), "
+        have = "; ".join(f"{_short_node_id(n['NodeID'])}: {n.get('Resources', {}).get('CPU', 0):g} CPU(s), "
                          f"{n.get('Resources', {}).get('GPU', 0):g} GPU(s)" for n in self._nodes())
         raise SweepError(f"no node of {self._where()} can run a trial: each needs {need} "
                          f"(--cpus-per-trial, --gpus-per-trial); the nodes have {have or 'nothing'}")
@@ -214,7 +214,7 @@ class RayExecutor:
                 for trial in job.task:
                     emit("done", trial.trial_id, {
                         "status": "interrupted", "error": f"stopped: {exc}", "host": job.where["hostname"],
-                        "notes": job.notes + [f"attempt {job.attempt} {_describe(job.where)}: interrupted, {exc}"]})
+                        "notes": job.notes + [f"attempt {job.attempt} {_where_text(job.where)}: interrupted, {exc}"]})
             running.clear()
             raise ClusterLostError(f"{exc}. {sum(len(j.task) for j in started)} running trial(s) recorded "
                                    "interrupted; once the cluster is back, run the same command to continue "
@@ -269,14 +269,14 @@ class RayExecutor:
         crashed = isinstance(exc, (errors.WorkerCrashedError, errors.OutOfMemoryError)) and not node_died
         if node_died:
             job.node_losses += 1
-            job.notes.append(f"attempt {job.attempt} {_describe(job.where)}: its node was lost ({cause})")
+            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: its node was lost ({cause})")
             retry = job.node_losses <= NODE_LOSS_RETRIES
         elif crashed:
             job.crashes += 1
-            job.notes.append(f"attempt {job.attempt} {_describe(job.where)}: its worker process died ({cause})")
+            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: its worker process died ({cause})")
             retry = job.crashes < WORKER_CRASH_LIMIT
         else:  # unschedulable, runtime environment, ...: not something a retry fixes
-            job.notes.append(f"attempt {job.attempt} {_describe(job.where)}: {cause}")
+            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: {cause}")
             retry = False
         if retry and not self.stopping:
             queue.appendleft(job)  # first in line for the next free slot

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
 from .errors import ResultsError, SweepError
-from .executors import Options, make_executor
+from .executors import InlineExecutor, Options, ProcessExecutor
 from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .records import Executor, TrialRecord, TrialResult
@@ -25,6 +25,17 @@ from .store import FINISHED, ResultsStore, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
 RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cluster's free CPUs decide
+
+
+def make_executor(kind: str, options: Options) -> Executor:
+    """The executor for `--executor` and `--jobs`."""
+    if kind == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(options)
+    if options.jobs > 1 or (kind == "process"):
+        return ProcessExecutor(options)
+    return InlineExecutor(options)
 
 
 @dataclass
@@ -75,7 +86,7 @@ class Observers(Progress):
             getattr(observer, event)(*args)
 
 
-def _short(exc: BaseException) -> str:
+def _first_line(exc: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
@@ -435,9 +446,12 @@ class Sweep:
                 self.report.interrupted = True
                 self._mark_interrupted()
             except Exception as exc:  # the trials that were running are not any more, whatever stopped them
-                self._mark_interrupted(f"the sweep stopped before it finished: {_short(exc)}")
+                try:
+                    self._mark_interrupted(f"the sweep stopped before it finished: {_first_line(exc)}")
+                except OSError:
+                    pass  # the results directory itself failed (full disk, read-only): report that error below
                 if _from_ray(exc):
-                    raise SweepError(f"the Ray cluster stopped under the sweep ({_short(exc)}); the running "
+                    raise SweepError(f"the Ray cluster stopped under the sweep ({_first_line(exc)}); the running "
                                      f"trial(s) are recorded as interrupted in {self.store.dir}; start the "
                                      "cluster again and run the same command to resume") from None
                 raise
