@@ -200,8 +200,9 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
                     self.seed_generators.append(generator)
             weights = [branch_weights(twin, len(s["hidden"])) for s, twin in zip(settings, twins)]
             plan = _Plan(ids, settings)
-            unused = ([] if plan.bn_input.any() else ["bn_in_"]) + ([] if plan.bn_hidden.any() else ["bn"])
-            names = [n for n in weights[0] if not any(n.startswith(u) for u in unused)]
+            # Batch-norm variables only where some branch uses them: bn_in_* on the input, bn<j>_* after layer j.
+            names = [n for n in weights[0] if not (n.startswith("bn_in_") and not plan.bn_input.any())
+                     and not (n[:2] == "bn" and n[2:3].isdigit() and not plan.bn_hidden.any())]
             self.load(ids, settings, {name: np.stack([w[name] for w in weights]) for name in names})
 
         # ------------------------------------------------------------ the stack's state
