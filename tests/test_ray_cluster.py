@@ -21,6 +21,7 @@ from tests.helpers import tiny_config
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytestmark = pytest.mark.xdist_group("ray")  # under `make test`, one Ray cluster at a time, on one worker
 
 STORE = 80 * 1024 * 1024  # each node's object store: the data is a few MB
 EPOCHS = 3
