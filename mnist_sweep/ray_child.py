@@ -34,8 +34,8 @@ from .errors import SweepError
 from .executors import Options, open_arrays, share_arrays
 from .records import Emit as Event
 from .records import Task
-from .ray_executor import (ClusterLostError, check_address, cluster_where, head_answers, stopped_message,
-                           where_text)
+from .ray_executor import (ClusterLostError, RayExecutor, check_address, cluster_where, head_answers,
+                           stopped_message, where_text)
 
 CONNECT_SECONDS = 120.0  # a cluster that has not let the child join by then is reported unreachable
 EXIT_SECONDS = 30.0  # how long a child that is done may take to shut Ray down before it is killed
@@ -85,8 +85,6 @@ def _watch(stop, executor, driver: int) -> None:
 def _child_main(conn, stop, options: Options, folder: str) -> None:
     """The child: joins Ray, then runs the sweep's tasks there, asking the driver for each and reporting back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    from .ray_executor import RayExecutor
-
     ask = _asker(conn)
     error = None
     try:
@@ -126,6 +124,7 @@ class ChildRayExecutor:
         self.head = options.ray_address  # the GCS's host:port, as the child reports it once connected
         self.running: dict[str, dict] = {}  # trial id -> the "started" info of its current attempt
         self.interrupted = 0  # trials the child recorded interrupted (it saw the cluster go)
+        self.connected = False
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
         check_address(self.options.ray_address)  # here too: a child takes seconds to import Ray
@@ -155,14 +154,13 @@ class ChildRayExecutor:
     def _serve(self, conn, child, tasks: list[Task], emit: Event):
         """Answer the child until it says "end", and return the error it ended with; raise when it is lost."""
         deadline = time.monotonic() + CONNECT_SECONDS
-        connected = False
         while True:
             if self.stopping:
                 self.stop_event.set()
             if not conn.poll(0.5):
                 if not child.is_alive() and not conn.poll():
                     self._lost(child, emit)
-                if not connected and time.monotonic() > deadline:
+                if not self.connected and time.monotonic() > deadline:
                     raise SweepError(f"cannot connect to Ray at {self.options.ray_address or 'a local instance'}: "
                                      f"no answer within {CONNECT_SECONDS:g} s; check that the cluster is up "
                                      "(`ray status` on the head) and --ray-address")
@@ -171,21 +169,29 @@ class ChildRayExecutor:
                 message = conn.recv()
             except (EOFError, OSError):
                 self._lost(child, emit)
-            kind = message[0]
-            if kind == "connected":
-                connected, self.head = True, message[1]
-            elif kind == "next":
-                conn.send(tasks.pop(0) if tasks and not self.stopping else None)
-            elif kind == "event":
-                _, event, trial_id, info = message
-                if event == "started":
-                    self.running[trial_id] = info
-                elif event == "done":
-                    self.running.pop(trial_id, None)
-                    self.interrupted += info.get("status") == "interrupted"
-                conn.send(emit(event, trial_id, info))
-            elif kind == "end":
+            if message[0] == "end":
                 return message[1]
+            answer = self._answer(message, tasks, emit)
+            try:
+                if message[0] != "connected":
+                    conn.send(answer)
+            except OSError:  # the child died between its question and the answer
+                self._lost(child, emit)
+
+    def _answer(self, message: tuple, tasks: list[Task], emit: Event):
+        kind = message[0]
+        if kind == "connected":
+            self.connected, self.head = True, message[1]
+            return None
+        if kind == "next":
+            return tasks.pop(0) if tasks and not self.stopping else None
+        _, event, trial_id, info = message
+        if event == "started":
+            self.running[trial_id] = info
+        elif event == "done":
+            self.running.pop(trial_id, None)
+            self.interrupted += info.get("status") == "interrupted"
+        return emit(event, trial_id, info)
 
     def _lost(self, child, emit: Event) -> None:
         """Ray ended the child: record its running trials interrupted and stop with what was lost."""

@@ -32,10 +32,10 @@ def _node_args(**extra):
     return {"object_store_memory": STORE, "include_dashboard": False, **extra}
 
 
-def _config(tmp_path, epochs=EPOCHS, n_train=1500):
+def _config(tmp_path, epochs=EPOCHS, n_train=1500, activation=("relu", "tanh", "sigmoid")):
     path = tmp_path / "cluster.yaml"
     config = tiny_config(name="cluster", dataset={"n_train": n_train},
-                         model={"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.3]},
+                         model={"activation": list(activation), "dropout": [0.0, 0.3]},
                          train={"epochs": epochs})
     path.write_text(yaml.safe_dump(config))
     return path
@@ -147,7 +147,8 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     head = cluster(num_cpus=1, gcs_server_port=port)
     head.add_node(**_node_args(num_cpus=1))
     address = head.address
-    config, out, sweep = _config(tmp_path, epochs=1, n_train=300), tmp_path / "r", tmp_path / "r" / "cluster"
+    config = _config(tmp_path, epochs=1, n_train=300, activation=("relu", "tanh"))  # 4 trials
+    out, sweep = tmp_path / "r", tmp_path / "r" / "cluster"
     proc = _start(config, out, address)
 
     def one_done_and_one_running():
@@ -178,13 +179,13 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     assert rerun.returncode == 0, err[-3000:]
     assert f"{len(done_before)} already finished, skipped" in err
     records = _records(sweep)
-    assert sorted(r["status"] for r in records.values()) == ["ok"] * 6
+    assert sorted(r["status"] for r in records.values()) == ["ok"] * 4
     for trial_id, text in done_before.items():  # not trained again
         assert (sweep / "runs" / trial_id / "trial.json").read_text() == text
     for trial_id in records:  # one epoch each: no history appended to or written twice
         assert len(pd.read_csv(sweep / "runs" / trial_id / "history.csv")) == 1
     summary = pd.read_csv(sweep / "summary.csv")
-    assert sorted(summary["trial_id"]) == sorted(records) and list(summary["status"]) == ["ok"] * 6
+    assert sorted(summary["trial_id"]) == sorted(records) and list(summary["status"]) == ["ok"] * 4
 
 
 def test_an_address_where_nothing_answers_fails_at_once_with_an_error_line(tmp_path):
