@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ResultsError, SweepError
+from .errors import ConfigError, ResultsError, SweepError
 from .executors import InlineExecutor, Options, ProcessExecutor
 from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
@@ -78,6 +78,7 @@ class Observers(Progress):
     def trial_started(self, *args): self._tell("trial_started", *args)
     def epoch(self, *args): self._tell("epoch", *args)
     def trial_finished(self, *args): self._tell("trial_finished", *args)
+    def added(self, *args): self._tell("added", *args)
     def message(self, *args): self._tell("message", *args)
     def finish(self, *args): self._tell("finish", *args)
 
@@ -401,8 +402,8 @@ class Sweep:
                           save_model=self.config.train.save_model != "none",
                           prune=self.search is not None and self.config.prune is not None)
         if options.prune and executor == "ray":
-            raise SweepError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
-                             "--executor process (or inline), or remove prune:")
+            raise ConfigError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
+                              "--executor process (or inline), or remove prune:")  # bad input: exit 2
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
