@@ -282,12 +282,12 @@ class Sweep:
                 self.trials.append(trial)
                 self.by_id[trial.trial_id] = trial
 
-    def _search_tasks(self, force: bool, options: Options, executor: str):
-        """Open the study and a feed of its tasks; returns (feed, runs already done)."""
+    def _search_tasks(self, existing: list, force: bool, options: Options, executor: str):
+        """A feed of the opened study's tasks (`existing`: the configurations it asked before); returns
+        (feed, runs already done)."""
         from .search import SearchFeed
         from .search.study import DONE
 
-        existing = self.search.open(force)
         for configuration in existing:
             self._asked(configuration)
         # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
@@ -409,11 +409,13 @@ class Sweep:
         with self.store.lock():
             todo = self.pending(force)
             self.fresh, self._options = force, options
+            # A study of another search is refused before sweep.yaml, which describes the results, is replaced.
+            existing = self.search.open(force) if self.search is not None else []
             self.store.prepare(config_to_dict(self.config))
             if self.search is not None:
                 total = self.config.search.trials * len(self.config.seeds)
                 self.report = SweepReport(self.store.dir, total)
-                tasks, self.report.skipped = self._search_tasks(force, options, executor)
+                tasks, self.report.skipped = self._search_tasks(existing, force, options, executor)
                 self._write_summary()  # agrees with the run directories even if the last run was killed
                 self.executor = make_executor(executor, options)
                 self.progress.start(total, total - self.report.skipped, self.report.skipped, self.data.info())

@@ -287,6 +287,19 @@ def test_worker_processes_obey_the_pruner(tmp_path):
 
 
 @pytest.mark.keras
+def test_a_changed_search_is_refused_before_it_rewrites_the_sweeps_config(tmp_path):
+    out = tmp_path / "r"
+    config = _write(tmp_path, _search_config(name="c", trials=1, train={"epochs": 1}))
+    assert CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q"]).exit_code == 0
+    before = (out / "c" / "sweep.yaml").read_text()
+    changed = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.trials=2"])
+    assert changed.exit_code == 2, changed.output
+    assert "holds a study of a different search" in changed.output
+    # sweep.yaml still describes the study and the results beside it (show, compare and plot read it).
+    assert (out / "c" / "sweep.yaml").read_text() == before
+
+
+@pytest.mark.keras
 @pytest.mark.slow
 def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     out = tmp_path / "r"
