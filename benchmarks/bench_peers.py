@@ -1,14 +1,16 @@
 """mnist-sweep against a bare model.fit loop and Keras Tuner on the same grid and data.
 
     pip install -e '.[bench]'            # keras-tuner and tensorboard, for this script only
-    python benchmarks/bench_peers.py [--backend jax] [--device gpu] [--skip-tuner]
+    python benchmarks/bench_peers.py [--backend jax] [--device gpu] [--skip-tuner] [--repeats 3]
 
 The grid: the SEEDS.md #1 model (784 -> 30 -> 10), 4 activations x 2 L2 values x 2 seeds,
 SGD 0.01, batch 200, EarlyStopping(val_loss, patience 3), 20 epochs, on the bundled MNIST
 subset (3,200 train / 800 validation / 1,000 test). Every mode runs as a fresh process, so
 its time includes Python and Keras start-up, as a user would see it. mnist-sweep's modes: its
 default (compatible trials fused as stacked groups, `execution: auto`), with --jobs 2, and
---no-fuse (one model per trial) with and without --jobs 2. Prints a markdown table.
+--no-fuse (one model per trial) with and without --jobs 2. With --repeats N every mode runs N
+times, the modes taking turns (round-robin), so a drift in the machine's speed reaches them all;
+the table gives each mode's median and its ratios of medians. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--backend", default=None, help="Keras backend for every mode (default tensorflow)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-tuner", action="store_true", help="leave out Keras Tuner (if not installed)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every mode, taken in turn; medians count")
     args = parser.parse_args()
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if args.backend:
@@ -113,22 +117,32 @@ def main() -> None:
             sweep += ["--backend", args.backend]
 
         def ours(*extra):
-            out = Path(tmp) / "out"
-            shutil.rmtree(out, ignore_errors=True)
-            return timed(sweep + ["--out", str(out), *extra], env)
+            def run() -> float:  # a fresh results directory each time: a finished sweep would only resume
+                out = Path(tmp) / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                return timed(sweep + ["--out", str(out), *extra], env)
+            return run
 
-        rows = [("bare model.fit loop", timed([python, "-c", BARE_LOOP], env))]
+        modes = [("bare model.fit loop", lambda: timed([python, "-c", BARE_LOOP], env))]
         if not args.skip_tuner:
-            rows.append(("Keras Tuner GridSearch", timed([python, "-c", KERAS_TUNER, str(Path(tmp) / "kt")], env)))
-        rows += [("mnist-sweep (default: fused automatically, stacked)", ours()),
-                 ("mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
-                 ("mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
-                 ("mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
+            modes.append(("Keras Tuner GridSearch",
+                          lambda: timed([python, "-c", KERAS_TUNER, str(Path(tmp) / "kt")], env)))
+        modes += [("mnist-sweep (default: fused automatically, stacked)", ours()),
+                  ("mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
+                  ("mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
+                  ("mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
+        times: dict[str, list[float]] = {name: [] for name, _ in modes}
+        for round_ in range(args.repeats):
+            for name, run in modes:
+                times[name].append(run())
+                print(f"# round {round_ + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
+        rows = [(name, statistics.median(seconds)) for name, seconds in times.items()]
     base = rows[0][1]
     print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores, backend {args.backend or 'tensorflow'}, "
-          f"device {args.device}; 16 trials (4 activations x 2 L2 x 2 seeds), up to {EPOCHS} epochs\n")
+          f"device {args.device}; 16 trials (4 activations x 2 L2 x 2 seeds), up to {EPOCHS} epochs; "
+          f"medians of {args.repeats} run(s) per mode\n")
     tuner = dict(rows).get("Keras Tuner GridSearch")
-    print("| mode | wall time (s) | vs bare loop | speed-up over bare loop | speed-up over Keras Tuner |\n"
+    print("| mode | median wall time (s) | vs bare loop | speed-up over bare loop | speed-up over Keras Tuner |\n"
           "|---|---:|---:|---:|---:|")
     for name, seconds in rows:
         over_tuner = f"{tuner / seconds:.2f}x" if tuner else "-"

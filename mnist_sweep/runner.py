@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ResultsError, SweepError
+from .errors import ConfigError, ResultsError, SweepError
 from .executors import InlineExecutor, Options, ProcessExecutor
 from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
@@ -30,9 +30,9 @@ RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cl
 def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
-        from .ray_executor import RayExecutor
+        from .ray_child import ChildRayExecutor
 
-        return RayExecutor(options)
+        return ChildRayExecutor(options)
     if options.jobs > 1 or (kind == "process"):
         return ProcessExecutor(options)
     return InlineExecutor(options)
@@ -78,6 +78,7 @@ class Observers(Progress):
     def trial_started(self, *args): self._tell("trial_started", *args)
     def epoch(self, *args): self._tell("epoch", *args)
     def trial_finished(self, *args): self._tell("trial_finished", *args)
+    def added(self, *args): self._tell("added", *args)
     def message(self, *args): self._tell("message", *args)
     def finish(self, *args): self._tell("finish", *args)
 
@@ -281,12 +282,12 @@ class Sweep:
                 self.trials.append(trial)
                 self.by_id[trial.trial_id] = trial
 
-    def _search_tasks(self, force: bool, options: Options, executor: str):
-        """Open the study and a feed of its tasks; returns (feed, runs already done)."""
+    def _search_tasks(self, existing: list, force: bool, options: Options, executor: str):
+        """A feed of the opened study's tasks (`existing`: the configurations it asked before); returns
+        (feed, runs already done)."""
         from .search import SearchFeed
         from .search.study import DONE
 
-        existing = self.search.open(force)
         for configuration in existing:
             self._asked(configuration)
         # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
@@ -401,18 +402,20 @@ class Sweep:
                           save_model=self.config.train.save_model != "none",
                           prune=self.search is not None and self.config.prune is not None)
         if options.prune and executor == "ray":
-            raise SweepError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
-                             "--executor process (or inline), or remove prune:")
+            raise ConfigError("prune: the Ray executor cannot stop a running trial yet; run the pruned search with "
+                              "--executor process (or inline), or remove prune:")  # bad input: exit 2
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
             todo = self.pending(force)
             self.fresh, self._options = force, options
+            # A study of another search is refused before sweep.yaml, which describes the results, is replaced.
+            existing = self.search.open(force) if self.search is not None else []
             self.store.prepare(config_to_dict(self.config))
             if self.search is not None:
                 total = self.config.search.trials * len(self.config.seeds)
                 self.report = SweepReport(self.store.dir, total)
-                tasks, self.report.skipped = self._search_tasks(force, options, executor)
+                tasks, self.report.skipped = self._search_tasks(existing, force, options, executor)
                 self._write_summary()  # agrees with the run directories even if the last run was killed
                 self.executor = make_executor(executor, options)
                 self.progress.start(total, total - self.report.skipped, self.report.skipped, self.data.info())

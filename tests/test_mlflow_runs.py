@@ -150,3 +150,33 @@ def test_a_tracking_uri_mlflow_cannot_use_is_an_error_not_a_traceback(exported):
     assert result.exit_code == 1
     assert result.output.startswith("Error: could not export to MLflow at foo://x: ")
     assert "unsupported URI 'foo://x'" in result.output
+
+
+def test_a_run_cut_off_mid_export_is_written_again_by_the_next_export(exported, tmp_path, monkeypatch):
+    _, root, _ = exported
+    sweep_dir = write_sweep(tmp_path / "results", name="cut", factors={"activation": ["relu", "tanh"]}, seeds=1,
+                            epochs=2)
+    saved = sorted(_records(sweep_dir))[0]
+    atomic_write(sweep_dir / "runs" / saved / "model.keras", b"not really a model")
+    uri = f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    upload = MlflowClient.log_artifact
+
+    def killed_at_the_model(self, run_id, local_path, *args, **kwargs):  # the export dies mid-run
+        if local_path.endswith("model.keras"):
+            raise RuntimeError("connection lost")
+        return upload(self, run_id, local_path, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", killed_at_the_model)
+    cut = CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow", "--tracking-uri", uri])
+    assert cut.exit_code != 0
+    monkeypatch.setattr(MlflowClient, "log_artifact", upload)
+    again = CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow", "--tracking-uri", uri])
+    assert again.exit_code == 0, again.output
+    assert "1 new, 1 replaced, 0 unchanged" in again.output  # the half-written run is not taken as done
+    client = _client(root)
+    runs = client.search_runs([client.get_experiment_by_name("cut").experiment_id])
+    trial_runs = [r for r in runs if "trial_id" in r.data.tags]
+    assert sorted(r.data.tags["trial_id"] for r in trial_runs) == sorted(_records(sweep_dir))  # one run each
+    run = next(r for r in trial_runs if r.data.tags["trial_id"] == saved)
+    assert run.info.status == "FINISHED"
+    assert "model.keras" in [f.path for f in client.list_artifacts(run.info.run_id)]

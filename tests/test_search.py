@@ -88,6 +88,12 @@ def test_qmc_follows_a_seeded_sobol_sequence():
     assert one[1:] != draw_configurations(validate_config(_search_config(method="qmc", trials=6, seed=4)))[1:]
 
 
+def test_tpe_takes_every_seed_the_config_allows():
+    # The per-configuration TPE seed is derived from search.seed; for the largest it must stay in numpy's range.
+    config = validate_config(_search_config(method="tpe", trials=2, seed=2**32 - 1))
+    assert len(first_configurations(config)) == 2
+
+
 def test_yaml_bounds_without_a_dot_are_numbers(tmp_path):
     # YAML reads 1e-5 as text; a range takes it as the number it means.
     path = tmp_path / "c.yaml"
@@ -136,6 +142,16 @@ def test_without_optuna_a_search_fails_with_the_install_command(tmp_path, monkey
     ({"model": {"activation": {"low": 0, "high": 1}}}, "activation cannot take a range"),
     ({"search": {"method": "random", "trials": 0}}, "search.trials: should be greater than 0"),
     ({"search": {"method": "grid"}}, "a range needs a sampled search (search.method: random, qmc, tpe)"),
+    # Values Optuna or numpy would crash on, found by review: each must be refused before the study opens.
+    ({"model": {"dropout": {"low": 0.0, "high": float("nan")}}}, "model.dropout.high: expected a finite number"),
+    ({"model": {"dropout": {"low": 0.0, "high": 0.4, "step": float("nan")}}},
+     "model.dropout.step: expected a finite number"),
+    ({"search": {"method": "tpe", "trials": 2, "seed": 2**40}}, "search.seed: should be less than or equal to 4294967295"),
+    ({"search": {"method": "random", "trials": 10**12}},
+     "search.trials: 1,000,000,000,000 configurations x 1 seed(s) make 1,000,000,000,000 trials, more than the "
+     "limit of 100,000"),
+    ({"search": {"method": "random", "trials": 2}, "seeds": {"min": 2, "max": 3, "race": "best"}},
+     "seeds: a race compares fixed configurations, so it needs search.method grid"),
 ])
 def test_bad_ranges_exit_2_and_write_nothing(tmp_path, bad, message):
     config = _search_config()
@@ -146,6 +162,15 @@ def test_bad_ranges_exit_2_and_write_nothing(tmp_path, bad, message):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_pruning_on_ray_is_refused_as_bad_input_before_anything_starts(tmp_path):
+    config = _write(tmp_path, _search_config(prune={"method": "median"}))
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "--executor", "ray"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and "prune: the Ray executor cannot stop a running trial" in result.output
     assert not out.exists()
 
 
@@ -259,6 +284,19 @@ def test_worker_processes_obey_the_pruner(tmp_path):
     assert len(study.trials) == 4 and all(r["worker"].get("pid") for r in records.values())
     pruned = [r for r in records.values() if r["status"] == "pruned"]
     assert pruned and all(r["metrics"]["epochs_run"] < 3 for r in pruned)
+
+
+@pytest.mark.keras
+def test_a_changed_search_is_refused_before_it_rewrites_the_sweeps_config(tmp_path):
+    out = tmp_path / "r"
+    config = _write(tmp_path, _search_config(name="c", trials=1, train={"epochs": 1}))
+    assert CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q"]).exit_code == 0
+    before = (out / "c" / "sweep.yaml").read_text()
+    changed = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.trials=2"])
+    assert changed.exit_code == 2, changed.output
+    assert "holds a study of a different search" in changed.output
+    # sweep.yaml still describes the study and the results beside it (show, compare and plot read it).
+    assert (out / "c" / "sweep.yaml").read_text() == before
 
 
 @pytest.mark.keras

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
 from mnist_sweep.executors import Options
-from mnist_sweep.runner import Progress, Sweep
+from mnist_sweep.runner import Observers, Progress, Sweep
 from mnist_sweep.config import validate_config
 from mnist_sweep.tracking.sweep_results import hparam_columns, read_history, tracker_value
 from tests.helpers import tiny_config
@@ -158,6 +158,38 @@ def test_live_log_shows_each_epoch_while_the_sweep_runs(tmp_path):
         assert [step for step, _ in scalars["accuracy"]] == [1, 2]
         record = sweep.records[trial.trial_id]
         assert scalars["final/val_accuracy"][0][1] == pytest.approx(record["metrics"]["val_accuracy"], rel=1e-6)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_a_sampled_search_logs_the_settings_it_samples_as_hparams(tmp_path, method):
+    # A search has no trials when the log opens: random draws them at start, tpe asks one at a time.
+    logdir = tmp_path / "tb"
+    config = validate_config(tiny_config(model={"dropout": {"low": 0.0, "high": 0.5}}, train={"epochs": 1},
+                                         search={"method": method, "trials": 2}, tensorboard=str(logdir)))
+    sweep = Sweep(config, tmp_path / "results")
+    assert sweep.run(options=Options(), executor="auto").statuses == {"ok": 2}
+    experiment, groups = _hparams(logdir)
+    assert [h.name for h in experiment.hparam_infos] == ["dropout"]
+    logged = sorted(_value(g.hparams["dropout"]) for g in groups)
+    assert logged == sorted(t.factors["dropout"] for t in sweep.trials)
+
+
+def test_every_sweep_event_reaches_every_observer():
+    # With --tensorboard the display is one of several observers: a race's added rounds must still reach it.
+    heard = []
+
+    class Recorder(Progress):
+        def __getattribute__(self, name):
+            if name in vars(Progress) and not name.startswith("_"):
+                return lambda *args: heard.append(name)
+            return super().__getattribute__(name)
+
+    events = sorted(name for name in vars(Progress) if not name.startswith("_"))
+    observers = Observers(Recorder(), Recorder())
+    for name in events:
+        getattr(observers, name)()
+    assert sorted(heard) == sorted(events * 2)
 
 
 @pytest.mark.keras

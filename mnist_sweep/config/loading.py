@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError, did_you_mean, excerpt
 from .describe import describe_errors, model_in, show
-from .schema import CNN_ONLY, OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list
+from .schema import CNN_ONLY, OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list, trial_limit
 from .ranges import SearchConfig, put_ranges, search_problems, take_ranges
 from .selectors import check_selectors, unknown_settings
 
@@ -204,7 +204,8 @@ def validate_config(raw: Any, source: str | None = None, max_trials: int | None 
         raise ConfigError(range_problems + describe_errors(exc, raw, SweepConfig) + _cnn_keys_without_cnn(raw)
                           + unknown_settings(raw), source) from None
     problems = range_problems + _cnn_keys_without_cnn(raw) + check_selectors(config) + search_problems(
-        config.search, config.prune, ranges, bool(config.include or config.exclude), config.dataset.validation_split)
+        config.search, config.prune, ranges, bool(config.include or config.exclude), config.dataset.validation_split,
+        len(config.seeds), config.race is not None, trial_limit({"max_trials": max_trials}))
     if problems:
         raise ConfigError(problems, source)
     config._ranges = ranges

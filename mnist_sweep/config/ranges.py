@@ -60,7 +60,8 @@ class SearchConfig(BaseModel):
     # grid: every combination (the default). random / qmc (Sobol) / tpe (Bayesian): `trials` of them.
     method: Literal[METHODS] = "grid"  # type: ignore[valid-type]
     trials: Optional[Annotated[Count, Field(gt=0)]] = None  # configurations to sample, each run once per seed
-    seed: Annotated[Count, Field(ge=0)] = 0  # the sampler's seed: the same configurations on any machine
+    # The sampler's seed: the same configurations on any machine. numpy's samplers take 32 bits.
+    seed: Annotated[Count, Field(ge=0, le=2**32 - 1)] = 0
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"  # what tpe and the pruners optimize
 
 
@@ -112,8 +113,12 @@ def _range_problems(path: str, kind: str, spec: dict) -> list[str]:
     for key, value in (("low", low), ("high", high), ("step", step)):
         if value is None and key == "step":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{path}.{key}: expected {'a whole number' if whole else 'a number'} (got {value!r})")
+        elif not math.isfinite(value):  # .nan passes every comparison below, and Optuna's sampler then crashes
+            problems.append(f"{path}.{key}: expected a finite number (got {value!r})")
+        elif whole and not float(value).is_integer():
+            problems.append(f"{path}.{key}: expected a whole number (got {value!r})")
     if not isinstance(log, bool):
         problems.append(f"{path}.log: expected true or false (got {log!r})")
     if problems:
@@ -215,8 +220,9 @@ def put_ranges(data: dict, ranges: dict[str, Range]) -> dict:
 
 
 def search_problems(search: SearchConfig, prune: Optional[PruneConfig], ranges: dict[str, Range],
-                    selectors: bool, validation_split: float) -> list[str]:
-    """What the `search:` and `prune:` sections cannot do together with the rest of the config."""
+                    selectors: bool, validation_split: float, seeds: int, raced: bool, max_trials: int) -> list[str]:
+    """What the `search:` and `prune:` sections cannot do together with the rest of the config
+    (`seeds`: how many seeds run each configuration; `raced`: seeds given as a race)."""
     problems = []
     sampled = ", ".join(SAMPLED_METHODS)
     if search.method == "grid":
@@ -229,6 +235,13 @@ def search_problems(search: SearchConfig, prune: Optional[PruneConfig], ranges: 
         return problems
     if search.trials is None:
         problems.append(f"search.trials: method {search.method} needs a number of configurations, such as trials: 20")
+    elif search.trials * seeds > max_trials:  # checked before a sampler draws them all up front
+        problems.append(f"search.trials: {search.trials:,} configurations x {seeds} seed(s) make "
+                        f"{search.trials * seeds:,} trials, more than the limit of {max_trials:,}; lower trials, "
+                        "or raise the limit with --max-trials")
+    if raced:
+        problems.append(f"seeds: a race compares fixed configurations, so it needs search.method grid; method "
+                        f"{search.method} samples new ones: give seeds as a count (such as seeds: 3) or a list")
     if selectors:
         problems.append(f"include/exclude: they edit a grid; method {search.method} samples the space instead: "
                         "remove them, or narrow the lists and ranges")

@@ -51,7 +51,7 @@ def make_sampler(optuna, config: SweepConfig, number: int = 0):
         if method == "qmc":  # a scrambled Sobol sequence: the seed picks the scramble
             return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                               warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed * 100_003 + number)
+    return optuna.samplers.TPESampler(seed=(seed * 100_003 + number) % 2**32)  # numpy takes 32-bit seeds
 
 
 TPE_STARTUP = 10  # Optuna's TPESampler draws its first 10 configurations at random, then models the results

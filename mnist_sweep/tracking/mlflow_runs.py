@@ -151,7 +151,7 @@ class MlflowExport:
         else:
             done.created += 1
         status = str(record.get("status"))
-        tags = {MLFLOW_PARENT_RUN_ID: parent_id, ROLE: "trial", DIGEST: digest, "sweep": sweep.name,
+        tags = {MLFLOW_PARENT_RUN_ID: parent_id, ROLE: "trial", "sweep": sweep.name,
                 "trial_id": trial_id, "config_id": str(record.get("config_id")), "seed": str(record.get("seed")),
                 "status": status, "execution": str(record.get("execution") or "isolated")}
         if record.get("group_id"):
@@ -177,6 +177,8 @@ class MlflowExport:
                 self.client.log_artifact(run_id, str(sweep.run_dir(trial_id) / name))
         if status in RUN_STATUS:
             self.client.set_terminated(run_id, RUN_STATUS[status], end_time=_ms(end))
+        # Last: a run cut off before here (kill, lost server) has no digest, so the next export replaces it.
+        self.client.set_tag(run_id, DIGEST, digest)
 
     def _sweep_run(self, sweep: SweepResults, parent_id: str, done: ExportedSweep) -> None:
         """The parent run: the config, the findings, the report, and a status that sums up the trials."""

@@ -178,11 +178,16 @@ class TensorBoardLog:
     def __init__(self, logdir: str | Path, sweep):
         self.sweep = sweep
         self.root = Path(logdir) / sweep.config.name
-        self.columns = hparam_columns(t.factors for t in sweep.trials)
+        self.columns: dict[str, list] = {}  # each varying setting's levels, from the trials known at start
         self.logs: dict[str, TrialLog] = {}
         self.broken = False
 
     def _open(self, trial) -> TrialLog:
+        hparams = hparams_of(trial.factors, self.columns)
+        if any(value not in self.columns.get(key, ()) for key, value in hparams.items()):
+            # A sampled search adds trials as it asks: the experiment's levels grow to take this one in.
+            self.columns = hparam_columns(t.factors for t in self.sweep.trials)
+            write_experiment(self.root, self.columns)
         log = TrialLog(self.root / trial.trial_id, hparams_of(trial.factors, self.columns), trial.config_id,
                        time.time())
         self.logs[trial.trial_id] = log
@@ -190,6 +195,7 @@ class TensorBoardLog:
 
     @_keeps_sweep_going
     def start(self, total, todo, skipped, dataset_info):
+        self.columns = hparam_columns(t.factors for t in self.sweep.trials)  # a search has asked some by now
         write_experiment(self.root, self.columns)
         if not skipped:  # every trial trains now (a new sweep, or --force)
             return
