@@ -9,8 +9,14 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/mnist-sweep run configs/regularization.yaml
 
+# The full suite CI runs, on two worker processes: most of its time is spent starting child processes
+# (each imports TensorFlow) and waiting on them, so two workers finish sooner even on two cores. Tests
+# marked @pytest.mark.xdist_group("ray") start Ray clusters and run one after another on one worker.
+# `make test WORKERS=0` runs it in one process; more workers need the cores and memory to match.
+WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 # The tests that need no Keras (config, grid, results, statistics, figures), one file per core.
 # `make test` above stays the full suite CI runs.

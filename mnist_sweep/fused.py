@@ -25,9 +25,19 @@ from .records import TrialResult
 from .store import HISTORY_COLUMNS
 from .train import EVAL_BATCH, stop_mode, summarize_history
 
-# Settings that must be equal for trials to share one model (and its batches and optimizer).
-SHARED = ("batch_size", "epochs", "optimizer")
 DEFAULT_MAX_BRANCHES = 16
+
+
+def optimizer_key(optimizer: dict[str, Any], stackable: bool) -> str:
+    """What must agree between the optimizers of one group.
+
+    SGD's update is its learning rate times the gradient (momentum is linear in it too), so a
+    stacked branch gets its own learning rate by scaling its share of the loss: stacked SGD
+    branches may differ in `learning_rate`. Every other optimizer, and branch sub-models, must agree.
+    """
+    if stackable and optimizer.get("name") == "sgd":
+        optimizer = {k: v for k, v in optimizer.items() if k != "learning_rate"}
+    return json.dumps(optimizer, sort_keys=True)
 
 
 def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
@@ -43,7 +53,8 @@ def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial
 
 
 def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
-    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer.
+    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer
+    (stacked SGD branches may differ in learning rate, see `optimizer_key`).
 
     Within those, dense networks of one shape form stacked groups; the rest (other shapes left
     alone, convolutional or augmented networks) form groups of branch sub-models.
@@ -52,7 +63,8 @@ def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) 
 
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
-        key = json.dumps([trial.seed, *(trial.settings[k] for k in SHARED)], sort_keys=True)
+        key = json.dumps([trial.seed, trial.settings["batch_size"], trial.settings["epochs"],
+                          optimizer_key(trial.settings["optimizer"], stackable=True)])
         groups.setdefault(key, []).append(trial)
     chunks = []
     for members in groups.values():
@@ -68,8 +80,11 @@ def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) 
                 chunks.extend(_balanced_chunks(stack, max_branches))
             else:
                 rest.extend(stack)
-        if rest:
-            chunks.extend(_balanced_chunks(rest, max_branches))
+        by_optimizer: dict[str, list[Trial]] = {}  # branch sub-models share one optimizer exactly
+        for trial in rest:
+            by_optimizer.setdefault(optimizer_key(trial.settings["optimizer"], stackable=False), []).append(trial)
+        for same in by_optimizer.values():
+            chunks.extend(_balanced_chunks(same, max_branches))
     return chunks
 
 
@@ -250,8 +265,11 @@ class StackedForm:
         weights = [final.get(i) or current[i] for i in range(len(self.trials))]
         for twin, w in zip(self.twins, weights):
             set_branch_weights(twin, w)
-        self.model.load(list(range(len(self.trials))), [t.settings for t in self.trials],
-                        {name: np.stack([w[name] for w in weights]) for name in weights[0]})
+        stacked = {name: np.stack([w[name] for w in weights]) for name in weights[0]}
+        if self.model.plan.ids == list(range(len(self.trials))):  # nobody left: keep the traced test step
+            self.model.assign(stacked)
+        else:
+            self.model.load(list(range(len(self.trials))), [t.settings for t in self.trials], stacked)
 
 
 def _restack_due(live: int, stacked: int) -> bool:
@@ -376,6 +394,8 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     start = time.perf_counter()
     gid = group_id(trials)
     form_name = form or group_form(trials)
+    if len({optimizer_key(t.settings["optimizer"], form_name == "stacked") for t in trials}) > 1:
+        raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
     common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
         common["device"] = resolve_device("auto")

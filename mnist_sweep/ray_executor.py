@@ -10,6 +10,8 @@ node it landed on, then its results. Only the driver writes results. When someth
   cause, and the sweep goes on;
 - the head, or the connection to it, is lost: the running trials are recorded `interrupted` and the
   sweep stops with an error naming what was lost; the same command continues once the cluster is back.
+  (Ray's core may end the process connected to Ray at once instead: `ray_child.py` runs this executor
+  in a child process of the driver for that reason.)
 
 Every failed attempt (its node and cause) is kept in the trial's notes; `worker` in trial.json names
 the node the last attempt ran on.
@@ -89,11 +91,45 @@ def node_capacity(resources: dict, cpus_per_task: float, gpus_per_task: float) -
     return fits
 
 
+def head_answers(address: str) -> bool:
+    """A TCP connect to a head's GCS port ("host:port"): a call into a dead GCS would block for a minute, then exit."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_address(address: Optional[str]) -> None:
+    """Fail at once when nothing answers at a host:port address: Ray itself would retry for many minutes."""
+    if address and "://" not in address and address.rpartition(":")[2].isdigit() and not head_answers(address):
+        port = address.rpartition(":")[2]
+        raise SweepError(f"cannot connect to Ray at {address}: nothing answers there. Start the cluster "
+                         f"(`ray start --head --port={port}` on the head machine) or fix --ray-address")
+
+
+def cluster_where(address: Optional[str]) -> str:
+    """What the sweep runs on, as an error message names it."""
+    return f"the Ray cluster's head at {address}" if address else "the local Ray instance this sweep started"
+
+
+def stopped_message(lost: str, interrupted: int) -> str:
+    """The error that ends a sweep whose cluster was lost, with what to do."""
+    return (f"{lost}. {interrupted} running trial(s) recorded interrupted; once the cluster is back, run the "
+            "same command to continue (finished trials are kept).")
+
+
+def from_ray(exc: BaseException) -> bool:
+    """Whether an exception is Ray's or its link's (gRPC, the raylet's socket) rather than our code's."""
+    return type(exc).__module__.split(".")[0] in ("ray", "grpc") or isinstance(exc, OSError)
+
+
 def _short_node_id(node_id: Optional[str]) -> str:
     return node_id[:8] if node_id else "?"
 
 
-def _where_text(where: Optional[dict]) -> str:
+def where_text(where: Optional[dict]) -> str:
     if not where:
         return "before it started on a node"
     return f"on node {_short_node_id(where['node_id'])} ({where['hostname']}, {where['node_ip']})"
@@ -111,14 +147,16 @@ class RayExecutor:
         self.options = options
         self.stopping = False
         self.started_here = False
-        self.head: Optional[tuple[str, int]] = None
+        self.head: Optional[str] = None  # the GCS's host:port, once connected
         self.lost = False
         self.hung = False  # a call into the head never returned: shutting Ray down would hang too
 
     # ------------------------------------------------------------ the cluster
 
-    def _connect(self) -> None:
+    def connect(self) -> None:
+        """Join the cluster (or start a local instance); an address where nothing answers fails at once."""
         ray = self.ray
+        check_address(self.options.ray_address)
         if not ray.is_initialized():
             # "local" always starts a new instance: never join a cluster some earlier `ray start` left behind.
             try:
@@ -128,21 +166,13 @@ class RayExecutor:
                 where = self.options.ray_address or "a local instance"
                 raise SweepError(f"cannot connect to Ray at {where}: {exc}") from None
             self.started_here = True
-        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
-        self.head = (host, int(port))
+        self.head = ray.get_runtime_context().gcs_address
 
     def _where(self) -> str:
-        if self.options.ray_address:
-            return f"the Ray cluster's head at {self.options.ray_address}"
-        return "the local Ray instance this sweep started"
+        return cluster_where(self.options.ray_address)
 
     def _head_alive(self) -> bool:
-        """A TCP connect to the head's GCS port: a call into a dead GCS would block for a minute, then exit."""
-        try:
-            socket.create_connection(self.head, timeout=PROBE_SECONDS).close()
-            return True
-        except OSError:
-            return False
+        return head_answers(self.head)
 
     def _nodes(self) -> list[dict]:
         """The live nodes. Asked from a thread: a head that dies mid-call would block this one for a
@@ -186,7 +216,7 @@ class RayExecutor:
 
     def run(self, tasks: list[Task], data, emit: Event) -> None:
         ray = self.ray
-        self._connect()
+        self.connect()
         running: dict = {}  # generator -> _Job
         try:
             remote = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.options.gpus_per_trial,
@@ -207,18 +237,21 @@ class RayExecutor:
                     self._receive(generator, running, queue, emit)
                 if ready or time.monotonic() - refreshed > REFRESH_SECONDS:
                     capacity, refreshed = self._capacity(), time.monotonic()  # nodes join and leave
-        except ClusterLostError as exc:
+        except Exception as exc:  # noqa: BLE001 - the cluster lost, or Ray itself failing (its socket to the raylet...)
+            if not isinstance(exc, ClusterLostError):
+                if not from_ray(exc):
+                    raise  # our own code's error, or the driver's (a results directory that cannot be written)
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                exc = ClusterLostError(f"lost {self._where()} ({type(exc).__name__}: {first})")
             self.lost = True
             started = [job for job in running.values() if job.where]
             for job in started:
                 for trial in job.task:
                     emit("done", trial.trial_id, {
                         "status": "interrupted", "error": f"stopped: {exc}", "host": job.where["hostname"],
-                        "notes": job.notes + [f"attempt {job.attempt} {_where_text(job.where)}: interrupted, {exc}"]})
+                        "notes": job.notes + [f"attempt {job.attempt} {where_text(job.where)}: interrupted, {exc}"]})
             running.clear()
-            raise ClusterLostError(f"{exc}. {sum(len(j.task) for j in started)} running trial(s) recorded "
-                                   "interrupted; once the cluster is back, run the same command to continue "
-                                   "(finished trials are kept).") from None
+            raise ClusterLostError(stopped_message(str(exc), sum(len(j.task) for j in started))) from None
         finally:
             if not self.lost:
                 for generator in running:
@@ -242,8 +275,8 @@ class RayExecutor:
                                               "notes": list(job.notes)})
             return
         except ray.exceptions.RayError as exc:  # the task's worker, node or connection died
+            self._attempt_died(job, exc, queue, emit)  # a lost head raises here, with the job still running
             running.pop(generator)
-            self._attempt_died(job, exc, queue, emit)
             return
         if isinstance(value, dict):
             job.where, job.announced = value, True
@@ -261,7 +294,7 @@ class RayExecutor:
         errors = self.ray.exceptions
         cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
         if isinstance(exc, errors.LocalRayletDiedError) or not self._head_alive():
-            raise ClusterLostError(f"lost {self._where()} ({cause})")
+            raise ClusterLostError(f"lost {self._where()} ({cause.split('. ')[0]})")  # Ray's advice follows
         node = (job.where or {}).get("node_id")
         node_died = isinstance(exc, (errors.NodeDiedError, errors.ObjectLostError)) or (
             isinstance(exc, (errors.WorkerCrashedError, errors.OutOfMemoryError))
@@ -269,14 +302,14 @@ class RayExecutor:
         crashed = isinstance(exc, (errors.WorkerCrashedError, errors.OutOfMemoryError)) and not node_died
         if node_died:
             job.node_losses += 1
-            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: its node was lost ({cause})")
+            job.notes.append(f"attempt {job.attempt} {where_text(job.where)}: its node was lost ({cause})")
             retry = job.node_losses <= NODE_LOSS_RETRIES
         elif crashed:
             job.crashes += 1
-            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: its worker process died ({cause})")
+            job.notes.append(f"attempt {job.attempt} {where_text(job.where)}: its worker process died ({cause})")
             retry = job.crashes < WORKER_CRASH_LIMIT
         else:  # unschedulable, runtime environment, ...: not something a retry fixes
-            job.notes.append(f"attempt {job.attempt} {_where_text(job.where)}: {cause}")
+            job.notes.append(f"attempt {job.attempt} {where_text(job.where)}: {cause}")
             retry = False
         if retry and not self.stopping:
             queue.appendleft(job)  # first in line for the next free slot

@@ -30,9 +30,9 @@ RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cl
 def make_executor(kind: str, options: Options) -> Executor:
     """The executor for `--executor` and `--jobs`."""
     if kind == "ray":
-        from .ray_executor import RayExecutor
+        from .ray_child import ChildRayExecutor
 
-        return RayExecutor(options)
+        return ChildRayExecutor(options)
     if options.jobs > 1 or (kind == "process"):
         return ProcessExecutor(options)
     return InlineExecutor(options)

@@ -3,8 +3,9 @@
 Every Dense kernel is held as `(K, inputs, units)` and runs as one batched matmul for all K
 branches, instead of K small ones. Each branch keeps exactly what its isolated twin has: the
 initial weights are taken from the twin built with the trial's seed, the activation, initializer,
-kernel and activity penalties, batch normalization and its momentum, and the dropout masks (drawn
-from a copy of the twin's own seed generator), so a branch trains as the trial would alone.
+kernel and activity penalties, batch normalization and its momentum, the dropout masks (drawn
+from a copy of the twin's own seed generator) and, with SGD, the learning rate, so a branch trains
+as the trial would alone.
 `restack` keeps only some branches, with their optimizer state, so stopped branches cost nothing.
 """
 
@@ -44,14 +45,19 @@ def _activation_key(settings: dict[str, Any]) -> tuple:
 class _Plan:
     """Per-branch constants of one stack, in stack order."""
 
-    def __init__(self, ids: list[int], settings: list[dict[str, Any]]):
+    def __init__(self, ids: list[int], settings: list[dict[str, Any]], base_lr: float):
         self.ids = list(ids)
         self.settings = list(settings)
+        self.base_lr = base_lr
         layers = len(settings[0]["hidden"])
         col = lambda f: np.array([f(s) for s in settings], dtype="float32")  # noqa: E731
         self.kernel_l1, self.kernel_l2 = col(lambda s: s["kernel_l1"]), col(lambda s: s["kernel_l2"])
         self.activity_l1, self.activity_l2 = col(lambda s: s["activity_l1"]), col(lambda s: s["activity_l2"])
         self.penalized = bool(self.kernel_l1.any() or self.kernel_l2.any())
+        # SGD branches with their own learning rate: the optimizer runs at `base_lr` and each branch's
+        # loss is scaled by its rate over it, so its gradient step is its own rate times its gradient.
+        self.lr_scale = col(lambda s: s["optimizer"]["learning_rate"] / base_lr)
+        self.scaled = bool((self.lr_scale != 1.0).any())
         self.active = bool(self.activity_l1.any() or self.activity_l2.any())
         # Batch normalization: branches without it keep their statistics (momentum 1) and skip it.
         self.bn_input = np.array([s["batch_norm"] == "input" for s in settings])
@@ -71,7 +77,7 @@ class _Plan:
         self.layers = layers
 
     def subset(self, positions: list[int]) -> "_Plan":
-        return _Plan([self.ids[p] for p in positions], [self.settings[p] for p in positions])
+        return _Plan([self.ids[p] for p in positions], [self.settings[p] for p in positions], self.base_lr)
 
 
 def _apply_activation(keras, key: tuple, x):
@@ -199,7 +205,8 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
                     self.generator_of[(i, j)] = len(self.seed_generators)
                     self.seed_generators.append(generator)
             weights = [branch_weights(twin, len(s["hidden"])) for s, twin in zip(settings, twins)]
-            plan = _Plan(ids, settings)
+            self.base_lr = settings[0]["optimizer"]["learning_rate"]  # the rate the group's optimizer is built with
+            plan = _Plan(ids, settings, self.base_lr)
             # Batch-norm variables only where some branch uses them: bn_in_* on the input, bn<j>_* after layer j.
             names = [n for n in weights[0] if not (n.startswith("bn_in_") and not plan.bn_input.any())
                      and not (n[:2] == "bn" and n[2:3].isdigit() and not plan.bn_hidden.any())]
@@ -222,7 +229,7 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
 
         def load(self, branch_ids, branch_settings, stacked: dict[str, np.ndarray]) -> None:
             """Hold these branches, with these stacked weights (name -> (K, ...) array)."""
-            self.plan = _Plan(branch_ids, branch_settings)
+            self.plan = _Plan(branch_ids, branch_settings, self.base_lr)
             self.var_names = list(stacked)
             for name, value in stacked.items():
                 trainable = not name.endswith(("_mean", "_var"))
@@ -235,6 +242,11 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
                 if locked:
                     self._tracker.lock()
             self.train_function = self.test_function = self.predict_function = None
+
+        def assign(self, stacked: dict[str, np.ndarray]) -> None:
+            """New values for the branches it holds, in place: the traced steps stay valid."""
+            for name, value in stacked.items():
+                getattr(self, name).assign(np.asarray(value, dtype="float32"))
 
         def stacked_values(self) -> dict[str, np.ndarray]:
             return {name: ops.convert_to_numpy(getattr(self, name)) for name in self.var_names}
@@ -342,6 +354,8 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
             probs, activity = y_pred
             losses = self.branch_losses(y, probs, activity)
             self.branch_metrics.update_state(losses, probs, y)
+            if self.plan.scaled:  # each branch's own SGD learning rate (see _Plan.lr_scale)
+                losses = losses * ops.convert_to_tensor(self.plan.lr_scale)
             return ops.sum(losses)  # branches share no weights: each gets exactly its own gradient
 
     # Left unbuilt: fit builds it from a first batch, as it does an isolated model, and that draw is

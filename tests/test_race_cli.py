@@ -65,8 +65,8 @@ def test_a_race_killed_mid_round_resumes_and_a_larger_max_continues_it(tmp_path)
     kept = {t: r for t, r in _records(sweep).items() if r["status"] == "ok"}
     assert {r["seed"] for r in kept.values()} >= {0, 1}
 
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = CliRunner().invoke(cli, ["run", str(config), "--out", str(out)])  # the same command, in this process
+    assert done.exit_code == 0, done.output
     assert f"{len(kept)} already finished, skipped" in done.stderr
     after = _records(sweep)
     assert all(after[t] == r for t, r in kept.items())  # no finished trial trained again

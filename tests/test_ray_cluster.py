@@ -3,6 +3,8 @@
 A head and two worker nodes with their own resources; one worker node is removed mid-sweep, and in
 another test the head is killed mid-sweep. Each sweep runs through the CLI in its own process, as a
 user's would, and the tests wait for the records the driver writes rather than for fixed times.
+Without a cluster: how a dead attempt is judged, and what the driver does when Ray ends the child
+process that holds the connection (`ray_child.py`).
 """
 
 import json
@@ -21,6 +23,7 @@ from tests.helpers import tiny_config
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytestmark = pytest.mark.xdist_group("ray")  # under `make test`, one Ray cluster at a time, on one worker
 
 STORE = 80 * 1024 * 1024  # each node's object store: the data is a few MB
 EPOCHS = 3
@@ -30,10 +33,10 @@ def _node_args(**extra):
     return {"object_store_memory": STORE, "include_dashboard": False, **extra}
 
 
-def _config(tmp_path, epochs=EPOCHS):
+def _config(tmp_path, epochs=EPOCHS, n_train=1500, activation=("relu", "tanh", "sigmoid")):
     path = tmp_path / "cluster.yaml"
-    config = tiny_config(name="cluster", dataset={"n_train": 1500},
-                         model={"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.3]},
+    config = tiny_config(name="cluster", dataset={"n_train": n_train},
+                         model={"activation": list(activation), "dropout": [0.0, 0.3]},
                          train={"epochs": epochs})
     path.write_text(yaml.safe_dump(config))
     return path
@@ -138,16 +141,15 @@ def _free_port():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("MNIST_SWEEP_HEAD_LOSS_TEST"), reason=(
-    "opt-in (MNIST_SWEEP_HEAD_LOSS_TEST=1): Ray's core worker can end the driver process itself when the "
-    "head's object store dies under it ('connection to the plasma store is failed. Terminate the process'), "
-    "before Python sees an error; it passed 2 of 3 runs here. Needs the Ray client in a child process."))
 def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, cluster):
+    """Ray may end the process connected to it when the head dies, or report the loss: either way the
+    driver (ray_child.py) prints an Error: line, records the running trials interrupted and exits 1."""
     port = _free_port()
     head = cluster(num_cpus=1, gcs_server_port=port)
     head.add_node(**_node_args(num_cpus=1))
     address = head.address
-    config, out, sweep = _config(tmp_path), tmp_path / "r", tmp_path / "r" / "cluster"
+    config = _config(tmp_path, epochs=1, n_train=300, activation=("relu", "tanh"))  # 4 trials
+    out, sweep = tmp_path / "r", tmp_path / "r" / "cluster"
     proc = _start(config, out, address)
 
     def one_done_and_one_running():
@@ -157,9 +159,11 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     _wait_for(one_done_and_one_running, proc)
     head.remove_node(head.head_node, allow_graceful=False)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1
-    assert f"Error: lost the Ray cluster's head at {address}" in err
-    assert "run the same command to continue" in err and "Traceback" not in err
+    assert proc.returncode == 1, err[-3000:]
+    error = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and error[0].startswith(f"Error: lost the Ray cluster's head at {address}"), err[-3000:]
+    assert "running trial(s) recorded interrupted; once the cluster is back, run the same command" in error[0]
+    assert "Traceback" not in err
     records = _records(sweep)
     statuses = [r["status"] for r in records.values()]
     assert "interrupted" in statuses and "running" not in statuses
@@ -176,9 +180,24 @@ def test_losing_the_head_stops_cleanly_and_the_same_command_continues(tmp_path, 
     assert rerun.returncode == 0, err[-3000:]
     assert f"{len(done_before)} already finished, skipped" in err
     records = _records(sweep)
-    assert sorted(r["status"] for r in records.values()) == ["ok"] * 6
+    assert sorted(r["status"] for r in records.values()) == ["ok"] * 4
     for trial_id, text in done_before.items():  # not trained again
         assert (sweep / "runs" / trial_id / "trial.json").read_text() == text
+    for trial_id in records:  # one epoch each: no history appended to or written twice
+        assert len(pd.read_csv(sweep / "runs" / trial_id / "history.csv")) == 1
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["trial_id"]) == sorted(records) and list(summary["status"]) == ["ok"] * 4
+
+
+def test_an_address_where_nothing_answers_fails_at_once_with_an_error_line(tmp_path):
+    address = f"127.0.0.1:{_free_port()}"
+    proc = _start(_config(tmp_path, epochs=1, n_train=300), tmp_path / "r", address)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert err.splitlines()[-1] == (f"Error: cannot connect to Ray at {address}: nothing answers there. Start the "
+                                    f"cluster (`ray start --head --port={address.split(':')[1]}` on the head "
+                                    "machine) or fix --ray-address")
+    assert "Traceback" not in err and not (tmp_path / "r").exists()
 
 
 # ---------------------------------------------------------------- how a dead attempt is judged, without a cluster
@@ -287,3 +306,44 @@ def test_a_head_that_stops_answering_mid_call_counts_as_lost(monkeypatch):
         executor._nodes()
     assert time.monotonic() - started < 5 and executor.hung
     released.set()
+
+
+def test_when_ray_ends_the_child_the_driver_records_its_running_trials_interrupted():
+    """Ray's core ends the process connected to a dead head at once; the driver, which owns the
+    results, sees the pipe close without an "end" and stops with what was lost."""
+    import threading
+    from multiprocessing import Pipe
+    from types import SimpleNamespace
+
+    from mnist_sweep.executors import Options
+    from mnist_sweep.ray_child import ChildRayExecutor
+    from mnist_sweep.ray_executor import ClusterLostError
+
+    job, _ = _job()
+    trial = job.task[0]
+    driver_end, child_end = Pipe()
+    dead_head = f"127.0.0.1:{_free_port()}"
+
+    def child():  # joins, takes a task, starts it on node a, then Ray ends the process
+        child_end.send(("connected", dead_head))
+        child_end.send(("next",))
+        assert [t.trial_id for t in child_end.recv()] == [trial.trial_id]
+        child_end.send(("event", "started", trial.trial_id, dict(job.where, attempt=2)))
+        child_end.recv()
+        child_end.close()
+
+    thread = threading.Thread(target=child)
+    thread.start()
+    process = SimpleNamespace(is_alive=thread.is_alive, exitcode=1, join=lambda timeout=None: thread.join(timeout))
+    executor = ChildRayExecutor(Options(ray_address="10.0.0.5:6379"))
+    events, left = [], [["another task"]]
+    with pytest.raises(ClusterLostError) as lost:
+        executor._serve(driver_end, process, [job.task] + left, lambda *event: events.append(event))
+    what = ("lost the Ray cluster's head at 10.0.0.5:6379: Ray ended the process connected to it (exit code 1) "
+            "and the head does not answer")
+    assert str(lost.value) == (f"{what}. 1 running trial(s) recorded interrupted; once the cluster is back, run "
+                               "the same command to continue (finished trials are kept).")
+    assert [e[:2] for e in events] == [("started", trial.trial_id), ("done", trial.trial_id)]
+    assert events[1][2] == {"status": "interrupted", "error": f"stopped: {what}", "host": "gpu-3",
+                            "notes": [f"attempt 2 on node aaaaaaaa (gpu-3, 10.0.0.7): interrupted, {what}"]}
+    assert left == [["another task"]]  # never handed out: it has no record, the rerun trains it

@@ -347,8 +347,8 @@ def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     kept = {tid: r for tid, r in _records(sweep).items() if r["status"] == "ok"}
     asked = [t.params for t in _study(sweep, "k").trials]
     assert kept and len(asked) < 4
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert final.returncode == 0, final.stderr
+    final = CliRunner().invoke(cli, ["run", str(config), "--out", str(out)])  # the same command, in this process
+    assert final.exit_code == 0, final.output
     study = _study(sweep, "k")
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert [t.params for t in study.trials][:len(asked)] == asked  # the asked-but-unfinished one ran again

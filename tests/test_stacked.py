@@ -167,3 +167,37 @@ def test_groups_stack_equal_shapes_and_fall_back_to_branch_models_for_the_rest()
     assert "8 trial(s) in 4 stacked group(s)" in text
     assert "4 trial(s) in 2 group(s) of branch sub-models (convolutional layers, layer shapes differ)" in text
     assert len(group_trials(trials * 1, max_branches=1)) == len(trials)
+
+
+@pytest.mark.keras
+def test_sgd_branches_with_their_own_learning_rates_stack_and_train_as_their_twins():
+    trials, data = _sweep(model={"hidden": [8], "activation": ["relu", "tanh"]}, train={"epochs": 2},
+                          optimizer=[{"name": "sgd", "learning_rate": 0.01},
+                                     {"name": "sgd", "learning_rate": 0.2, "momentum": 0.9},
+                                     {"name": "sgd", "learning_rate": 0.5}])
+    # momentum 0.9 is another optimizer: SGD branches may differ in their learning rate only
+    groups = group_trials(trials)
+    assert sorted(len(g) for g in groups) == [2, 4] and all(group_form(g) == "stacked" for g in groups)
+    for group in groups:
+        fused = execute_group(group, data)
+        for trial in group:
+            alone, together = execute_trial(trial, data), fused[trial.trial_id]
+            assert together["status"] == alone["status"] == "ok", together.get("error")
+            # epoch 1's val_loss is measured after epoch 1's steps: a wrong rate shows there
+            assert _first_epoch_deviation(together, alone) < FIRST_EPOCH_TOLERANCE, trial.factors
+            assert together["history"][1]["loss"] == pytest.approx(alone["history"][1]["loss"], abs=1e-4)
+
+
+def test_only_stacked_sgd_branches_may_differ_in_learning_rate():
+    adam = expand(validate_config(tiny_config(
+        model={"activation": ["relu", "tanh"]},
+        optimizer=[{"name": "adam", "learning_rate": 0.01}, {"name": "adam", "learning_rate": 0.1}])))
+    assert sorted(len(g) for g in group_trials(adam)) == [2, 2]  # Adam divides out a gradient's scale
+    sub_models = expand(validate_config(tiny_config(
+        model={"hidden": [4], "activation": "relu", "type": "cnn", "conv": [[4, "pool"]]},
+        include=[{"hidden": [4], "activation": "elu"}],
+        optimizer=[{"name": "sgd", "learning_rate": 0.01}, {"name": "sgd", "learning_rate": 0.1}])))
+    groups = group_trials(sub_models)
+    assert [group_form(g) for g in groups] == ["branches", "branches"]
+    for group in groups:
+        assert len({t.settings["optimizer"]["learning_rate"] for t in group}) == 1
