@@ -137,7 +137,6 @@ def _all_params(optuna, space: SearchSpace, limit: int) -> list[dict[str, Any]]:
 
     Run inside `optimize`: the sampler stops the study itself once every combination was tried.
     """
-    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
     found: dict[str, dict[str, Any]] = {}
 
     def objective(trial) -> float:
@@ -150,6 +149,7 @@ def _all_params(optuna, space: SearchSpace, limit: int) -> list[dict[str, Any]]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
         study.optimize(objective, n_trials=limit)
     return list(found.values())
 
