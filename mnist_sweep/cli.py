@@ -432,6 +432,9 @@ def export(results, logdir, tool, tracking_uri):
     for done in exported:
         click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
                    f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
+        if done.removed:
+            click.echo(f"{done.name}: deleted the run(s) of {len(done.removed)} trial(s) no longer in the results "
+                       f"(renamed or removed): {', '.join(done.removed)}")
         for note in done.notes:
             click.echo(f"Note ({done.name}): {note}", err=True)
     if uri.startswith("sqlite:"):

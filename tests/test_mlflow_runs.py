@@ -180,3 +180,24 @@ def test_a_run_cut_off_mid_export_is_written_again_by_the_next_export(exported, 
     run = next(r for r in trial_runs if r.data.tags["trial_id"] == saved)
     assert run.info.status == "FINISHED"
     assert "model.keras" in [f.path for f in client.list_artifacts(run.info.run_id)]
+
+
+def test_a_renamed_trial_does_not_appear_twice(tmp_path):
+    """Trials renamed (the grid's varying settings changed): the old id's run is deleted on export."""
+    root = tmp_path / "results"
+    sweep_dir = write_sweep(root, name="renamed", factors=FACTORS, seeds=1, epochs=2)
+    assert CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow"]).exit_code == 0
+    old = sorted(_records(sweep_dir))[0]
+    record = _records(sweep_dir)[old]
+    new = f"renamed_{old}"
+    (sweep_dir / "runs" / old).rename(sweep_dir / "runs" / new)
+    atomic_write(sweep_dir / "runs" / new / "trial.json", json.dumps({**record, "trial_id": new}))
+    again = CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow"])
+    assert again.exit_code == 0, again.output
+    assert "1 new, 0 replaced, 1 unchanged" in again.output
+    assert f"deleted the run(s) of 1 trial(s) no longer in the results (renamed or removed): {old}" in again.output
+    client = _client(root)
+    experiment = client.get_experiment_by_name("renamed")
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
+    trial_ids = sorted(r.data.tags["trial_id"] for r in runs if r.data.tags.get("mnist_sweep.role") == "trial")
+    assert trial_ids == sorted(_records(sweep_dir))

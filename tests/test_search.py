@@ -292,11 +292,38 @@ def test_a_changed_search_is_refused_before_it_rewrites_the_sweeps_config(tmp_pa
     config = _write(tmp_path, _search_config(name="c", trials=1, train={"epochs": 1}))
     assert CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q"]).exit_code == 0
     before = (out / "c" / "sweep.yaml").read_text()
-    changed = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.trials=2"])
+    changed = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.seed=1"])
     assert changed.exit_code == 2, changed.output
     assert "holds a study of a different search" in changed.output
     # sweep.yaml still describes the study and the results beside it (show, compare and plot read it).
     assert (out / "c" / "sweep.yaml").read_text() == before
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("method", ["random", pytest.param("tpe", marks=pytest.mark.slow)])
+def test_a_search_rerun_with_more_trials_keeps_those_it_ran(tmp_path, method):
+    out = tmp_path / "r"
+    config = _write(tmp_path, _search_config(name="g", method=method, trials=2, train={"epochs": 1}))
+    assert CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q"]).exit_code == 0
+    first = _records(out / "g")
+    asked = [t.params for t in _study(out / "g", "g").trials]
+    more = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.trials=4"])
+    assert more.exit_code == 0, more.output
+    study = _study(out / "g", "g")
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert [t.params for t in study.trials][:2] == asked
+    records = _records(out / "g")
+    assert len(records) == 4 and first.keys() <= records.keys()
+    for trial_id, record in first.items():  # the first two were not trained again
+        assert records[trial_id]["started_at"] == record["started_at"]
+    if method == "random":  # the same configurations a fresh 4-trial search draws
+        fresh = validate_config(yaml.safe_load(config.read_text()) | {"search": {
+            "method": "random", "trials": 4, "seed": 0}})
+        assert [t.params for t in study.trials] == draw_configurations(fresh)
+    # Fewer trials than the study holds: what exists is kept, nothing new is asked or run.
+    fewer = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "-q", "--set", "search.trials=3"])
+    assert fewer.exit_code == 0, fewer.output
+    assert len(_study(out / "g", "g").trials) == 4 and _records(out / "g") == records
 
 
 @pytest.mark.keras
@@ -330,3 +357,59 @@ def test_a_search_resumes_where_kill_9_left_it(tmp_path):
     for trial_id, record in kept.items():  # finished trials were not trained again
         assert records[trial_id]["started_at"] == record["started_at"]
     assert f"{len(kept)} already finished, skipped" in final.stderr
+
+
+# ---------------------------------------------------------------- what the study is told (no training)
+
+def _told(tmp_path, metric, seed_runs):
+    """A study told one configuration per entry of `seed_runs` (a list of (status, value) per seed)."""
+    from mnist_sweep.search import Search
+    config = validate_config(_search_config(name="tell", trials=len(seed_runs), seeds=len(seed_runs[0]),
+                                            search={"method": "random", "trials": len(seed_runs), "seed": 0,
+                                                    "metric": metric}))
+    search = Search(config, tmp_path)
+    search.open()
+    for runs in seed_runs:
+        configuration = search.ask()
+        for trial, (status, value) in zip(configuration.trials, runs):
+            search.record(trial, {"status": status, "metrics": {metric: value}})
+    return [(t.state.name, t.value) for t in search.study.trials]
+
+
+def test_a_diverged_seed_counts_as_zero_accuracy_in_its_configurations_mean(tmp_path):
+    told = _told(tmp_path, "val_accuracy", [
+        [("ok", 0.9), ("ok", 0.6), ("diverged", float("nan"))],  # worse than its two good seeds alone
+        [("diverged", float("nan"))] * 3,                          # a region TPE must learn is bad
+        [("ok", 0.9), ("failed", None), ("ok", 0.7)],             # a crash is no verdict on the settings
+        [("ok", 0.9), ("pruned", 0.1), ("ok", 0.7)],
+    ])
+    assert told[0] == ("COMPLETE", pytest.approx(0.5))
+    assert told[1] == ("COMPLETE", 0.0)
+    assert told[2] == ("COMPLETE", pytest.approx(0.8))
+    assert told[3] == ("PRUNED", None)
+
+
+def test_a_diverged_seed_counts_as_the_worst_loss_known(tmp_path):
+    told = _told(tmp_path, "val_loss", [
+        [("diverged", float("nan"))] * 2,   # no finite loss known yet: nothing to stand for it
+        [("ok", 1.0), ("ok", 2.0)],
+        [("ok", 0.5), ("diverged", float("nan"))],
+        [("diverged", float("nan")), ("ok", float("inf"))],
+    ])
+    assert told[0] == ("FAIL", None)
+    assert told[1] == ("COMPLETE", pytest.approx(1.5))
+    assert told[2] == ("COMPLETE", pytest.approx(1.0))  # (0.5 + the worst told, 1.5) / 2
+    assert told[3] == ("COMPLETE", pytest.approx(1.5))
+
+
+def test_fewer_draws_are_a_prefix_of_more_even_when_a_small_space_runs_out(monkeypatch):
+    from mnist_sweep.search import study
+    monkeypatch.setattr(study, "MAX_REPEATS", 1)  # take the fallback (unseen combinations in order) at once
+    model = {"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.1, 0.2, 0.3]}
+    for method in ("random", "qmc"):
+        config = lambda trials: validate_config(tiny_config(name="x", model=model, search={
+            "method": method, "trials": trials, "seed": 3}))
+        full = draw_configurations(config(12))
+        assert len({json.dumps(p, sort_keys=True) for p in full}) == 12
+        for trials in (1, 5, 11):
+            assert draw_configurations(config(trials)) == full[:trials], (method, trials)

@@ -279,3 +279,20 @@ def test_writing_event_files_loads_neither_tensorflow_nor_keras(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert len(list((tmp_path / "tb" / "fake").rglob("events.out.tfevents.*"))) == 1 + 6  # experiment + trials
+
+
+def test_export_removes_the_event_folders_of_trials_no_longer_in_the_results(tmp_path):
+    sweep_dir = write_sweep(tmp_path / "results", factors={"activation": ["relu", "tanh"]}, seeds=1, epochs=2)
+    logdir = tmp_path / "tb"
+    assert CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "tensorboard", str(logdir)]).exit_code == 0
+    old = sorted(p.name for p in (sweep_dir / "runs").iterdir())[0]
+    new = f"renamed_{old}"
+    (sweep_dir / "runs" / old).rename(sweep_dir / "runs" / new)
+    trial_json = sweep_dir / "runs" / new / "trial.json"
+    trial_json.write_text(trial_json.read_text().replace(f'"{old}"', f'"{new}"'))
+    (logdir / "fake" / "notes").mkdir()  # not ours: left alone
+    (logdir / "fake" / "notes" / "todo.txt").write_text("keep me")
+    assert CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "tensorboard", str(logdir)]).exit_code == 0
+    folders = sorted(d.name for d in (logdir / "fake").iterdir() if d.is_dir())
+    assert folders == sorted([*(p.name for p in (sweep_dir / "runs").iterdir()), "notes"])
+    assert old not in folders and new in folders

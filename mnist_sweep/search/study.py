@@ -24,11 +24,12 @@ from ..config import SweepConfig
 from ..errors import ConfigError
 from ..grid import Trial, make_trial
 from ..config.ranges import INSTALL, SAMPLED_METHODS
-from .space import SearchSpace
+from .space import EXACT_COUNT_LIMIT, SearchSpace
 
 STUDY_FILE = "study.db"
 DONE = ("ok", "diverged", "pruned")  # a seed's run that a resumed search keeps (others run again)
-DRAWS_PER_TRIAL = 10  # attempts at a configuration not drawn before, before taking unseen ones in order
+MAX_REPEATS = 100  # draws in a row that repeat an earlier configuration, before taking unseen ones in order
+DIVERGED_ACCURACY = 0.0  # what a diverged seed counts as in its configuration's mean val_accuracy
 
 
 def load_optuna(method: str):
@@ -90,9 +91,14 @@ def make_pruner(optuna, config: SweepConfig):
     return optuna.pruners.HyperbandPruner(**given)
 
 
-def space_digest(config: SweepConfig) -> str:
-    """What a stored study must match to be resumed: the space, sampler, data and seeds."""
-    data = {"ranges": {k: v.model_dump() for k, v in config.ranges.items()}, "search": config.search.model_dump(),
+def space_digest(config: SweepConfig, with_trials: bool = False) -> str:
+    """What a stored study must match to be resumed: the space, sampler, data and seeds.
+
+    Not `search.trials`: a resumed search may ask for more configurations (the draws are a prefix of
+    a longer run's) or fewer (those asked are kept). `with_trials`: the digest studies stored before.
+    """
+    search = config.search.model_dump(exclude=None if with_trials else {"trials"})
+    data = {"ranges": {k: v.model_dump() for k, v in config.ranges.items()}, "search": search,
             "settings": SearchSpace(config).base, "dataset": config.dataset.model_dump(mode="json", exclude={"path"}),
             "seeds": config.seeds}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -102,21 +108,23 @@ def draw_configurations(config: SweepConfig, count: Optional[int] = None) -> lis
     """The parameters random or qmc tries, in order: `count` (default search.trials), none drawn twice.
 
     Drawn in a study held in memory; results do not steer these samplers, so the draws are the run's.
+    Nothing but the stopping point depends on `count`, so fewer configurations are a prefix of more
+    (a search resumed with a larger `trials` keeps those it ran).
     """
     optuna = load_optuna(config.search.method)
     space = SearchSpace(config)
     count = config.search.trials if count is None else count
     study = optuna.create_study(sampler=make_sampler(optuna, config))
     drawn: dict[str, dict[str, Any]] = {}
-    attempts = 0
-    while len(drawn) < count and attempts < count * DRAWS_PER_TRIAL:
-        attempts += 1
+    repeats = 0
+    while len(drawn) < count and repeats < MAX_REPEATS:
         trial = study.ask()
-        settings = space.settings(trial)
-        drawn.setdefault(json.dumps(settings, sort_keys=True), trial.params)
+        key = json.dumps(space.settings(trial), sort_keys=True)
+        repeats = repeats + 1 if key in drawn else 0
+        drawn.setdefault(key, trial.params)
         study.tell(trial, 0.0)  # qmc reads its search space from a told trial
     if len(drawn) < count:  # a small discrete space: take the combinations not drawn yet, in a seeded order
-        rest = [p for p in _all_params(optuna, space, count * DRAWS_PER_TRIAL) if json.dumps(
+        rest = [p for p in _all_params(optuna, space, EXACT_COUNT_LIMIT) if json.dumps(
             space.settings(optuna.trial.FixedTrial(p)), sort_keys=True) not in drawn]
         random.Random(config.search.seed).shuffle(rest)
         for params in rest[: count - len(drawn)]:
@@ -125,17 +133,24 @@ def draw_configurations(config: SweepConfig, count: Optional[int] = None) -> lis
 
 
 def _all_params(optuna, space: SearchSpace, limit: int) -> list[dict[str, Any]]:
-    """Every combination of a space of lists and stepped ranges, as parameters (Optuna's brute force)."""
-    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+    """Every combination of a space of lists and stepped ranges, as parameters (Optuna's brute force).
+
+    Run inside `optimize`: the sampler stops the study itself once every combination was tried.
+    """
     found: dict[str, dict[str, Any]] = {}
-    for _ in range(limit):
-        trial = study.ask()
+
+    def objective(trial) -> float:
         space.settings(trial)
         key = json.dumps(trial.params, sort_keys=True)
         if key in found:
-            break
-        found[key] = trial.params
-        study.tell(trial, 0.0)
+            trial.study.stop()
+        found.setdefault(key, trial.params)
+        return 0.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+        study.optimize(objective, n_trials=limit)
     return list(found.values())
 
 
@@ -195,6 +210,8 @@ class Search:
         if stored is None:
             self.study.set_user_attr("space", digest)
             self.study.set_user_attr("method", self.config.search.method)
+        elif stored == space_digest(self.config, with_trials=True):  # stored before trials could change
+            self.study.set_user_attr("space", digest)
         elif stored != digest:
             raise ConfigError(f"{self.path} holds a study of a different search (its space, sampler, data or seeds "
                               "changed): run with --force to start it again, or give the sweep another name")
@@ -244,21 +261,46 @@ class Search:
         return configuration
 
     def tell(self, configuration: Configuration) -> None:
-        """The mean over seeds of the validation metric; pruned if any seed was; failed if none has a value."""
+        """The mean over seeds of the validation metric, a diverged seed counting as the worst value.
+
+        Pruned if any seed was. A diverged seed (NaN loss) counts as accuracy 0, or as the worst finite
+        loss known (this configuration's seeds and the study's told values), so TPE learns that the
+        region is bad. Failed (crashed) seeds are left out; failed if no seed ran to a value.
+        """
         TrialState = self.optuna.trial.TrialState
         if self.state(configuration) != TrialState.RUNNING:
             return
         statuses = [r.get("status") for r in configuration.results.values()]
-        metric = self.config.search.metric
-        values = [float((r.get("metrics") or {}).get(metric)) for r in configuration.results.values()
-                  if r.get("status") == "ok" and (r.get("metrics") or {}).get(metric) is not None]
-        values = [v for v in values if math.isfinite(v)]
         if "pruned" in statuses or configuration.pruned:
             self.study.tell(configuration.number, state=TrialState.PRUNED)
-        elif values:
+            return
+        metric = self.config.search.metric
+        values, diverged = [], 0
+        for record in configuration.results.values():
+            value = (record.get("metrics") or {}).get(metric)
+            value = float(value) if value is not None else math.nan
+            if record.get("status") == "diverged" or (record.get("status") == "ok" and not math.isfinite(value)):
+                diverged += 1
+            elif record.get("status") == "ok":
+                values.append(value)
+        if diverged:
+            worst = self._worst(values)
+            if worst is None:  # a loss, and no finite one known yet to stand for the diverged seeds
+                self.study.tell(configuration.number, state=TrialState.FAIL)
+                return
+            values += [worst] * diverged
+        if values:
             self.study.tell(configuration.number, sum(values) / len(values))
         else:
             self.study.tell(configuration.number, state=TrialState.FAIL)
+
+    def _worst(self, values: list[float]) -> Optional[float]:
+        """What a diverged seed counts as: accuracy 0; the highest finite loss known, if any."""
+        if self.maximize:
+            return DIVERGED_ACCURACY
+        told = [t.value for t in self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.COMPLETE,))]
+        known = [v for v in values + told if v is not None and math.isfinite(v)]
+        return max(known) if known else None
 
     def should_prune(self, trial: Trial, histories: dict[str, list[dict]]) -> bool:
         """Report this configuration's epoch (mean over the seeds that reached it) and ask the pruner."""

@@ -4,7 +4,9 @@ Each sweep is an MLflow experiment of its name. Its parent run holds the config,
 `compare` and report.html; each trial's run holds its settings as params, its history as stepped
 metrics, its final metrics as final/<metric>, tags (trial_id, config_id, seed, status, execution) and
 its model. Runs are found again by their tags, so exporting twice adds nothing; a trial whose
-results changed since (trained again) has its run replaced, since MLflow cannot take back a metric.
+results changed since (trained again) has its run replaced, since MLflow cannot take back a metric,
+and the run of a trial no longer in the results (renamed when the grid's varying settings changed,
+or removed) is deleted, so no trial appears twice. Deleted runs stay restorable until `mlflow gc`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ExportedSweep:
     created: int = 0
     replaced: int = 0
     unchanged: int = 0
+    removed: list[str] = field(default_factory=list)  # trial ids whose runs were deleted
     notes: list[str] = field(default_factory=list)
 
 
@@ -133,6 +136,11 @@ class MlflowExport:
                     if r.data.tags.get(ROLE) == "trial" and r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id}
         for record in sweep.records:
             self._trial(sweep, record, parent_id, experiment_id, children.get(record["trial_id"]), done)
+        current = {record["trial_id"] for record in sweep.records}
+        for trial_id, run in sorted(children.items(), key=lambda item: str(item[0])):
+            if trial_id not in current:  # renamed or removed since the last export
+                self.client.delete_run(run.info.run_id)
+                done.removed.append(str(trial_id))
         self._sweep_run(sweep, parent_id, done)
         return done
 

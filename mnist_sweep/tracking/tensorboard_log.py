@@ -145,7 +145,23 @@ def export_sweep(sweep: SweepResults, logdir: str | Path) -> Path:
     write_experiment(root, columns)
     for record in sweep.records:
         write_trial(root, record, sweep.history(record["trial_id"]), columns)
+    _remove_stale_trials(root, {record["trial_id"] for record in sweep.records})
     return root
+
+
+def _remove_stale_trials(root: Path, current: set[str]) -> None:
+    """Delete the event folders of trials no longer in the results (renamed or removed since).
+
+    Only folders holding nothing but event files this tool wrote: anything else is left alone.
+    """
+    for directory in root.iterdir():
+        if directory.is_dir() and directory.name not in current:
+            files = list(directory.iterdir())
+            if files and all(f.is_file() and f.name.startswith("events.out.tfevents.") and f.name.endswith(SUFFIX)
+                             for f in files):
+                for f in files:
+                    f.unlink()
+                directory.rmdir()
 
 
 def export_tensorboard(results: str | Path, logdir: str | Path) -> list[tuple[SweepResults, Path]]:
