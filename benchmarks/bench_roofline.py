@@ -83,6 +83,14 @@ def flops(run: dict, epochs: int) -> float:
     return run["branches"] * epochs * run["weights"] * (6 * run["n_train"] + 2 * run["n_val"])
 
 
+def run_child(code: str, backend: str, name: str, repeats: int) -> dict:
+    """Run `code` on group `name` in a fresh process with this Keras backend; its last line, as JSON."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(config_for(name)), str(repeats)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="tensorflow,jax")
@@ -91,11 +99,8 @@ def main() -> None:
     rows = []
     gemm_before = gemm_rate()
     for backend in args.backends.split(","):
-        env = {**os.environ, "KERAS_BACKEND": backend, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         for name in GROUPS:
-            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config_for(name)), str(args.repeats)],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            run = json.loads(out.strip().splitlines()[-1])
+            run = run_child(CHILD, backend, name, args.repeats)
             rows.append((name, backend, run, flops(run, GROUPS[name]["epochs"])))
     gemm = max(gemm_before, gemm_rate())
     print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores; numpy float32 GEMM {gemm:.1f} GFLOP/s "

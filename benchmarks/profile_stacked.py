@@ -23,15 +23,13 @@ Prints a markdown table; every time is a median of `--repeats` measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 from datetime import date
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_roofline import GROUPS, config_for, flops, gemm_rate  # noqa: E402
+from bench_roofline import GROUPS, flops, gemm_rate, run_child  # noqa: E402
 
 CHILD = r"""
 import json, math, statistics, sys, time
@@ -145,11 +143,8 @@ def main() -> None:
     rows = []
     gemm_before = gemm_rate()
     for backend in args.backends.split(","):
-        env = {**os.environ, "KERAS_BACKEND": backend, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         for name in names:
-            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config_for(name)), str(args.repeats)],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            rows.append((name, backend, json.loads(out.strip().splitlines()[-1])))
+            rows.append((name, backend, run_child(CHILD, backend, name, args.repeats)))
             print(f"# {name}, {backend}: {rows[-1][2]}", flush=True)
     gemm = max(gemm_before, gemm_rate())
     print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores; numpy float32 GEMM 1024^3: {gemm:.1f} "
