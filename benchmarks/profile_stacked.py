@@ -151,7 +151,7 @@ def main() -> None:
           f"GFLOP/s; medians of {args.repeats}\n")
     print("| group | backend | fit (s) | first epoch extra (s) | steady epoch (s) | bare model epoch (s) "
           "| bare, steps_per_execution = steps (s) | GEMM floor epoch (s) | steady / floor | steady GFLOP/s | steady of GEMM 1024 |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, backend, run in rows:
         epoch_flops = flops(run, 1)
         steady_rate = epoch_flops / run["steady"] / 1e9
