@@ -48,7 +48,7 @@ CONFIG = {
 PRELUDE = f"""
 import json, keras
 from types import SimpleNamespace
-from mnist_sweep.data import load_dataset
+from mnist_sweep.data.dataset import load_dataset
 data = load_dataset(SimpleNamespace(**{{'seed': 0, 'path': None, **{DATASET!r}}}))
 def build(activation, l2):
     reg = keras.regularizers.L2(l2) if l2 else None

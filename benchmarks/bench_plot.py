@@ -75,8 +75,8 @@ def per_figure(sweep: Path) -> list[tuple[str, float]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from mnist_sweep.report import _plan, _render
-    from mnist_sweep.store import load_histories, load_results
+    from mnist_sweep.report.plot import _plan, _render
+    from mnist_sweep.results.store import load_histories, load_results
 
     start = time.perf_counter()
     summary, histories = load_results(sweep), load_histories(sweep)

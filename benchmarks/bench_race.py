@@ -29,7 +29,7 @@ def _elapsed(sweep: Path) -> float:
 
 
 def _verdict(sweep: Path) -> tuple[str, list[str]]:
-    from mnist_sweep.compare import compare
+    from mnist_sweep.analysis.compare import compare
 
     result = compare(sweep, "val_accuracy")
     table = result.versus_best
@@ -38,7 +38,7 @@ def _verdict(sweep: Path) -> tuple[str, list[str]]:
 
 
 def _row(name: str, sweep: Path, seconds: float) -> str:
-    from mnist_sweep.store import load_results
+    from mnist_sweep.results.store import load_results
 
     frame = load_results(sweep)
     best, tied = _verdict(sweep)

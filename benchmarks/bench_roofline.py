@@ -2,7 +2,7 @@
 
     python benchmarks/bench_roofline.py [--backends tensorflow,jax] [--repeats 3]
 
-Two groups, each trained by `mnist_sweep.fused.execute_group` in a fresh process per backend:
+Two groups, each trained by `mnist_sweep.training.fused.execute_group` in a fresh process per backend:
 the SEEDS.md #1 model (784 -> 30 -> 10), 16 branches (4 activations x 4 L2 values), SGD 0.01, and
 the SEEDS.md #2 model (784 -> 512 -> 512 -> 10, dropout 0.2), 4 branches (4 activations), Adam;
 20 and 5 epochs, batch 200, 3,200 training / 800 validation images of the bundled subset, no
@@ -37,9 +37,9 @@ GROUPS = {
 CHILD = """
 import json, sys
 from mnist_sweep.config import validate_config
-from mnist_sweep.data import load_dataset
-from mnist_sweep.fused import execute_group, group_form
-from mnist_sweep.grid import expand
+from mnist_sweep.data.dataset import load_dataset
+from mnist_sweep.training.fused import execute_group, group_form
+from mnist_sweep.plan.grid import expand
 config = validate_config(json.loads(sys.argv[1]))
 trials, data = expand(config), load_dataset(config.dataset)
 assert group_form(trials) == "stacked", "the group should stack"

@@ -80,7 +80,7 @@ def _subgrid(configs: int) -> dict[str, list]:
 
 
 def run_ours(method: str, configs: int, epochs: int, seed: int, out: Path, prune=None) -> dict:
-    from mnist_sweep.runner import run_sweep
+    from mnist_sweep.sweep.runner import run_sweep
 
     name = f"{method}-{seed}" + ("-pruned" if prune else "")
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def run_tuner(kind: str, configs: int, epochs: int, seed: int, out: Path, data) 
     import keras
     import keras_tuner as kt
 
-    from mnist_sweep.models import build_model, compile_model
+    from mnist_sweep.training.models import build_model, compile_model
 
     lr, l2, do, width = SPACE["learning_rate"], SPACE["kernel_l2"], SPACE["dropout"], SPACE["width"]
 
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--skip-tuner", action="store_true", help="leave out Keras Tuner (if not installed)")
     args = parser.parse_args()
-    from mnist_sweep.data import load_dataset
+    from mnist_sweep.data.dataset import load_dataset
 
     data = load_dataset(SimpleNamespace(seed=0, path=None, **DATASET))
     hyperband = {"method": "hyperband", "min_resource": 1, "reduction_factor": 3}

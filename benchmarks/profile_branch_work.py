@@ -26,9 +26,9 @@ GROUP = list(GROUPS)[1]
 
 def steady_epoch(dropout: float, repeats: int) -> float:
     from mnist_sweep.config import validate_config
-    from mnist_sweep.data import load_dataset
-    from mnist_sweep.fused import execute_group
-    from mnist_sweep.grid import expand
+    from mnist_sweep.data.dataset import load_dataset
+    from mnist_sweep.training.fused import execute_group
+    from mnist_sweep.plan.grid import expand
 
     raw = config_for(GROUP)
     config = validate_config({**raw, "model": {**raw["model"], "dropout": dropout}})

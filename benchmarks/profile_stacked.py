@@ -36,10 +36,10 @@ import json, math, statistics, sys, time
 import numpy as np
 from mnist_sweep.backend import get_keras
 from mnist_sweep.config import validate_config
-from mnist_sweep.data import load_dataset
-from mnist_sweep.fused import execute_group
-from mnist_sweep.grid import expand
-from mnist_sweep.models import build_optimizer
+from mnist_sweep.data.dataset import load_dataset
+from mnist_sweep.training.fused import execute_group
+from mnist_sweep.plan.grid import expand
+from mnist_sweep.training.models import build_optimizer
 
 config = validate_config(json.loads(sys.argv[1]))
 repeats = int(sys.argv[2])

@@ -8,7 +8,7 @@ For notebooks:
 __version__ = "0.1.0"
 __all__ = ["load_histories", "load_results", "run_sweep"]
 
-_EXPORTS = {"load_results": "store", "load_histories": "store", "run_sweep": "runner"}
+_EXPORTS = {"load_results": "results.store", "load_histories": "results.store", "run_sweep": "sweep.runner"}
 
 
 def __getattr__(name):

@@ -112,9 +112,9 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
             else:
                 _print_trials(sweep_config, max_trials)
             return
-        from .executors import Options
-        from .progress import make_progress
-        from .runner import Sweep
+        from .execution.executors import Options
+        from .sweep.progress import make_progress
+        from .sweep.runner import Sweep
 
         progress = make_progress(quiet)
         sweep = Sweep(sweep_config, out, progress, tensorboard, max_trials)  # counts and builds the trials
@@ -138,7 +138,7 @@ def _print_next_steps(directory) -> None:
     """After a run: the best configurations by validation accuracy, and the commands that come next."""
     from rich.console import Console
 
-    from .tables import after_run
+    from .analysis.show import after_run
 
     shown = after_run(directory)
     console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, soft_wrap=True)
@@ -149,7 +149,7 @@ def _print_next_steps(directory) -> None:
 
 
 def _parse_jobs(jobs: str, device: str, gpus: tuple) -> int:
-    from .executors import auto_jobs
+    from .execution.executors import auto_jobs
 
     if jobs == "auto":
         return auto_jobs(device, gpus)
@@ -177,7 +177,7 @@ def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .grid import expand, varying_settings
+    from .plan.grid import expand, varying_settings
 
     trials = expand(sweep_config, max_trials)
     factors = varying_settings(trials)
@@ -274,7 +274,7 @@ def plot(results, metric, setting, fmt, dpi, model_diagrams):
     import matplotlib
 
     matplotlib.use("Agg")
-    from .report import plot_results
+    from .report.plot import plot_results
 
     wrote = 0
     for outcome in plot_results(results, metric, setting, fmt, dpi, model_diagrams):
@@ -318,7 +318,7 @@ def show(results, trials, sort, top, where, fmt):
         mnist-sweep show results/regularization --trials --sort wall_seconds
         mnist-sweep show results/ --where optimizer="adam lr=0.01" --format csv > adam.csv
     """
-    from .tables import show_results
+    from .analysis.show import show_results
 
     shown = show_results(results, sort, top, where, fmt, trials)
     _warn_damaged(shown.damaged)
@@ -356,8 +356,8 @@ def compare(results, metric, setting, fmt):
         mnist-sweep compare results/regularization
         mnist-sweep compare results/regularization --metric test_loss --factor activation
     """
-    from .compare import compare as compare_results, render
-    from .damage import report
+    from .analysis.compare import compare as compare_results, render
+    from .results.damage import report
 
     damaged: list = []
     result = compare_results(results, metric, setting, damaged)
@@ -385,7 +385,7 @@ def predict(results, input_path, out, probabilities):
         mnist-sweep predict results/cnn_augmentation test.csv --out submission.csv
         mnist-sweep predict results/cnn_augmentation/runs/aug-on-s0-a371d238 t10k-images-idx3-ubyte --probabilities
     """
-    from .predict import predict_file
+    from .training.predict import predict_file
 
     done = predict_file(results, input_path, out, probabilities)
     click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypedDict
 
 if TYPE_CHECKING:  # only for annotations: reading results must not load the config schema
-    from .grid import Trial
+    from .plan.grid import Trial
 
 
 class Timing(TypedDict, total=False):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_sweep.store import ResultsStore, _csv_text, atomic_write, summary_columns, summary_row
+from mnist_sweep.results.store import ResultsStore, _csv_text, atomic_write, summary_columns, summary_row
 
 DEFAULT_FACTORS = {"activation": ["relu", "tanh", "sigmoid"], "dropout": [0.0, 0.2]}
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mnist_sweep import runner as runner_module
+from mnist_sweep.sweep import runner as runner_module
 from mnist_sweep.cli import cli
 from tests.helpers import tiny_config
 
@@ -117,7 +117,7 @@ def test_adding_an_axis_keeps_the_finished_trials_it_did_not_change(tmp_path, tw
 
 @pytest.mark.keras
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, two_trial_config, monkeypatch):
-    from mnist_sweep import train
+    from mnist_sweep.training import train
 
     real = train.train_trial
 
@@ -190,7 +190,7 @@ def test_every_command_has_help_with_an_example():
 
 @pytest.mark.keras
 def test_ctrl_c_in_a_trial_marks_it_interrupted(tmp_path, two_trial_config, monkeypatch):
-    from mnist_sweep import train
+    from mnist_sweep.training import train
 
     real = train.train_trial
 

@@ -269,7 +269,7 @@ def _tiny_npz(tmp_path: Path) -> Path:
 
 
 def test_a_run_that_stops_before_its_first_trial_removes_what_it_created(tmp_path, monkeypatch):
-    import mnist_sweep.runner as runner
+    import mnist_sweep.sweep.runner as runner
     from mnist_sweep.errors import SweepError
 
     def no_executor(kind, options):
@@ -284,7 +284,7 @@ def test_a_run_that_stops_before_its_first_trial_removes_what_it_created(tmp_pat
 
 
 def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(tmp_path, monkeypatch):
-    import mnist_sweep.runner as runner
+    import mnist_sweep.sweep.runner as runner
 
     class RaySystemError(Exception):  # what Ray raises when its cluster goes away mid-sweep
         __module__ = "ray.exceptions"
@@ -340,8 +340,8 @@ def test_figures_are_built_around_damaged_results(tmp_path, name):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mnist_sweep import report
-    from mnist_sweep.store import load_histories, load_results
+    from mnist_sweep.report import plot as report
+    from mnist_sweep.results.store import load_histories, load_results
 
     sweep = _damage(tmp_path, name)
     expected = EXPECTED["results"][name]

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mnist_sweep import metrics, report, report_html, stats, tables
+from mnist_sweep import metrics
+from mnist_sweep.report import plot as report, html as report_html
+from mnist_sweep.analysis import stats, show as tables
 from mnist_sweep.cli import cli
-from mnist_sweep.store import load_histories, load_results
+from mnist_sweep.results.store import load_histories, load_results
 from tests.fake_results import write_sweep
 
 # Which way is better, pinned: accuracies up; losses, times and counts (epochs, parameters) down.

@@ -107,13 +107,13 @@ def _cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
 
 def test_the_reader_sees_the_package_and_its_imports():
     # Guards the test itself: a walker that found nothing would pass everything.
-    assert {"mnist_sweep.cli", "mnist_sweep.config", "mnist_sweep.config.schema", "mnist_sweep.grid"} <= set(MODULES)
+    assert {"mnist_sweep.cli", "mnist_sweep.config", "mnist_sweep.config.schema", "mnist_sweep.plan.grid"} <= set(MODULES)
     edges = _graph()
-    assert "mnist_sweep.config" in edges["mnist_sweep.grid"]  # from .config import ...
+    assert "mnist_sweep.config" in edges["mnist_sweep.plan.grid"]  # from .config import ...
     assert "mnist_sweep.config.schema" in edges["mnist_sweep.config.describe"]  # from .schema import ...
     assert "mnist_sweep.errors" in edges["mnist_sweep.config.schema"]  # from ..errors import ...
-    assert "mnist_sweep.runner" in edges["mnist_sweep.cli"]  # inside a function: still an edge
-    assert "mnist_sweep.backend" in edges["mnist_sweep.executors"]  # from . import backend
+    assert "mnist_sweep.sweep.runner" in edges["mnist_sweep.cli"]  # inside a function: still an edge
+    assert "mnist_sweep.backend" in edges["mnist_sweep.execution.executors"]  # from . import backend
     assert _cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
 
 
@@ -147,12 +147,12 @@ def test_private_helpers_do_not_share_names_across_modules():
 
 def test_tests_share_helpers_through_one_module_never_conftest():
     found = []
-    for path in sorted(TESTS.glob("*.py")):
+    for path in sorted(TESTS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             for name in names:
                 bare = (TESTS / f"{name}.py").exists()  # `from fake_results import ...`
                 if name.split(".")[-1] == "conftest" or bare:
-                    found.append(f"{path.name} line {node.lineno}: import {name}")
+                    found.append(f"{path.relative_to(TESTS)} line {node.lineno}: import {name}")
     assert not found, "import shared test code as `from tests.helpers import ...`:\n" + "\n".join(found)

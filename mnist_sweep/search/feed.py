@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..fused import group_trials
-from ..grid import Trial
+from ..training.fused import group_trials
+from ..plan.grid import Trial
 from .study import DONE, Configuration, Search, draw_configurations
 
 

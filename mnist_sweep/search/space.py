@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from ..config import SECTIONS, SweepConfig
-from ..grid import base_settings, label, resolve_settings
+from ..plan.grid import base_settings, label, resolve_settings
 from ..config.ranges import Range
 
 SIGNIFICANT = 4  # a sampled float keeps 4 significant digits: readable in ids, and what is trained

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from ..config import SweepConfig
 from ..errors import ConfigError
-from ..grid import Trial, make_trial
+from ..plan.grid import Trial, make_trial
 from ..config.ranges import INSTALL, SAMPLED_METHODS
 from .space import EXACT_COUNT_LIMIT, SearchSpace
 

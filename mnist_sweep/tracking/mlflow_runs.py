@@ -24,8 +24,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import SweepError
-from ..grid import label
-from ..store import FINISHED
+from ..plan.grid import label
+from ..results.store import FINISHED
 from .sweep_results import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
 
 ROLE = "mnist_sweep.role"  # "sweep" on a parent run, "trial" on a trial's run
@@ -190,7 +190,7 @@ class MlflowExport:
 
     def _sweep_run(self, sweep: SweepResults, parent_id: str, done: ExportedSweep) -> None:
         """The parent run: the config, the findings, the report, and a status that sums up the trials."""
-        from ..compare import compare, render
+        from ..analysis.compare import compare, render
 
         for name in ("sweep.yaml", "summary.csv", "report.html"):
             if (sweep.directory / name).exists():

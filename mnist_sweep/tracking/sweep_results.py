@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..grid import label
-from ..store import FINISHED, HISTORY_COLUMNS, find_sweeps, read_records
+from ..plan.grid import label
+from ..results.store import FINISHED, HISTORY_COLUMNS, find_sweeps, read_records
 
 # Per-epoch values, named as in history.csv; `epoch` is the step.
 EPOCH_METRICS = tuple(c for c in HISTORY_COLUMNS if c != "epoch")

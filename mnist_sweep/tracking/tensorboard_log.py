@@ -30,7 +30,7 @@ from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from ..metrics import title
-from ..store import FINISHED
+from ..results.store import FINISHED
 from .sweep_results import (EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, hparam_columns,
                       hparams_of, load_sweeps, read_history, seconds)
 

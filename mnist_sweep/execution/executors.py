@@ -1,0 +1,305 @@
+"""Where trials run: in this process, in long-lived worker processes, or as Ray tasks.
+
+Every executor turns trials into events for the driver: ("started", trial_id, info),
+("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
+An executor consumes the list of tasks it is given in place, so the driver may append to it from
+an event (a race queues its next round when the last trial of a round is done).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+from ..errors import SweepError
+from ..plan.grid import Trial
+from ..records import Emit as Event
+from ..records import Task
+
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
+
+
+@dataclass
+class Options:
+    """How and where trials run; the same for every executor."""
+
+    jobs: int = 1
+    backend: Optional[str] = None  # None: Keras' default (tensorflow unless KERAS_BACKEND says otherwise)
+    device: str = "auto"
+    gpus: tuple[str, ...] = ()  # GPU indices to spread workers over
+    timeout_seconds: Optional[float] = None
+    ray_address: Optional[str] = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
+    save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
+    max_branches: int = 16
+    prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
+
+
+def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
+    """Train one task and report it through `send`: epochs as they end, then a result per trial."""
+    from ..training.train import execute_trial
+
+    def on_epoch(trial, rows):
+        return send("epoch", trial.trial_id, rows[-1])  # true: the driver prunes this trial
+
+    if len(task) == 1:
+        results = {task[0].trial_id: execute_trial(task[0], data, on_epoch=on_epoch, timeout_seconds=timeout,
+                                                   save_model=save_model)}
+    else:
+        from ..training.fused import execute_group
+
+        results = execute_group(task, data, on_epoch=on_epoch, timeout_seconds=timeout, save_model=save_model)
+    for trial in task:
+        send("done", trial.trial_id, results[trial.trial_id])
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def auto_jobs(device: str, gpus: tuple[str, ...] = ()) -> int:
+    """As many workers as the hardware sensibly allows: one per core, or two per GPU."""
+    if device == "gpu":
+        return 2 * max(len(gpus), 1)
+    return max(1, cpu_count())
+
+
+def worker_env(options: Options, index: int, threads: Optional[int] = None) -> dict[str, str]:
+    """Environment of worker `index`: backend, GPU share, and thread pools sized to its share of cores."""
+    threads = str(threads or max(1, cpu_count() // max(options.jobs, 1)))
+    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+           "TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+           "MNIST_SWEEP_TORCH_THREADS": threads}
+    if threads == "1":
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    if options.backend:
+        env["KERAS_BACKEND"] = options.backend
+    if options.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif options.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = options.gpus[index % len(options.gpus)]
+    return env
+
+
+# ---------------------------------------------------------------- shared data
+
+def share_arrays(data, folder: Path) -> Path:
+    """Write the dataset's arrays once as .npy files that every worker memory-maps."""
+    import numpy as np
+
+    for name in ARRAYS:
+        np.save(folder / f"{name}.npy", getattr(data, name))
+    return folder
+
+
+def open_arrays(folder: Path) -> SimpleNamespace:
+    import numpy as np
+
+    return SimpleNamespace(**{name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r") for name in ARRAYS})
+
+
+# ---------------------------------------------------------------- in-process
+
+class InlineExecutor:
+    """Trials one after another in this process: the default, and what notebooks get."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.stopping = False
+
+    def run(self, tasks: list[Task], data, emit: Event) -> None:
+        from .. import backend
+
+        backend.configure(self.options.backend, self.options.device)
+        backend.resolve_device(self.options.device)  # --device gpu without a GPU fails before any training
+        for task in tasks:
+            if self.stopping:
+                break
+            for trial in task:
+                emit("started", trial.trial_id, {})
+            execute_task(task, data, emit, self.options.timeout_seconds, self.options.save_model)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+
+# ---------------------------------------------------------------- worker processes
+
+def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout: Optional[float],
+                 save_model: bool = False, prune: bool = False) -> None:
+    """A worker: imports Keras once, maps the data once, then trains the trials it is sent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    os.environ.update(env)
+    from .. import backend
+
+    try:
+        backend.configure(env.get("KERAS_BACKEND"), device)
+        backend.resolve_device(device)
+        if backend.backend_name() == "torch":
+            import torch
+
+            torch.set_num_threads(int(env["MNIST_SWEEP_TORCH_THREADS"]))
+        data = open_arrays(Path(data_dir))
+    except Exception as exc:  # the driver stops the sweep with this message
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not isinstance(exc, SweepError) else str(exc)))
+        return
+    parent = os.getppid()
+    conn.send(("ready",))
+    while True:
+        if not conn.poll(1.0):
+            if os.getppid() != parent:  # the driver is gone (kill -9): do not train for nobody
+                return
+            continue
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        for trial in task:
+            conn.send(("started", trial.trial_id, {"pid": os.getpid()}))
+
+        def send(*message):
+            conn.send(message)
+            if prune and message[0] == "epoch":
+                return conn.recv()  # the driver's pruning verdict on this epoch
+            return None
+
+        execute_task(task, data, send, timeout, save_model)
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    ready: bool = False
+    task: list[Trial] = field(default_factory=list)  # trials of the current task not yet done
+    started: float = 0.0
+
+
+def _death_cause(exitcode: Optional[int]) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (killed: out of memory, or by a user)" if name == "SIGKILL" else ""
+        return f"worker process died from {name}{hint}"
+    return f"worker process exited with code {exitcode}"
+
+
+class ProcessExecutor:
+    """N long-lived worker processes on this machine; a worker that dies is replaced."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.stopping = False
+        self.workers: list[_Worker] = []
+        self.context = mp.get_context("spawn")  # never fork a process that has loaded TensorFlow
+
+    def _spawn(self, index: int, data_dir: str) -> _Worker:
+        parent_conn, child_conn = self.context.Pipe()
+        process = self.context.Process(
+            target=_worker_main, daemon=True, name=f"mnist-sweep-worker-{index}",
+            args=(child_conn, worker_env(self.options, index), data_dir, self.options.device,
+                  self.options.timeout_seconds, self.options.save_model, self.options.prune))
+        process.start()
+        child_conn.close()
+        return _Worker(process, parent_conn)
+
+    def run(self, tasks: list[Task], data, emit: Event) -> None:
+        pending = tasks  # consumed in place: the driver may append more
+        with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
+            share_arrays(data, Path(folder))
+            count = max(1, min(self.options.jobs, len(pending)))
+            self.workers = [self._spawn(i, folder) for i in range(count)]
+            try:
+                self._loop(pending, folder, emit)
+            finally:
+                self._shutdown()
+
+    def _loop(self, pending: list[Task], folder: str, emit: Event) -> None:
+        while self.workers and (pending and not self.stopping or any(w.task for w in self.workers)):
+            for worker in self.workers:
+                if worker.ready and not worker.task and pending and not self.stopping:
+                    worker.task, worker.started = list(pending.pop(0)), time.monotonic()
+                    worker.conn.send(worker.task)
+            waitables = [w.conn for w in self.workers] + [w.process.sentinel for w in self.workers]
+            for ready in wait(waitables, timeout=1.0):
+                worker = next(w for w in self.workers if ready in (w.conn, w.process.sentinel))
+                self._receive(worker, emit)
+            self._replace_dead(folder, emit)
+            self._kill_hung(emit)
+            if self.stopping:  # idle workers are not needed any more
+                for worker in [w for w in self.workers if not w.task]:
+                    self._retire(worker)
+
+    def _receive(self, worker: _Worker, emit: Event) -> None:
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if message[0] == "ready":
+                    worker.ready = True
+                    continue
+                if message[0] == "fatal":
+                    raise SweepError(f"a worker could not start: {message[1]}")
+                verdict = emit(*message)
+                if message[0] == "epoch" and self.options.prune:
+                    worker.conn.send(bool(verdict))
+                if message[0] == "done":
+                    worker.task = [t for t in worker.task if t.trial_id != message[1]]
+        except (EOFError, OSError):
+            pass  # the worker died; _replace_dead reports it
+
+    def _replace_dead(self, folder: str, emit: Event) -> None:
+        for i, worker in enumerate(self.workers):
+            if worker.process.is_alive():
+                continue
+            worker.process.join()
+            for trial in worker.task:
+                emit("done", trial.trial_id, {"status": "failed", "error": _death_cause(worker.process.exitcode)})
+            if not worker.task and not worker.ready:
+                raise SweepError(f"a worker process could not start ({_death_cause(worker.process.exitcode)}); "
+                                 "run with --jobs 1 to see the error")
+            self.workers[i] = self._spawn(i, folder)
+
+    def _kill_hung(self, emit: Event) -> None:
+        limit = self.options.timeout_seconds
+        if not limit:
+            return
+        for worker in self.workers:
+            if worker.task and time.monotonic() - worker.started > limit + HANG_GRACE_SECONDS:
+                task, worker.task = worker.task, []
+                worker.process.kill()
+                for trial in task:
+                    emit("done", trial.trial_id, {"status": "timeout", "notes": [
+                        f"killed: still running {limit + HANG_GRACE_SECONDS:g} s after it started"]})
+
+    def _retire(self, worker: _Worker) -> None:
+        try:
+            worker.conn.send(None)
+        except OSError:
+            pass
+        self.workers.remove(worker)
+        worker.process.join(timeout=5)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(timeout=5)
+        self.workers = []

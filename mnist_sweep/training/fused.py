@@ -1,0 +1,457 @@
+"""Fused training: K compatible trials trained as one Keras model with K independent branches.
+
+Tiny models spend most of a training step in framework overhead; K branches over the same
+batches share it. Branches share no weights and the total loss is the sum of the branch losses,
+so every branch gets exactly the gradient it would get alone. Each branch's loss includes its
+own regularization penalties, so `loss`/`val_loss` mean what they mean for an isolated trial,
+and each branch early-stops, diverges and is evaluated on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import traceback
+from typing import Any, Optional
+
+import numpy as np
+
+from ..backend import fresh_session, get_keras
+from ..plan.grid import Trial
+from .models import build_model, count_params, summary_text
+from ..records import TrialResult
+from ..results.store import HISTORY_COLUMNS
+from .train import EVAL_BATCH, stop_mode, summarize_history
+
+DEFAULT_MAX_BRANCHES = 16
+
+
+def optimizer_key(optimizer: dict[str, Any], stackable: bool) -> str:
+    """What must agree between the optimizers of one group.
+
+    SGD's update is its learning rate times the gradient (momentum is linear in it too), so a
+    stacked branch gets its own learning rate by scaling its share of the loss: stacked SGD
+    branches may differ in `learning_rate`. Every other optimizer, and branch sub-models, must agree.
+    """
+    if stackable and optimizer.get("name") == "sgd":
+        optimizer = {k: v for k, v in optimizer.items() if k != "learning_rate"}
+    return json.dumps(optimizer, sort_keys=True)
+
+
+def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
+    """Near-equal chunks of at most `max_branches`: 17 trials make 9 + 8, not 16 + 1."""
+    count = -(-len(members) // max_branches)
+    size, extra = divmod(len(members), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(members[start:end])
+        start = end
+    return out
+
+
+def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
+    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer
+    (stacked SGD branches may differ in learning rate, see `optimizer_key`).
+
+    Within those, dense networks of one shape form stacked groups; the rest (other shapes left
+    alone, convolutional or augmented networks) form groups of branch sub-models.
+    """
+    from .stacked import fallback_reason, stack_key
+
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        key = json.dumps([trial.seed, trial.settings["batch_size"], trial.settings["epochs"],
+                          optimizer_key(trial.settings["optimizer"], stackable=True)])
+        groups.setdefault(key, []).append(trial)
+    chunks = []
+    for members in groups.values():
+        stacks: dict[tuple, list[Trial]] = {}
+        rest = []
+        for trial in members:
+            if fallback_reason(trial.settings) is None:
+                stacks.setdefault(stack_key(trial.settings), []).append(trial)
+            else:
+                rest.append(trial)
+        for stack in stacks.values():
+            if len(stack) > 1:
+                chunks.extend(_balanced_chunks(stack, max_branches))
+            else:
+                rest.extend(stack)
+        by_optimizer: dict[str, list[Trial]] = {}  # branch sub-models share one optimizer exactly
+        for trial in rest:
+            by_optimizer.setdefault(optimizer_key(trial.settings["optimizer"], stackable=False), []).append(trial)
+        for same in by_optimizer.values():
+            chunks.extend(_balanced_chunks(same, max_branches))
+    return chunks
+
+
+def describe_groups(tasks: list[list[Trial]]) -> str:
+    """How the trials were grouped, for the run's output."""
+    from .stacked import fallback_reason
+
+    stacked = [t for t in tasks if len(t) > 1 and group_form(t) == "stacked"]
+    branches = [t for t in tasks if len(t) > 1 and group_form(t) == "branches"]
+    alone = sum(1 for t in tasks if len(t) == 1)
+    parts = []
+    if stacked:
+        sizes = sorted({len(t) for t in stacked})
+        parts.append(f"{sum(map(len, stacked))} trial(s) in {len(stacked)} stacked group(s) "
+                     f"({'/'.join(map(str, sizes))} branches: one batched matmul per layer)")
+    if branches:
+        reasons = sorted({fallback_reason(x.settings) or "layer shapes differ" for t in branches for x in t})
+        parts.append(f"{sum(map(len, branches))} trial(s) in {len(branches)} group(s) of branch sub-models "
+                     f"({', '.join(reasons)})")
+    if alone:
+        parts.append(f"{alone} trial(s) isolated (nothing to fuse them with)")
+    return "fused: " + "; ".join(parts)
+
+
+def group_id(trials: list[Trial]) -> str:
+    return "g-" + hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:8]
+
+
+class EarlyStopTracker:
+    """Keras' EarlyStopping rule for one branch, fed one epoch's monitored value at a time."""
+
+    def __init__(self, monitor: str, patience: int, min_delta: float):
+        self.mode_max = stop_mode(monitor) == "max"
+        self.patience, self.min_delta = patience, abs(min_delta)
+        self.best: Optional[float] = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.stopped_epoch: Optional[int] = None
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value - self.min_delta > self.best if self.mode_max else value + self.min_delta < self.best
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an epoch (0-based); True when this branch should stop now."""
+        self.wait += 1
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+
+def _hidden_dense(model) -> list:
+    keras = get_keras()
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
+
+
+def _branch(settings: dict[str, Any], x_train, k: int):
+    """One branch: the trial's own model, also returning its hidden activations for activity penalties."""
+    keras = get_keras()
+    plain = dict(settings, activity_l1=0.0, activity_l2=0.0)  # activity penalties are added in compute_loss
+    model = build_model(plain, input_shape=x_train.shape[1:], name=f"b{k}", x_train=x_train)
+    activations = [layer.output for layer in _hidden_dense(model)] if (
+        settings["activity_l1"] or settings["activity_l2"]) else []
+    return keras.Model(model.inputs, [model.output, *activations], name=f"branch{k}"), model
+
+
+def make_fused_model(trials: list[Trial], x_train):
+    """The fused model: every trial a branch, built right after seeding as its isolated twin would be."""
+    keras = get_keras()
+    ops = keras.ops
+
+    class FusedModel(keras.Model):
+        def __init__(self, branches, plain_models, settings):
+            super().__init__(name="fused")
+            self.branches = branches
+            self.plain_models = plain_models
+            self.settings = settings
+            self.total_tracker = keras.metrics.Mean(name="loss")
+            self.loss_trackers = [keras.metrics.Mean(name=f"b{k}_loss") for k in range(len(branches))]
+            self.acc_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"b{k}_accuracy")
+                                 for k in range(len(branches))]
+
+        def call(self, x, training=False):
+            return [branch(x, training=training) for branch in self.branches]
+
+        def branch_loss(self, k, y, outputs):
+            probs, *activations = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+            s = self.settings[k]
+            for layer in _hidden_dense(self.plain_models[k]):
+                if layer.kernel_regularizer is not None:
+                    loss = loss + layer.kernel_regularizer(layer.kernel)
+            for a in activations:  # Keras' activity penalty: the regularizer over the batch / batch size
+                loss = loss + (s["activity_l1"] * ops.mean(ops.sum(ops.abs(a), axis=-1))
+                               + s["activity_l2"] * ops.mean(ops.sum(ops.square(a), axis=-1)))
+            return loss, probs
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            total = 0.0
+            size = ops.cast(ops.shape(y)[0], "float32")  # Keras weights the loss mean by batch size
+            for k, outputs in enumerate(y_pred):
+                loss, probs = self.branch_loss(k, y, outputs)
+                self.loss_trackers[k].update_state(loss, sample_weight=size)
+                self.acc_trackers[k].update_state(y, probs)
+                total = total + loss
+            self.total_tracker.update_state(total, sample_weight=size)
+            return total
+
+        @property
+        def metrics(self):
+            return [self.total_tracker, *self.loss_trackers, *self.acc_trackers]
+
+    branches, plain = [], []
+    for k, trial in enumerate(trials):
+        keras.utils.set_random_seed(trial.seed)  # same initial weights as the isolated trial
+        branch, model = _branch(trial.settings, x_train, k)
+        branches.append(branch)
+        plain.append(model)
+    return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as stacked.py says
+
+
+class BranchForm:
+    """Today's form: K branch sub-models side by side, each an ordinary model sharing the fused one's layers."""
+
+    kind = "branches"
+
+    def __init__(self, trials: list[Trial], x_train):
+        self.model = make_fused_model(trials, x_train)
+        self.twins = self.model.plain_models
+
+    def snapshot(self, ids: list[int]) -> dict[int, Any]:
+        return {i: self.twins[i].get_weights() for i in ids}
+
+    def size(self) -> int:
+        return 0  # branch sub-models run until the group ends; their weights are restored afterwards
+
+    def drop(self, live: list[int]) -> None:
+        raise NotImplementedError("branch sub-models cannot leave the fused model")
+
+    def finish(self, final: dict[int, Any]) -> None:
+        for i, weights in final.items():
+            self.twins[i].set_weights(weights)
+
+
+class StackedForm:
+    """The stacked form: one model whose weights carry a branch axis; stopped branches leave it."""
+
+    kind = "stacked"
+
+    def __init__(self, trials: list[Trial], x_train):
+        from .stacked import build_twins, make_stacked_model
+
+        self.trials = trials
+        self.twins = build_twins(trials, x_train)
+        self.model = make_stacked_model(list(range(len(trials))), [t.settings for t in trials], self.twins,
+                                        x_train.shape[1:])
+
+    def snapshot(self, ids: list[int]) -> dict[int, Any]:
+        slices = self.model.branch_slices()
+        return {i: slices[i] for i in ids}
+
+    def size(self) -> int:
+        return len(self.model.plan.ids)
+
+    def drop(self, live: list[int]) -> None:
+        self.model.restack(live)
+
+    def finish(self, final: dict[int, Any]) -> None:
+        """Every branch back in the stack with the weights it ends with, for one evaluation; and in its twin."""
+        from .stacked import set_branch_weights
+
+        current = self.model.branch_slices()
+        weights = [final.get(i) or current[i] for i in range(len(self.trials))]
+        for twin, w in zip(self.twins, weights):
+            set_branch_weights(twin, w)
+        stacked = {name: np.stack([w[name] for w in weights]) for name in weights[0]}
+        if self.model.plan.ids == list(range(len(self.trials))):  # nobody left: keep the traced test step
+            self.model.assign(stacked)
+        else:
+            self.model.load(list(range(len(self.trials))), [t.settings for t in self.trials], stacked)
+
+
+def _restack_due(live: int, stacked: int) -> bool:
+    """Re-stacking costs one retrace: worth it once a quarter of the stack has stopped."""
+    return 0 < live < stacked and stacked - live >= max(1, stacked // 4)
+
+
+class _Branch:
+    """What the group callback tracks for one branch."""
+
+    def __init__(self, trial: Trial, index: int):
+        self.trial = trial
+        self.index = index
+        spec = trial.settings["early_stopping"]
+        self.spec = spec or None
+        self.tracker = EarlyStopTracker(spec["monitor"], spec["patience"], spec["min_delta"]) if spec else None
+        self.rows: list[dict] = []
+        self.status: Optional[str] = None  # None while training; "ok" once stopped; "diverged"
+        self.weights = None  # the weights this branch ends with once it has stopped
+        self.best_weights = None
+        self.timed_out = False
+        self.left_after: Optional[int] = None  # the epoch after which it left the stack
+
+
+def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
+    keras = get_keras()
+    model = form.model
+
+    class GroupCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if deadline is not None and time.perf_counter() > deadline:
+                for b in branches:
+                    b.timed_out = b.status is None
+                model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self.start
+            live = [b for b in branches if b.status is None]
+            rows, pruned = {}, {}
+            for b in live:
+                row = {"epoch": epoch + 1, "epoch_seconds": seconds}
+                for key in HISTORY_COLUMNS[1:-1]:
+                    name = f"val_b{b.index}_{key[4:]}" if key.startswith("val_") else f"b{b.index}_{key}"
+                    row[key] = float(logs[name]) if name in logs else math.nan
+                b.rows.append(row)
+                rows[b.index] = row
+                pruned[b.index] = bool(on_epoch(b.trial, b.rows)) if on_epoch is not None else False
+            weights = form.snapshot([b.index for b in live])
+            for b in live:
+                row = rows[b.index]
+                if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
+                    b.status, b.weights = "diverged", weights[b.index]
+                    continue
+                if pruned[b.index]:  # the search's pruner stops this branch; the others go on
+                    b.status, b.weights = "pruned", weights[b.index]
+                    continue
+                self._early_stop(epoch, b, row, weights)
+            still = [b.index for b in branches if b.status is None]
+            if not still:
+                model.stop_training = True
+            elif epoch + 1 < epochs and not model.stop_training and _restack_due(len(still), form.size()):
+                for b in branches:
+                    if b.status is not None and b.left_after is None:
+                        b.left_after = epoch + 1
+                form.drop(still)
+
+        def _early_stop(self, epoch, b: _Branch, row, weights):
+            if b.tracker is None:
+                return
+            value = row[b.spec["monitor"]]
+            if b.tracker.best is None or b.tracker.improved(value):
+                if b.spec["restore_best_weights"]:
+                    b.best_weights = weights[b.index]
+            if b.tracker.update(epoch, value):
+                b.status = "ok"
+                b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
+
+    return GroupCallback()
+
+
+def _metrics(b: _Branch) -> dict[str, Any]:
+    tracked = b.tracker is not None
+    return summarize_history(b.rows, b.tracker.best_epoch if tracked else None,
+                             restore=tracked and b.spec["restore_best_weights"],
+                             stopped_early=tracked and b.tracker.stopped_epoch is not None)
+
+
+def _final_weights(b: _Branch):
+    """The weights a branch ends with: at its stop (best or last), its best at the end, or None (as it is)."""
+    if b.status is not None:
+        return b.weights
+    if b.spec and b.spec["restore_best_weights"]:
+        return b.best_weights
+    return None
+
+
+def group_form(trials: list[Trial]) -> str:
+    """How a group trains: "stacked" (one stacked model) or "branches" (branch sub-models)."""
+    from .stacked import fallback_reason, stack_key
+
+    if all(fallback_reason(t.settings) is None for t in trials) and \
+            len({stack_key(t.settings) for t in trials}) == 1:
+        return "stacked"
+    return "branches"
+
+
+@fresh_session()
+def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
+                  save_model: bool = False, form: Optional[str] = None) -> dict[str, TrialResult]:
+    """Train a group of trials as one fused model; returns each trial's result, keyed by trial id.
+
+    `form` is "stacked" or "branches"; by default the fastest the group allows (`group_form`).
+    """
+    from ..backend import resolve_device, versions
+    from .models import build_optimizer
+
+    keras = get_keras()
+    start = time.perf_counter()
+    gid = group_id(trials)
+    form_name = form or group_form(trials)
+    if len({optimizer_key(t.settings["optimizer"], form_name == "stacked") for t in trials}) > 1:
+        raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
+    common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
+    try:
+        common["device"] = resolve_device("auto")
+        settings = trials[0].settings
+        fused = (StackedForm if form_name == "stacked" else BranchForm)(trials, data.x_train)
+        model = fused.model
+        model.compile(optimizer=build_optimizer(settings["optimizer"]))
+        branches = [_Branch(t, k) for k, t in enumerate(trials)]
+        deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
+        callback = _group_callback(fused, branches, on_epoch, deadline, settings["epochs"])
+        keras.utils.set_random_seed(trials[0].seed)
+        validation = (data.x_val, data.y_val) if len(data.x_val) else None
+        fit_start = time.perf_counter()
+        model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
+                  batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
+        group_seconds = time.perf_counter() - fit_start
+        fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
+        model = fused.model
+        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the whole group failed: every branch is recorded with the error
+        error = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        wall = time.perf_counter() - start
+        return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
+                for t in trials}
+    results: dict[str, TrialResult] = {}
+    share = group_seconds / len(trials)
+    how = "stacked weights" if fused.kind == "stacked" else "branch sub-models"
+    for k, b in enumerate(branches):
+        twin = fused.twins[k]
+        metrics = _metrics(b)
+        status = "timeout" if b.timed_out else (b.status or "ok")
+        notes = [f"trained fused ({how}) with {len(trials) - 1} other trial(s) in group {gid}: "
+                 "times are the group's, shared"]
+        if status == "diverged":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+        elif status == "pruned":
+            metrics.update(test_loss=math.nan, test_accuracy=math.nan)
+            notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")
+        else:
+            metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
+        if status == "timeout":
+            notes.append(f"stopped after {timeout_seconds:g} s (train.timeout_seconds)")
+        if b.left_after is not None:
+            notes.append(f"left the stack after epoch {b.left_after}: the others went on without it")
+        results[b.trial.trial_id] = {
+            **common, "status": status, "history": b.rows, "metrics": metrics, "fused_form": fused.kind,
+            "params": count_params(twin), "model_summary": summary_text(twin), "notes": notes,
+            "timing": {"fit_seconds": share, "seconds_per_epoch": share / max(len(b.rows), 1),
+                       "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
+        }
+        if save_model and status == "ok":  # the branch alone, as an ordinary model
+            from .models import compile_model
+            from .saving import model_to_bytes
+
+            results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(twin, b.trial.settings))
+    return results

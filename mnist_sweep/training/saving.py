@@ -1,0 +1,146 @@
+"""Saved models: a trial's `.keras` file, the sweep's best trial, and loading models safely.
+
+Workers return a trained model as bytes; the driver writes it to runs/<trial_id>/model.keras and,
+after the sweep, picks the best trial by validation accuracy (never test accuracy, which would
+leak the test set into the choice) and records it in best_model.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ResultsError
+from ..metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
+from ..results.store import FINISHED, atomic_write
+
+MODEL_FILE = "model.keras"
+BEST_FILE = "best_model.json"
+
+
+def model_to_bytes(model) -> bytes:
+    """The model as the bytes of a `.keras` file (saved to a temporary file: Keras saves to paths)."""
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as folder:
+        path = Path(folder) / MODEL_FILE
+        model.save(path)
+        return path.read_bytes()
+
+
+def load_model(path: str | Path):
+    """Load a `.keras` file in Keras' safe mode (no arbitrary code), without its training set-up."""
+    from ..backend import get_keras
+
+    try:
+        return get_keras().saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # a damaged file, or one saved with custom code
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ResultsError(f"{path}: cannot load the model ({reason})") from None
+
+
+def _finite_number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def best_trial(records: dict[str, dict[str, Any]], sweep_dir: Path) -> Optional[dict[str, Any]]:
+    """The finished trial with a saved model and the highest validation accuracy (ties: lower validation
+    loss), as best_model.json describes it; None when no trial has a saved model.
+
+    Without a validation set (validation_split 0) it ranks by training accuracy, and says so.
+    """
+    candidates = [r for _, r in sorted(records.items())
+                  if r.get("status") == FINISHED and (sweep_dir / "runs" / r["trial_id"] / MODEL_FILE).is_file()]
+    if not candidates:
+        return None
+    have_val = any(_finite_number((r.get("metrics") or {}).get(SELECTION[0])) is not None for r in candidates)
+    accuracy, loss = SELECTION if have_val else SELECTION_WITHOUT_VALIDATION
+
+    def rank(record):
+        metrics = record.get("metrics") or {}
+        acc, lost = _finite_number(metrics.get(accuracy)), _finite_number(metrics.get(loss))
+        return (acc if acc is not None else -math.inf, -lost if lost is not None else -math.inf)
+
+    best = max(candidates, key=rank)  # the first of equals, in trial-id order
+    metrics = best.get("metrics") or {}
+    return {
+        "trial_id": best["trial_id"],
+        "model": f"runs/{best['trial_id']}/{MODEL_FILE}",
+        "selected_by": accuracy if have_val else f"{accuracy} (no validation set)",
+        "val_accuracy": metrics.get("val_accuracy"), "val_loss": metrics.get("val_loss"),
+        "train_accuracy": metrics.get("train_accuracy"),
+        "test_accuracy": metrics.get("test_accuracy"),  # reported, never used to choose
+        "seed": best.get("seed"), "settings": best.get("settings"),
+        "candidates": len(candidates),
+    }
+
+
+def keep_models(sweep_dir: Path, records: dict[str, dict[str, Any]], mode: str) -> Optional[dict[str, Any]]:
+    """After a sweep: record the best trial in best_model.json and, for `best`, delete the other models.
+
+    Runs on every (resumed) sweep over all trials on disk, so the kept model is the best of them all.
+    `none` touches nothing. Returns best_model.json's content, or None.
+    """
+    if mode == "none":
+        return None
+    sweep_dir = Path(sweep_dir)
+    try:
+        best = best_trial(records, sweep_dir)
+        if mode == "best":
+            for path in (sweep_dir / "runs").glob(f"*/{MODEL_FILE}"):
+                if best is None or path.parent.name != best["trial_id"]:
+                    path.unlink(missing_ok=True)
+        if best is None:
+            (sweep_dir / BEST_FILE).unlink(missing_ok=True)
+        else:
+            atomic_write(sweep_dir / BEST_FILE, json.dumps(best, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise ResultsError(f"cannot write results to {sweep_dir}: {exc.strerror or exc}") from None
+    return best
+
+
+def _why_no_model(trial_dir: Path) -> str:
+    """Why a trial's directory holds no model, as far as its record and best_model.json tell."""
+    try:
+        status = json.loads((trial_dir / "trial.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status != FINISHED:
+        return f"the trial ended {status or 'without a readable record'}, so no model was saved"
+    best_file = trial_dir.parent.parent / BEST_FILE
+    if best_file.is_file():
+        return (f"train.save_model: best keeps only the best trial's model ({best_file} names it); "
+                f"use train.save_model: all to keep every trial's")
+    return "train.save_model was none"
+
+
+def find_model(path: str | Path) -> Path:
+    """The `.keras` file meant by a sweep directory (its best model), a trial directory, or the file itself."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ResultsError(f"no results at {path}: give a sweep's results directory, RESULTS/runs/TRIAL, "
+                           f"or a .keras file")
+    if path.is_file():
+        if path.suffix != ".keras":
+            raise ResultsError(f"{path}: not a .keras model file; give a sweep's results directory, "
+                               f"RESULTS/runs/TRIAL, or a .keras file")
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    if (path / "trial.json").is_file():
+        raise ResultsError(f"{path} has no {MODEL_FILE}: {_why_no_model(path)}")
+    if not ((path / "runs").is_dir() or (path / "sweep.yaml").is_file()):
+        raise ResultsError(f"{path} is not a sweep's results directory (no sweep.yaml or runs/ in it), "
+                           f"a trial's directory, or a .keras file")
+    best_file = path / BEST_FILE
+    if not best_file.is_file():
+        raise ResultsError(f"{path} has no saved model ({BEST_FILE} is missing): run the sweep with "
+                           f"train.save_model: best (the default) or all")
+    try:
+        model = path / json.loads(best_file.read_text(encoding="utf-8"))["model"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResultsError(f"{best_file}: unreadable ({exc}); run the sweep again to rewrite it") from None
+    if not model.is_file():
+        raise ResultsError(f"{best_file} names {model}, which is missing; run the sweep again to rewrite it")
+    return model
