@@ -38,7 +38,8 @@ CHILD = """
 import json, sys
 from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
-from mnist_sweep.training.fused import execute_group, group_form
+from mnist_sweep.plan.grouping import group_form
+from mnist_sweep.training.fused import execute_group
 from mnist_sweep.plan.grid import expand
 config = validate_config(json.loads(sys.argv[1]))
 trials, data = expand(config), load_dataset(config.dataset)

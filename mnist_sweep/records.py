@@ -1,8 +1,9 @@
-"""The records that cross module boundaries, in one place: what training returns for a trial, what the
-results directory keeps of it, and what an executor must do.
+"""The records and vocabularies that cross layers, in one place: a trial's status, a trial and a task
+(what to train, and how), what training returns for a trial, what the results directory keeps of it,
+and what an executor and its task queue must do.
 
-    train.py / fused.py --TrialResult--> executors.py --("done", id, TrialResult)--> runner.py
-    runner.py --TrialRecord--> store.py (runs/<trial_id>/trial.json, a row of summary.csv)
+    plan/ --Task--> sweep/ --TaskQueue--> execution/ --> training/ --TrialResult--> execution/
+    execution/ --("done", id, TrialResult)--> sweep/ --TrialRecord--> results/ (trial.json, summary.csv)
 
 Results and records are TypedDicts, so they stay plain dicts: they pickle to worker processes and Ray
 tasks unchanged, and trial.json is their JSON.
@@ -10,10 +11,72 @@ tasks unchanged, and trial.json is their JSON.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Optional, Protocol, TypedDict
 
-if TYPE_CHECKING:  # only for annotations: reading results must not load the config schema
-    from .plan.grid import Trial
+
+class Status(str, Enum):
+    """How a trial stands; a record's `status` holds the value (the enum compares equal to its string)."""
+
+    RUNNING = "running"  # started, not ended (a record left so by a kill reads as interrupted on resume)
+    OK = "ok"  # trained to its end: the only status a re-run skips
+    DIVERGED = "diverged"  # the loss became NaN
+    FAILED = "failed"  # raised, or its worker died
+    TIMEOUT = "timeout"  # stopped at train.timeout_seconds
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C or a lost cluster
+    PRUNED = "pruned"  # stopped early by a search's pruner
+
+    __str__ = str.__str__  # "ok" in f-strings and CSV cells, as the plain strings were
+    __format__ = str.__format__
+
+
+FINISHED = Status.OK  # the status whose trials a re-run skips
+# A seed's run that a resumed search keeps (others run again): its result is what the study was told.
+SEARCH_DONE = (Status.OK, Status.DIVERGED, Status.PRUNED)
+
+
+class Form(str, Enum):
+    """How a task trains its trials: one model, one stacked model, or branch sub-models of one model."""
+
+    ISOLATED = "isolated"
+    STACKED = "stacked"  # dense networks of one shape: weights with a branch axis, one batched matmul a layer
+    BRANCHES = "branches"  # any other compatible trials: a sub-model each, trained together
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One model to train: its resolved settings and the seed it runs with."""
+
+    trial_id: str
+    config_id: str  # the same for every seed of one configuration
+    seed: int
+    settings: dict[str, Any]
+    factors: dict[str, Any] = field(default_factory=dict)  # label of each setting that varies in the sweep
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one worker trains at once: a trial alone, or a group trained as one fused model.
+
+    The form is decided once, where trials are grouped (`plan.grouping.make_tasks`).
+    """
+
+    trials: tuple[Trial, ...]
+    form: Form = Form.ISOLATED
+
+    @property
+    def fused(self) -> bool:
+        return self.form is not Form.ISOLATED
+
+    def __iter__(self):
+        return iter(self.trials)
+
+    def __len__(self) -> int:
+        return len(self.trials)
 
 
 class Timing(TypedDict, total=False):
@@ -31,7 +94,7 @@ class TrialResult(TypedDict, total=False):
     rest in the trial's record. Every key but `status` may be missing.
     """
 
-    status: str  # ok | diverged | failed | timeout (see store.FINISHED)
+    status: str  # a Status: ok | diverged | failed | timeout | pruned (| interrupted, from an executor)
     error: Optional[str]  # "ValueError: ..." when failed
     traceback: Optional[str]
     notes: list[str]
@@ -65,21 +128,115 @@ class TrialRecord(TrialResult, total=False):
     finished_at: Optional[str]
 
 
-Task = list["Trial"]  # one trial, or a group trained as one fused model
 # An executor's report to the driver: ("started", trial_id, info), ("epoch", trial_id, history row),
 # ("done", trial_id, TrialResult).
 Emit = Callable[[str, str, Any], None]
 
 
-class Executor(Protocol):
-    """Where trials run (executors.py): in this process, in worker processes, or as Ray tasks.
+class TaskQueue(Protocol):
+    """The tasks an executor takes, one at a time, as workers free up; more may come while it runs (a race's
+    next round, a search's next configurations), so `ready` is asked again after every event."""
 
-    `run` trains the tasks and reports every trial through `emit`; it never writes results. `stop`
-    (the first Ctrl-C) lets running tasks finish and starts no more; `stopping` says it was called.
+    def ready(self) -> bool:
+        """Whether a task can be taken now."""
+        ...
+
+    def take(self) -> Task:
+        """The next task; only after `ready()` said there is one."""
+        ...
+
+    def expected(self) -> int:
+        """How many tasks are known now, counting those a schedule will still plan: bounds the workers started."""
+        ...
+
+
+class ListQueue:
+    """A fixed list of tasks as a TaskQueue: tests, notebooks and benchmarks hand executors one."""
+
+    def __init__(self, tasks):
+        self.tasks = list(tasks)
+
+    def ready(self) -> bool:
+        return bool(self.tasks)
+
+    def take(self) -> Task:
+        return self.tasks.pop(0)
+
+    def expected(self) -> int:
+        return len(self.tasks)
+
+
+class Executor(Protocol):
+    """Where trials run (execution/): in this process, in worker processes, or as Ray tasks.
+
+    `run` trains the queue's tasks and reports every trial through `emit`; it never writes results.
+    `stop` (the first Ctrl-C) lets running tasks finish and starts no more; `stopping` says it was called.
     """
 
     stopping: bool
 
-    def run(self, tasks: list[Task], data: Any, emit: Emit) -> None: ...
+    def run(self, queue: TaskQueue, data: Any, emit: Emit) -> None: ...
 
     def stop(self) -> None: ...
+
+
+@dataclass
+class Run:
+    """What a schedule is told as a sweep starts: the records kept so far and how tasks are formed."""
+
+    records: dict[str, TrialRecord]  # the driver's own records, updated as trials finish
+    force: bool = False  # --force: finished trials run again and count only when run again
+    fuse: bool = True
+    max_branches: int = 16
+    jobs: int = 1
+    executor: str = "auto"
+    say: Callable[[str], None] = print  # a line for the user (progress.message)
+    added: Callable[[int], None] = lambda count: None  # trials added after the start (a race's next round)
+    write: Callable[[str, str], None] = lambda name, text: None  # a file in the sweep's directory, atomically
+
+
+@dataclass
+class Opening:
+    """What a schedule answers at the start: the run's size and what to say before the first trial."""
+
+    total: int  # trials a full run has at most
+    todo: int  # trials to run now
+    skipped: int  # trials kept from before
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ending:
+    """What a schedule answers at the end: lines before and after the best model is named, report fields."""
+
+    messages: list[str] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # SweepReport fields it fills (a race: race.json)
+
+
+class Schedule(Protocol):
+    """What a sweep trains and when it is done: the grid, a race over seeds, a search (Keras Tuner's Oracle).
+
+    The driver calls `open` before the results directory is prepared, `start` once, `next_tasks`
+    whenever its queue runs dry (an empty list: nothing more now), `finished` for every trial that
+    ends, `prune` after every epoch and `end` once the executor returns. It never asks which
+    schedule it drives.
+    """
+
+    trials: list[Trial]  # every trial known so far, in order (a search adds those its study asks)
+    factors: list[str]  # the settings that vary (summary.csv's setting columns)
+    prunes: bool  # whether `prune` can stop a trial (workers then wait for a verdict after each epoch)
+
+    def open(self, force: bool) -> None: ...
+
+    def start(self, run: Run) -> Opening: ...
+
+    def next_tasks(self) -> list[Task]: ...
+
+    def expected(self) -> int: ...
+
+    def finished(self, trial: Trial, record: TrialRecord) -> None: ...
+
+    def prune(self, trial: Trial, histories: dict[str, list[dict]]) -> bool: ...
+
+    def end(self) -> Ending: ...

@@ -292,8 +292,9 @@ def test_ray_cluster_death_is_an_error_line_and_running_trials_are_interrupted(t
     class DyingCluster:
         stopping = False
 
-        def run(self, tasks, data, emit):
-            emit("started", tasks[0][0].trial_id, {})
+        def run(self, tasks, data, emit):  # tasks: a records.TaskQueue
+            tasks.ready()
+            emit("started", tasks.take().trials[0].trial_id, {})
             raise RaySystemError("System error: the GCS at 10.0.0.5:6379 is unreachable")
 
     monkeypatch.setattr(runner, "make_executor", lambda kind, options: DyingCluster())

@@ -1,4 +1,5 @@
-"""The package's import structure: no import cycles, no reaching into another module's private names.
+"""The package's import structure: layers that import only downwards, Keras only in training/, no import
+cycles, no reaching into another module's private names.
 
 Read from the source with `ast`, so nothing is imported. Every import of a package module counts,
 at the top of a file or inside a function: an import moved into a function still ties the two
@@ -14,6 +15,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "mnist_sweep"
 TESTS = Path(__file__).resolve().parent
+
+# The layers, lowest first: a module imports its own layer (its subpackage, or itself at the top) and the
+# layers on lines above it, never a layer on its own line or below. The arrows follow the data: a config is
+# planned into trials and tasks, trained on a dataset, recorded as results, analysed and reported, and the
+# sweep driver and the CLI sit on top of it all. (analysis sits below plan because a race's schedule asks
+# analysis which configurations are still in; records, metrics and backend are vocabulary every layer uses.)
+LAYERS = [
+    ("errors",),
+    ("records", "metrics", "backend"),
+    ("config", "results"),
+    ("analysis", "data"),
+    ("plan",),
+    ("search", "training"),
+    ("execution", "report", "tracking"),
+    ("sweep",),
+    ("cli", "__main__", ""),  # "": the package's own __init__ (its lazy public names)
+]
+RANK = {layer: rank for rank, layers in enumerate(LAYERS) for layer in layers}
+KERAS = ("keras", "tensorflow")  # imported at module level only inside training/
+MAX_ROOT_MODULES = 8  # besides __init__.py and __main__.py
 
 
 def _module_name(path: Path) -> str:
@@ -115,6 +136,79 @@ def test_the_reader_sees_the_package_and_its_imports():
     assert "mnist_sweep.sweep.runner" in edges["mnist_sweep.cli"]  # inside a function: still an edge
     assert "mnist_sweep.backend" in edges["mnist_sweep.execution.executors"]  # from . import backend
     assert _cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
+
+
+def layer_of(module: str) -> str:
+    """`mnist_sweep.plan.grid` -> "plan", `mnist_sweep.cli` -> "cli", the package itself -> ""."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def layer_violations(edges: dict[str, dict[str, int]]) -> list[str]:
+    """Every import of a layer that is not below the importing module's own layer."""
+    found = []
+    for module, targets in edges.items():
+        for target, line in targets.items():
+            here, there = layer_of(module), layer_of(target)
+            if here != there and RANK[there] >= RANK[here]:
+                found.append(f"{module} (line {line}) imports {target}: layer {here!r} may not import {there!r}")
+    return found
+
+
+def module_level_imports(tree: ast.AST):
+    """(top-level name, line) of each import that runs when the module is imported: not inside a function."""
+    stack = list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import):
+            yield from ((alias.name.split(".")[0], node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            yield (node.module or "").split(".")[0], node.lineno
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def keras_outside_training(modules: dict[str, Path]) -> list[str]:
+    return [f"{module} (line {line}) imports {name} at module level: only training/ may"
+            for module, path in modules.items() if layer_of(module) != "training"
+            for name, line in module_level_imports(ast.parse(path.read_text(encoding="utf-8"))) if name in KERAS]
+
+
+def test_every_module_belongs_to_a_layer():
+    unknown = sorted({layer_of(m) for m in MODULES} - set(RANK))
+    assert not unknown, f"modules outside every layer (add them to LAYERS in {Path(__file__).name}): {unknown}"
+
+
+def test_layers_import_only_the_layers_below_them():
+    found = layer_violations(_graph())
+    assert not found, "imports against the layers' direction:\n" + "\n".join(found)
+
+
+def test_the_layer_check_catches_an_upward_import_and_keras_outside_training(tmp_path):
+    # Guards the two checks above: a results module importing analysis, and Keras in the CLI, must fail.
+    assert layer_violations({"mnist_sweep.results.store": {"mnist_sweep.analysis.stats": 3}}) == [
+        "mnist_sweep.results.store (line 3) imports mnist_sweep.analysis.stats: layer 'results' may not "
+        "import 'analysis'"]
+    assert layer_violations({"mnist_sweep.search.study": {"mnist_sweep.training.models": 1}})  # siblings
+    assert not layer_violations({"mnist_sweep.sweep.runner": {"mnist_sweep.plan.grid": 1}})
+    bad = tmp_path / "cli.py"
+    bad.write_text("import click\nimport tensorflow as tf\n\ndef f():\n    import keras\n")
+    assert keras_outside_training({"mnist_sweep.cli": bad}) == [
+        "mnist_sweep.cli (line 2) imports tensorflow at module level: only training/ may"]
+
+
+def test_keras_is_imported_at_module_level_only_inside_training():
+    found = keras_outside_training(MODULES)
+    assert not found, "\n".join(found)
+
+
+def test_the_package_root_holds_few_modules_and_tests_mirror_the_subpackages():
+    root = sorted(p.name for p in (ROOT / PACKAGE).glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"{len(root)} modules at the package's top: {root}"
+    subpackages = {p.parent.name for p in (ROOT / PACKAGE).glob("*/__init__.py")}
+    folders = {p.parent.name for p in TESTS.glob("*/test_*.py")}
+    assert folders <= subpackages, f"test folders that mirror no subpackage: {sorted(folders - subpackages)}"
 
 
 def test_no_import_cycles_between_modules():

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..metrics import lower_is_better
 from .stats import ALPHA, level_contrasts, versus_best
-from ..results.store import FINISHED
+from ..records import FINISHED
 
 RACE_FILE = "race.json"
 ERROR_CONTROL = ("Bonferroni over the maximum number of looks (max - min + 1): each look tests at 0.05 / looks, "

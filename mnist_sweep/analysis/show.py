@@ -19,6 +19,7 @@ from ..metrics import (METRICS, SELECTION, SELECTION_WITHOUT_VALIDATION, VOCABUL
 from ..metrics import get as get_metric
 from ..metrics import title as title_of
 from ..results.store import setting_columns, load_results
+from ..records import Status
 
 SHOWN = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds", "status")
 CONFIG_METRICS = ("test_accuracy", "val_accuracy", "epochs_run", "wall_seconds")  # the configuration view's
@@ -26,9 +27,9 @@ FORMATS = ("table", "csv", "json", "markdown")
 # Short headers for the terminal table (csv, json and markdown keep the column names); metrics have theirs.
 HEADERS = {**{m.name: m.short for m in VOCABULARY}, "n_seeds": "seeds", "excluded": "left out"}
 # How `show` marks trials that did not finish cleanly (the table format only; csv/json keep the raw status).
-STATUS_MARKS = {"failed": ("✗ failed", "red"), "diverged": ("⚠ diverged", "yellow"),
-                "running": ("… running", "cyan"), "interrupted": ("⏸ interrupted", "magenta"),
-                "pruned": ("✂ pruned", "blue")}
+STATUS_MARKS = {Status.FAILED: ("✗ failed", "red"), Status.DIVERGED: ("⚠ diverged", "yellow"),
+                Status.RUNNING: ("… running", "cyan"), Status.INTERRUPTED: ("⏸ interrupted", "magenta"),
+                Status.PRUNED: ("✂ pruned", "blue")}
 
 
 def varying_columns(summary) -> list[str]:
@@ -178,7 +179,7 @@ def _config_sort(summary, configs_columns: list[str], sort: str) -> str | None:
 
 def _left_out(statuses) -> str:
     """"1 failed, 1 running": a configuration's trials that did not finish, by status."""
-    return ", ".join(f"{n} {status}" for status, n in statuses[statuses != "ok"].value_counts(sort=False).items())
+    return ", ".join(f"{n} {status}" for status, n in statuses[statuses != Status.OK].value_counts(sort=False).items())
 
 
 def select_configs(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
@@ -290,7 +291,7 @@ def to_rich(frame, title: str = "", right: Iterable[str] = ()):
                          overflow="fold", min_width=10 if folds else None, max_width=48 if folds else None)
     for row in frame.itertuples(index=False):
         cells = [format_cell(c, v) for c, v in zip(frame.columns, row)]
-        status = getattr(row, "status", "ok")
+        status = getattr(row, "status", Status.OK)
         mark = STATUS_MARKS.get(status)
         if mark:
             cells[list(frame.columns).index("status")] = mark[0]
@@ -318,11 +319,11 @@ def status_notes(summary) -> list[str]:
     """One line per kind of trial that has no (or partial) results, naming where to look."""
     notes = []
     counts = summary["status"].value_counts()
-    for status, what in (("failed", "no metrics; their errors are in runs/<trial_id>/trial.json"),
-                         ("diverged", "loss became NaN; no test metrics"),
-                         ("running", "still training; metrics come when they finish"),
-                         ("interrupted", "stopped before finishing; `mnist-sweep run` resumes them"),
-                         ("pruned", "stopped early by the search's pruner; left out of the means, like failed ones")):
+    for status, what in ((Status.FAILED, "no metrics; their errors are in runs/<trial_id>/trial.json"),
+                         (Status.DIVERGED, "loss became NaN; no test metrics"),
+                         (Status.RUNNING, "still training; metrics come when they finish"),
+                         (Status.INTERRUPTED, "stopped before finishing; `mnist-sweep run` resumes them"),
+                         (Status.PRUNED, "stopped early by the search's pruner; left out of the means, like failed ones")):
         if counts.get(status, 0):
             notes.append(f"{counts[status]} {status} trial(s): {what}")
     return notes

@@ -20,7 +20,8 @@ from scipy import special
 
 from ..errors import OptionError, ResultsError, did_you_mean
 from ..metrics import METRICS, bounds, level_order, lower_is_better, unknown_metric
-from ..results.store import FINISHED, setting_columns
+from ..records import FINISHED
+from ..results.store import setting_columns
 
 ALPHA = 0.05  # two-sided level of every interval (95%) and test
 POWER = 0.80  # the power a seeds hint aims for

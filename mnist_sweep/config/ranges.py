@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import did_you_mean
+from .settings import RANGE_SETTINGS, not_a_switch
 
 SAMPLED_METHODS = ("random", "qmc", "tpe")
 METHODS = ("grid", *SAMPLED_METHODS)
@@ -21,27 +22,9 @@ PRUNERS = ("median", "successive_halving", "hyperband")
 INSTALL = "pip install 'mnist-sweep[search]'"
 
 
-def _not_a_switch(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true/false")
-    return value
+Number = Annotated[Union[int, float], BeforeValidator(not_a_switch)]  # ints stay ints: widths, batch sizes
+Count = Annotated[int, BeforeValidator(not_a_switch)]
 
-
-Number = Annotated[Union[int, float], BeforeValidator(_not_a_switch)]  # ints stay ints: widths, batch sizes
-Count = Annotated[int, BeforeValidator(_not_a_switch)]
-
-# Settings that take a range: (whole numbers?, lowest allowed, is the lowest allowed itself?, highest, is it?).
-FLOAT_RATE = (False, 0.0, True, 1.0, False)
-PENALTY = (False, 0.0, True, math.inf, False)
-RANGE_SETTINGS = {
-    "model.dropout": FLOAT_RATE, "model.leaky_alpha": FLOAT_RATE,
-    "model.batch_norm_momentum": (False, 0.0, False, 1.0, False),
-    "model.kernel_l1": PENALTY, "model.kernel_l2": PENALTY, "model.activity_l1": PENALTY, "model.activity_l2": PENALTY,
-    "model.hidden": (True, 1, True, math.inf, False),  # each layer's width
-    "train.batch_size": (True, 1, True, math.inf, False),
-    "optimizer.learning_rate": (False, 0.0, False, 10.0, True),
-    **{f"optimizer.{key}": FLOAT_RATE for key in ("momentum", "rho", "beta_1", "beta_2", "weight_decay")},
-}
 RANGE_KEYS = ("low", "high", "log", "step")
 
 
@@ -100,7 +83,7 @@ def _numbers(spec: dict) -> dict:
 
 
 def _range_problems(path: str, kind: str, spec: dict) -> list[str]:
-    """Problems with one range at `path` whose setting is of `kind` (a RANGE_SETTINGS key)."""
+    """Problems with one range at `path` whose setting is of `kind` (a `settings.RANGE_SETTINGS` key)."""
     unknown = [k for k in spec if k not in RANGE_KEYS]
     problems = [f"{path}.{k}: unknown key{did_you_mean(k, RANGE_KEYS)}; a range takes {', '.join(RANGE_KEYS)}"
                 for k in unknown]

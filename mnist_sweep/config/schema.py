@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import did_you_mean
 from .ranges import PruneConfig, Range, SearchConfig
+from .settings import CNN_ONLY, LEARNING_RATE, MOMENTUM, PENALTY, RATE, not_a_switch
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -39,18 +40,11 @@ MAX_SEED = 2**32 - 1  # numpy's SeedSequence and Keras' seeds take unsigned 32-b
 MAX_TRIALS = 100_000
 
 
-def _no_bool(value: Any) -> Any:
-    # pydantic would read `true` as 1 or 1.0; in a number field it is always a slip.
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true/false")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]  # .inf or .nan would fail a trial
+Int = Annotated[int, BeforeValidator(not_a_switch)]
+Float = Annotated[float, BeforeValidator(not_a_switch), Field(allow_inf_nan=False)]  # .inf or .nan would fail a trial
 Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
-Rate = Annotated[Float, Field(ge=0.0, lt=1.0)]
-Penalty = Annotated[Float, Field(ge=0.0)]
+Rate = Annotated[Float, RATE.field()]
+Penalty = Annotated[Float, PENALTY.field()]
 PositiveInt = Annotated[Int, Field(gt=0)]
 
 
@@ -143,7 +137,7 @@ class Initializer(Strict):
 class OptimizerConfig(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: Literal[OPTIMIZERS]  # type: ignore[valid-type]
-    learning_rate: Annotated[Float, Field(gt=0.0, le=10.0)] = 0.001
+    learning_rate: Annotated[Float, LEARNING_RATE.field()] = 0.001
 
     @model_validator(mode="before")
     @classmethod
@@ -172,7 +166,7 @@ class OptimizerConfig(Strict):
             elif key == "nesterov":
                 if not isinstance(value, bool):
                     problems.append((f".{key}", "nesterov must be true or false", value))
-            elif isinstance(value, bool) or not isinstance(value, float) or not 0 <= value < 1:
+            elif isinstance(value, bool) or not isinstance(value, float) or not RATE.contains(value):
                 problems.append((f".{key}", f"{key} must be a number in [0, 1)", value))
         if problems:
             raise _problems_at(problems)
@@ -199,7 +193,6 @@ Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 Hidden = list[PositiveInt]
 InitializerSpec = Union[Literal[INITIALIZERS], Initializer]  # type: ignore[valid-type]
 ConvStack = list[Union[int, Literal["pool"]]]
-CNN_ONLY = ("conv", "kernel_size", "conv_batch_norm")  # settings a dense network (type mlp) does not read
 BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST: the conv stack must leave at least one pixel of it
 
@@ -237,7 +230,7 @@ class ModelConfig(Strict):
     leaky_alpha: list[Rate] = [0.01]  # SEEDS.md #4; Keras' own default is 0.3
     batch_norm: list[Union[bool, Literal["input"]]] = [False]
     # Keras' default; lower (0.9) lets the running statistics catch up when an epoch has few steps.
-    batch_norm_momentum: list[Annotated[Float, Field(gt=0.0, lt=1.0)]] = [BN_MOMENTUM]
+    batch_norm_momentum: list[Annotated[Float, MOMENTUM.field()]] = [BN_MOMENTUM]
     dropout: list[Rate] = [0.0]
     kernel_l1: list[Penalty] = [0.0]
     kernel_l2: list[Penalty] = [0.0]

@@ -14,18 +14,7 @@ from pydantic import ValidationError
 from ..errors import did_you_mean
 from .describe import describe_errors
 from .schema import OPTIMIZER_KEYS, SweepConfig
-
-# Every setting of a trial and the config section it lives in (None: top level).
-SECTIONS = {
-    "type": "model", "conv": "model", "kernel_size": "model", "conv_batch_norm": "model", "normalize": "model",
-    "hidden": "model", "activation": "model", "leaky_alpha": "model", "batch_norm": "model",
-    "batch_norm_momentum": "model",
-    "dropout": "model", "kernel_l1": "model", "kernel_l2": "model", "activity_l1": "model",
-    "activity_l2": "model", "initializer": "model",
-    "optimizer": None, "augment": None,
-    "epochs": "train", "batch_size": "train", "early_stopping": "train",
-}
-
+from .settings import SECTIONS
 
 def pin_settings(config: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
     """The config as plain data with some settings replaced."""

@@ -2,8 +2,8 @@
 
 Every executor turns trials into events for the driver: ("started", trial_id, info),
 ("epoch", trial_id, row) and ("done", trial_id, result). Only the driver writes results.
-An executor consumes the list of tasks it is given in place, so the driver may append to it from
-an event (a race queues its next round when the last trial of a round is done).
+An executor takes tasks from a `records.TaskQueue` as workers free up; more may come while it runs
+(a race's next round once the last trial of a round is done, a search's next configurations).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 from ..errors import SweepError
-from ..plan.grid import Trial
 from ..records import Emit as Event
-from ..records import Task
+from ..records import Form, Status, Task, TaskQueue, Trial
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
@@ -46,21 +45,23 @@ class Options:
     prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
 
 
-def execute_task(task: list[Trial], data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
+def execute_task(task: Task, data, send: Event, timeout: Optional[float], save_model: bool = False) -> None:
     """Train one task and report it through `send`: epochs as they end, then a result per trial."""
     from ..training.train import execute_trial
 
     def on_epoch(trial, rows):
         return send("epoch", trial.trial_id, rows[-1])  # true: the driver prunes this trial
 
-    if len(task) == 1:
-        results = {task[0].trial_id: execute_trial(task[0], data, on_epoch=on_epoch, timeout_seconds=timeout,
-                                                   save_model=save_model)}
+    if task.form is Form.ISOLATED:
+        (trial,) = task.trials
+        results = {trial.trial_id: execute_trial(trial, data, on_epoch=on_epoch, timeout_seconds=timeout,
+                                                 save_model=save_model)}
     else:
         from ..training.fused import execute_group
 
-        results = execute_group(task, data, on_epoch=on_epoch, timeout_seconds=timeout, save_model=save_model)
-    for trial in task:
+        results = execute_group(list(task.trials), data, on_epoch=on_epoch, timeout_seconds=timeout,
+                                save_model=save_model, form=task.form)
+    for trial in task.trials:
         send("done", trial.trial_id, results[trial.trial_id])
 
 
@@ -121,15 +122,14 @@ class InlineExecutor:
         self.options = options
         self.stopping = False
 
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
+    def run(self, queue: TaskQueue, data, emit: Event) -> None:
         from .. import backend
 
         backend.configure(self.options.backend, self.options.device)
         backend.resolve_device(self.options.device)  # --device gpu without a GPU fails before any training
-        for task in tasks:
-            if self.stopping:
-                break
-            for trial in task:
+        while not self.stopping and queue.ready():
+            task = queue.take()
+            for trial in task.trials:
                 emit("started", trial.trial_id, {})
             execute_task(task, data, emit, self.options.timeout_seconds, self.options.save_model)
 
@@ -170,7 +170,7 @@ def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout:
             return
         if task is None:
             return
-        for trial in task:
+        for trial in task.trials:
             conn.send(("started", trial.trial_id, {"pid": os.getpid()}))
 
         def send(*message):
@@ -218,23 +218,23 @@ class ProcessExecutor:
         child_conn.close()
         return _Worker(process, parent_conn)
 
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
-        pending = tasks  # consumed in place: the driver may append more
+    def run(self, queue: TaskQueue, data, emit: Event) -> None:
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
-            count = max(1, min(self.options.jobs, len(pending)))
+            count = max(1, min(self.options.jobs, queue.expected()))
             self.workers = [self._spawn(i, folder) for i in range(count)]
             try:
-                self._loop(pending, folder, emit)
+                self._loop(queue, folder, emit)
             finally:
                 self._shutdown()
 
-    def _loop(self, pending: list[Task], folder: str, emit: Event) -> None:
-        while self.workers and (pending and not self.stopping or any(w.task for w in self.workers)):
+    def _loop(self, queue: TaskQueue, folder: str, emit: Event) -> None:
+        while self.workers and (not self.stopping and queue.ready() or any(w.task for w in self.workers)):
             for worker in self.workers:
-                if worker.ready and not worker.task and pending and not self.stopping:
-                    worker.task, worker.started = list(pending.pop(0)), time.monotonic()
-                    worker.conn.send(worker.task)
+                if worker.ready and not worker.task and not self.stopping and queue.ready():
+                    task = queue.take()
+                    worker.task, worker.started = list(task.trials), time.monotonic()
+                    worker.conn.send(task)
             waitables = [w.conn for w in self.workers] + [w.process.sentinel for w in self.workers]
             for ready in wait(waitables, timeout=1.0):
                 worker = next(w for w in self.workers if ready in (w.conn, w.process.sentinel))
@@ -268,7 +268,7 @@ class ProcessExecutor:
                 continue
             worker.process.join()
             for trial in worker.task:
-                emit("done", trial.trial_id, {"status": "failed", "error": _death_cause(worker.process.exitcode)})
+                emit("done", trial.trial_id, {"status": Status.FAILED, "error": _death_cause(worker.process.exitcode)})
             if not worker.task and not worker.ready:
                 raise SweepError(f"a worker process could not start ({_death_cause(worker.process.exitcode)}); "
                                  "run with --jobs 1 to see the error")
@@ -283,7 +283,7 @@ class ProcessExecutor:
                 task, worker.task = worker.task, []
                 worker.process.kill()
                 for trial in task:
-                    emit("done", trial.trial_id, {"status": "timeout", "notes": [
+                    emit("done", trial.trial_id, {"status": Status.TIMEOUT, "notes": [
                         f"killed: still running {limit + HANG_GRACE_SECONDS:g} s after it started"]})
 
     def _retire(self, worker: _Worker) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import SweepError
 from .executors import Options, open_arrays, share_arrays
 from ..records import Emit as Event
-from ..records import Task
+from ..records import Status, Task, TaskQueue
 from .ray_executor import (ClusterLostError, RayExecutor, check_address, cluster_where, head_answers,
                            stopped_message, where_text)
 
@@ -46,22 +46,25 @@ class _DriverGone(Exception):
 
 
 class _DriverTasks:
-    """The driver's list of tasks as RayExecutor consumes it (truth, then pop(0)), asked for one at a time."""
+    """The driver's task queue as seen from the child (a TaskQueue): each task asked for when one is wanted."""
 
     def __init__(self, ask):
         self.ask = ask
         self.held = None
 
-    def __bool__(self) -> bool:
+    def ready(self) -> bool:
         if self.held is None:
             self.held = self.ask("next")
         return self.held is not None
 
-    def pop(self, index: int = 0) -> Task:
-        if not self:
+    def take(self) -> Task:
+        if not self.ready():
             raise IndexError("no task left")
         task, self.held = self.held, None
         return task
+
+    def expected(self) -> int:
+        return int(self.held is not None)
 
 
 def _asker(conn):
@@ -126,7 +129,7 @@ class ChildRayExecutor:
         self.interrupted = 0  # trials the child recorded interrupted (it saw the cluster go)
         self.connected = False
 
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
+    def run(self, tasks: TaskQueue, data, emit: Event) -> None:
         check_address(self.options.ray_address)  # here too: a child takes seconds to import Ray
         with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
             share_arrays(data, Path(folder))
@@ -151,7 +154,7 @@ class ChildRayExecutor:
         if error is not None:
             raise error
 
-    def _serve(self, conn, child, tasks: list[Task], emit: Event):
+    def _serve(self, conn, child, tasks: TaskQueue, emit: Event):
         """Answer the child until it says "end", and return the error it ended with; raise when it is lost."""
         deadline = time.monotonic() + CONNECT_SECONDS
         while True:
@@ -178,19 +181,19 @@ class ChildRayExecutor:
             except OSError:  # the child died between its question and the answer
                 self._lost(child, emit)
 
-    def _answer(self, message: tuple, tasks: list[Task], emit: Event):
+    def _answer(self, message: tuple, tasks: TaskQueue, emit: Event):
         kind = message[0]
         if kind == "connected":
             self.connected, self.head = True, message[1]
             return None
         if kind == "next":
-            return tasks.pop(0) if tasks and not self.stopping else None
+            return tasks.take() if not self.stopping and tasks.ready() else None
         _, event, trial_id, info = message
         if event == "started":
             self.running[trial_id] = info
         elif event == "done":
             self.running.pop(trial_id, None)
-            self.interrupted += info.get("status") == "interrupted"
+            self.interrupted += info.get("status") == Status.INTERRUPTED
         return emit(event, trial_id, info)
 
     def _lost(self, child, emit: Event) -> None:
@@ -202,7 +205,7 @@ class ChildRayExecutor:
             lost += " and the head does not answer"
         for trial_id, info in list(self.running.items()):
             emit("done", trial_id, {
-                "status": "interrupted", "error": f"stopped: {lost}", "host": info.get("hostname"),
+                "status": Status.INTERRUPTED, "error": f"stopped: {lost}", "host": info.get("hostname"),
                 "notes": [f"attempt {info.get('attempt', 1)} {where_text(info)}: interrupted, {lost}"]})
         self.interrupted, self.running = self.interrupted + len(self.running), {}
         raise ClusterLostError(stopped_message(lost, self.interrupted))

@@ -31,7 +31,7 @@ from typing import Optional
 from ..errors import SweepError
 from .executors import ARRAYS, Options, execute_task, worker_env
 from ..records import Emit as Event
-from ..records import Task
+from ..records import Status, Task, TaskQueue
 
 NODE_LOSS_RETRIES = 3  # times a trial is resubmitted after losing its node
 WORKER_CRASH_LIMIT = 2  # a trial whose worker dies this many times on live nodes is recorded failed
@@ -44,7 +44,7 @@ class ClusterLostError(SweepError):
     """The Ray head or the connection to it is gone; running trials were recorded interrupted."""
 
 
-def _ray_train(task: list, arrays: dict, backend_name: Optional[str], device: str,
+def _ray_train(task: Task, arrays: dict, backend_name: Optional[str], device: str,
                timeout: Optional[float], save_model: bool = False):
     """The Ray task: says where it runs, then trains and yields the trials' results.
 
@@ -214,7 +214,7 @@ class RayExecutor:
 
     # ------------------------------------------------------------ the sweep
 
-    def run(self, tasks: list[Task], data, emit: Event) -> None:
+    def run(self, tasks: TaskQueue, data, emit: Event) -> None:
         ray = self.ray
         self.connect()
         running: dict = {}  # generator -> _Job
@@ -224,11 +224,11 @@ class RayExecutor:
             capacity = self._capacity()
             self._check_fits(capacity)
             arrays = ray.put({name: getattr(data, name) for name in ARRAYS})
-            queue: deque = deque()  # jobs to retry, ahead of `tasks`, which is consumed in place (the
-            refreshed = time.monotonic()  # driver may append to it from an event)
-            while (queue or tasks) and not self.stopping or running:
-                while (queue or tasks) and not self.stopping and len(running) < max(capacity, 1):
-                    job = queue.popleft() if queue else _Job(tasks.pop(0))
+            queue: deque = deque()  # jobs to retry, ahead of `tasks` (which may grow from an event)
+            refreshed = time.monotonic()
+            while not self.stopping and (queue or tasks.ready()) or running:
+                while not self.stopping and (queue or tasks.ready()) and len(running) < max(capacity, 1):
+                    job = queue.popleft() if queue else _Job(tasks.take())
                     job.attempt, job.where = job.attempt + 1, None
                     running[remote.remote(job.task, arrays, self.options.backend, self.options.device,
                                           self.options.timeout_seconds, self.options.save_model)] = job
@@ -246,12 +246,12 @@ class RayExecutor:
             self.lost = True
             started = [job for job in running.values() if job.where]
             for job in started:
-                for trial in job.task:
+                for trial in job.task.trials:
                     emit("done", trial.trial_id, {
-                        "status": "interrupted", "error": f"stopped: {exc}", "host": job.where["hostname"],
+                        "status": Status.INTERRUPTED, "error": f"stopped: {exc}", "host": job.where["hostname"],
                         "notes": job.notes + [f"attempt {job.attempt} {where_text(job.where)}: interrupted, {exc}"]})
             running.clear()
-            raise ClusterLostError(stopped_message(str(exc), sum(len(j.task) for j in started))) from None
+            raise ClusterLostError(stopped_message(str(exc), sum(len(j.task.trials) for j in started))) from None
         finally:
             if not self.lost:
                 for generator in running:
@@ -270,8 +270,8 @@ class RayExecutor:
             return
         except ray.exceptions.RayTaskError as exc:  # the task's own code raised, outside any trial
             running.pop(generator)
-            for trial in job.task:
-                emit("done", trial.trial_id, {"status": "failed", "error": f"Ray task failed: {exc}",
+            for trial in job.task.trials:
+                emit("done", trial.trial_id, {"status": Status.FAILED, "error": f"Ray task failed: {exc}",
                                               "notes": list(job.notes)})
             return
         except ray.exceptions.RayError as exc:  # the task's worker, node or connection died
@@ -280,7 +280,7 @@ class RayExecutor:
             return
         if isinstance(value, dict):
             job.where, job.announced = value, True
-            for trial in job.task:
+            for trial in job.task.trials:
                 emit("started", trial.trial_id, dict(value, attempt=job.attempt))
             return
         running.pop(generator)
@@ -321,13 +321,13 @@ class RayExecutor:
         else:
             error = f"Ray could not run it: {cause}"
         if retry:  # a retry was due, but the sweep is stopping (Ctrl-C)
-            status, error = "interrupted", f"stopped before a retry: {cause}"
+            status, error = Status.INTERRUPTED, f"stopped before a retry: {cause}"
         else:
-            status = "failed"
+            status = Status.FAILED
         if not job.announced:  # it never started anywhere: give it a record to fail in
-            for trial in job.task:
+            for trial in job.task.trials:
                 emit("started", trial.trial_id, {"attempt": job.attempt})
-        for trial in job.task:
+        for trial in job.task.trials:
             emit("done", trial.trial_id, {"status": status, "error": error, "notes": list(job.notes),
                                           "host": job.where["hostname"] if job.where else None})
 

@@ -7,32 +7,12 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import (BN_MOMENTUM, CNN_ONLY, MAX_TRIALS, SECTIONS, Augment, SweepConfig, is_architecture, is_float,
+from ..config import (BN_MOMENTUM, CNN_ONLY, MAX_TRIALS, SECTIONS, SLUG_PREFIX, Augment, SweepConfig, is_architecture, is_float,
                      pin_settings)
 from ..errors import ConfigError
-
-# Short names for trial-id slugs; settings not listed use their value alone.
-SLUG_PREFIX = {
-    "conv": "c", "kernel_size": "k", "conv_batch_norm": "cbn-", "normalize": "norm-",
-    "hidden": "h", "leaky_alpha": "alpha-", "batch_norm": "bn-", "batch_norm_momentum": "bnm-", "dropout": "do-",
-    "kernel_l1": "kl1-", "kernel_l2": "kl2-", "activity_l1": "al1-", "activity_l2": "al2-", "epochs": "ep", "batch_size": "bs",
-    "early_stopping": "es-", "initializer": "init-", "augment": "aug-",
-}
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One model to train: its resolved settings and the seed it runs with."""
-
-    trial_id: str
-    config_id: str  # the same for every seed of one configuration
-    seed: int
-    settings: dict[str, Any]
-    factors: dict[str, Any] = field(default_factory=dict)  # label of each setting that varies in the sweep
-
+from ..records import Trial
 
 def label(key: str, value: Any) -> Any:
     """A short human label for a setting's value; numbers and booleans stay as they are."""

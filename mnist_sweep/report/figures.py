@@ -21,14 +21,15 @@ from ..metrics import bounds, higher_is_better, title
 from ..metrics import get as get_metric
 from ..analysis.stats import setting_importance, half_width, level_contrasts, level_text
 from ..analysis.show import setting_levels, trial_labels, varying_columns
+from ..records import Status
 
 # Okabe & Ito's colour-blind-safe palette, most distinct first (yellow last: weak on white).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 LINESTYLES = ("-", "--", "-.", ":")
 MAX_LEGEND = len(PALETTE)  # more levels than this get a colour map and a colour bar instead of a legend
 MAX_LABELLED = 40  # bar charts name each trial up to this many trials
-STATUS_COLORS = {"ok": PALETTE[0], "diverged": PALETTE[4], "failed": PALETTE[1],
-                 "running": "#999999", "interrupted": "#999999", "pruned": PALETTE[3]}
+STATUS_COLORS = {Status.OK: PALETTE[0], Status.DIVERGED: PALETTE[4], Status.FAILED: PALETTE[1],
+                 Status.RUNNING: "#999999", Status.INTERRUPTED: "#999999", Status.PRUNED: PALETTE[3]}
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 SHARED_TIME_NOTE = ("Times are shared within fused groups (group_seconds): trials trained together show "
                     "a share of their group's time,\nnot a separate measurement.")
@@ -203,7 +204,7 @@ def trial_history(summary, histories, trial_id: str) -> Figure:
     best_text = f"best val accuracy {best:.4f} (epoch {best_epoch})" if best_epoch else "no validation data"
     acc_ax.legend(title=f"{_time_text(row, history)}\n{best_text}", loc="best", alignment="left")
     loss_ax.legend(loc="best")
-    status = "" if row.get("status") == "ok" else f" [{row.get('status')}]"
+    status = "" if row.get("status") == Status.OK else f" [{row.get('status')}]"
     fig.suptitle(f"{label}{status}\n{trial_id}", fontsize=11)
     return fig
 
@@ -267,7 +268,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
         best, best_epoch = _best(history)
         if best_epoch:
             best_points.append((x0 + (best_epoch - 1) / (last_epoch - 1) * CELL_WIDTH, y([best])[0]))
-        status = "" if row.get("status") == "ok" else f"[{row.get('status')}] "
+        status = "" if row.get("status") == Status.OK else f"[{row.get('status')}] "
         title = "\n".join(textwrap.wrap(status + " · ".join(f"seed {row[f]}" if f == "seed" else str(row[f]) for f in parts), 40, max_lines=2,
                                         placeholder="…"))
         when = _time_text(row, history).replace("wall time ", "").replace(" (shared by its fused group)", "*")

@@ -18,6 +18,7 @@ from ..metrics import title
 from ..analysis.race import describe as describe_race, read_race
 from ..results.store import search_method
 from ..analysis.show import by_validation, format_cell, trial_labels, varying_columns
+from ..records import Status
 
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
 
@@ -180,7 +181,7 @@ def _models_html(sweep_dir: Path, summary) -> str:
 def _best_html(summary) -> tuple[str, str, str]:
     """The header's best trial, ranked as the saved best model is (`tables.by_validation`), with its test
     accuracy beside it; the line saying how it was ranked; and the accuracy that ranked it."""
-    finished = summary[summary["status"] == "ok"] if "status" in summary.columns else summary
+    finished = summary[summary["status"] == Status.OK] if "status" in summary.columns else summary
     ranked, accuracy = by_validation(finished)
     if ranked.empty or accuracy not in ranked.columns or ranked[accuracy].isna().all():
         return "", "", accuracy

@@ -23,6 +23,8 @@ from ..analysis.race import read_race
 from .html import MIME, Drawn, render_findings, render_report
 from ..results.store import atomic_write, find_sweeps, load_histories, load_results, read_records
 from ..analysis.show import varying_columns
+from ..config.settings import ARCHITECTURE
+from ..records import Status
 
 FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
@@ -30,8 +32,6 @@ GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
 OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
              "model_*", "*_vs_settings.*", "best_so_far.*")
-# The settings that shape a model's layer graph: trials equal on these share one diagram.
-ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 
 
 class FigurePlan(NamedTuple):
@@ -91,17 +91,17 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     has_history = summary["trial_id"].isin(histories["trial_id"])
     notes = []
     left_out = {
-        "failed": "no history or metrics: only in the wall-time chart and the table",
-        "diverged": "loss became NaN: in the per-trial history and wall-time chart only",
-        "running": "still training: in the per-trial history only (partial)",
-        "interrupted": "stopped before finishing: in the per-trial history and wall-time chart only",
-        "pruned": "stopped by the search's pruner: its curve in the per-trial history stops where it was pruned",
+        Status.FAILED: "no history or metrics: only in the wall-time chart and the table",
+        Status.DIVERGED: "loss became NaN: in the per-trial history and wall-time chart only",
+        Status.RUNNING: "still training: in the per-trial history only (partial)",
+        Status.INTERRUPTED: "stopped before finishing: in the per-trial history and wall-time chart only",
+        Status.PRUNED: "stopped by the search's pruner: its curve in the per-trial history stops where it was pruned",
     }
     for status, where in left_out.items():
         rows = summary[summary["status"] == status]
         if len(rows):
             notes.append(f"{len(rows)} {status} trial(s) left out of the comparisons ({where}): {_ids(rows)}")
-    finished = summary[summary["status"] == "ok"]
+    finished = summary[summary["status"] == Status.OK]
     missing = finished[~has_history.loc[finished.index]]
     if len(missing):
         notes.append(f"{len(missing)} finished trial(s) have no usable history.csv (left out of the curves): "
@@ -191,7 +191,7 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
                 and figures.setting_values(summary, s).notna().any()}
     search_metric = (raw.get("search") or {}).get("metric", "val_accuracy")
     plan = []
-    ok = summary[summary["status"] == "ok"]
+    ok = summary[summary["status"] == Status.OK]
     if settings and pd.to_numeric(ok[metric], errors="coerce").notna().any():
         plan.append(FigurePlan(f"{metric}_vs_settings", "Search", f"{metric} against each sampled setting's value "
                                "(log axis for log ranges)", lambda: figures.metric_vs_settings(summary, metric, settings)))

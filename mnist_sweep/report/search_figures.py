@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter
 
 from ..metrics import higher_is_better, title
 from .figures import PALETTE, STATUS_COLORS, axis_label
+from ..records import Status
 
 LR = re.compile(r"lr=([0-9.eE+-]+)")
 
@@ -36,7 +37,7 @@ def metric_vs_settings(summary, metric: str, settings: dict[str, bool]) -> Figur
     `settings` maps a setting (`dropout`, `learning_rate`, `hidden.0`) to whether its range is on a
     log scale; such a panel gets a log x axis.
     """
-    ok = summary[summary["status"] == "ok"]
+    ok = summary[summary["status"] == Status.OK]
     y = pd.to_numeric(ok[metric], errors="coerce")
     fig = Figure(figsize=(4.2 * len(settings), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(settings), sharey=True))
@@ -64,7 +65,7 @@ def best_so_far(summary, metric: str = "val_accuracy") -> Figure:
     Pruned and failed trials count as spent (they took time and a slot) but never as the best.
     """
     rows = summary.reset_index(drop=True)
-    value = pd.to_numeric(rows[metric], errors="coerce").where(rows["status"] == "ok")
+    value = pd.to_numeric(rows[metric], errors="coerce").where(rows["status"] == Status.OK)
     higher = higher_is_better(metric)
     best = value.cummax() if higher else value.cummin()
     seconds = pd.to_numeric(rows["wall_seconds"], errors="coerce").fillna(0).cumsum()
@@ -75,7 +76,7 @@ def best_so_far(summary, metric: str = "val_accuracy") -> Figure:
         ax.step(x, best, where="post", color=PALETTE[0], linewidth=2, label="best so far")
         for status, color in STATUS_COLORS.items():
             mask = rows["status"] == status
-            if mask.any() and status == "ok":
+            if mask.any() and status == Status.OK:
                 ax.scatter(np.asarray(x)[mask], value[mask], s=18, color=color, alpha=0.5, label="finished trial")
             elif mask.any():
                 ax.scatter(np.asarray(x)[mask], np.full(mask.sum(), best.min() if higher else best.max()), marker="x",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import excerpt
+from ..records import Status
 
 # Columns a summary.csv must have to be read at all; the others may be missing (older versions).
 SUMMARY_REQUIRED = ("trial_id", "config_id", "seed", "status")
@@ -125,7 +126,7 @@ def _summary_row_problem(row: dict[str, str]) -> str:
         value = _number(row[column])
         if value is None:
             return f"{column} is {excerpt(row[column])}, not a number"
-        if math.isinf(value) and not (row["status"] == "diverged" and column.endswith("loss")):
+        if math.isinf(value) and not (row["status"] == Status.DIVERGED and column.endswith("loss")):
             return f"{column} is {row[column]}"
         if _out_of_range(column, value):
             return f"{column} is {value:g}, outside {_RANGES[column.rsplit('_', 1)[-1]]}"

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from ..errors import ResultsError
-from ..records import TrialRecord
+from ..records import FINISHED, TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
 SUMMARY_HEAD = ("trial_id", "config_id", "seed")
@@ -39,7 +39,6 @@ SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_lo
                 "wall_seconds", "seconds_per_epoch", "device", "dataset_source", "execution", "group_id",
                 "group_seconds", "error")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
-FINISHED = "ok"  # the status whose trials a re-run skips
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:

@@ -25,9 +25,9 @@ from ..errors import ConfigError
 from ..plan.grid import Trial, make_trial
 from ..config.ranges import INSTALL, SAMPLED_METHODS
 from .space import EXACT_COUNT_LIMIT, SearchSpace
+from ..records import Status
 
 STUDY_FILE = "study.db"
-DONE = ("ok", "diverged", "pruned")  # a seed's run that a resumed search keeps (others run again)
 MAX_REPEATS = 100  # draws in a row that repeat an earlier configuration, before taking unseen ones in order
 DIVERGED_ACCURACY = 0.0  # what a diverged seed counts as in its configuration's mean val_accuracy
 
@@ -255,7 +255,7 @@ class Search:
         if configuration is None:
             return None
         configuration.results[trial.trial_id] = record
-        if record.get("status") == "interrupted" or len(configuration.results) < len(configuration.trials):
+        if record.get("status") == Status.INTERRUPTED or len(configuration.results) < len(configuration.trials):
             return None
         self.tell(configuration)
         return configuration
@@ -271,7 +271,7 @@ class Search:
         if self.state(configuration) != TrialState.RUNNING:
             return
         statuses = [r.get("status") for r in configuration.results.values()]
-        if "pruned" in statuses or configuration.pruned:
+        if Status.PRUNED in statuses or configuration.pruned:
             self.study.tell(configuration.number, state=TrialState.PRUNED)
             return
         metric = self.config.search.metric
@@ -279,9 +279,9 @@ class Search:
         for record in configuration.results.values():
             value = (record.get("metrics") or {}).get(metric)
             value = float(value) if value is not None else math.nan
-            if record.get("status") == "diverged" or (record.get("status") == "ok" and not math.isfinite(value)):
+            if record.get("status") == Status.DIVERGED or (record.get("status") == Status.OK and not math.isfinite(value)):
                 diverged += 1
-            elif record.get("status") == "ok":
+            elif record.get("status") == Status.OK:
                 values.append(value)
         if diverged:
             worst = self._worst(values)

@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
-from ..plan.grid import Trial
+from ..records import Trial
 from .runner import Progress, SweepReport
+from ..records import Status
 
 
 def _metric(value) -> str:
@@ -22,7 +23,7 @@ def _result_line(trial: Trial, record: dict) -> str:
     seconds = (record.get("timing") or {}).get("wall_seconds", 0.0)
     status = record["status"]
     detail = (f"test_acc {_metric(metrics.get('test_accuracy'))}  val_acc {_metric(metrics.get('val_accuracy'))}  "
-              f"epochs {metrics.get('epochs_run', '-')}") if status != "failed" else record.get("error", "")
+              f"epochs {metrics.get('epochs_run', '-')}") if status != Status.FAILED else record.get("error", "")
     return f"{status:<8} {trial.trial_id}  {detail}  {seconds:.1f}s"
 
 

@@ -25,13 +25,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import SweepError
 from ..plan.grid import label
-from ..results.store import FINISHED
 from .sweep_results import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
+from ..records import FINISHED, Status
 
 ROLE = "mnist_sweep.role"  # "sweep" on a parent run, "trial" on a trial's run
 DIGEST = "mnist_sweep.digest"  # what the run was written from: unchanged results are not written again
-RUN_STATUS = {FINISHED: "FINISHED", "failed": "FAILED", "diverged": "FAILED", "timeout": "FAILED",
-              "interrupted": "KILLED"}
+RUN_STATUS = {FINISHED: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED", Status.TIMEOUT: "FAILED",
+              Status.INTERRUPTED: "KILLED"}
 ARTIFACTS = "mlflow-artifacts"  # next to a SQLite tracking database
 # MLflow 3's UI opens an experiment of no stated kind as a GenAI one (traces); this opens its runs.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -202,11 +202,11 @@ class MlflowExport:
         statuses = {str(r.get("status")) for r in sweep.records}
         self.client.set_tag(parent_id, "trials", str(len(sweep.records)))
         self.client.set_tag(parent_id, "finished", str(sweep.finished))
-        if statuses & {"running"} or not statuses:
+        if statuses & {Status.RUNNING} or not statuses:
             self.client.update_run(parent_id, RunStatus.to_string(RunStatus.RUNNING))
             return
         end = max(filter(None, (seconds(r.get("finished_at")) for r in sweep.records)), default=None)
-        status = ("KILLED" if "interrupted" in statuses else "FAILED" if statuses - {FINISHED, "interrupted"}
+        status = ("KILLED" if Status.INTERRUPTED in statuses else "FAILED" if statuses - {FINISHED, Status.INTERRUPTED}
                   else "FINISHED")
         self.client.set_terminated(parent_id, status, end_time=_ms(end))
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..plan.grid import label
-from ..results.store import FINISHED, HISTORY_COLUMNS, find_sweeps, read_records
+from ..records import FINISHED
+from ..results.store import HISTORY_COLUMNS, find_sweeps, read_records
 
 # Per-epoch values, named as in history.csv; `epoch` is the step.
 EPOCH_METRICS = tuple(c for c in HISTORY_COLUMNS if c != "epoch")

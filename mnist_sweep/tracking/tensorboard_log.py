@@ -30,17 +30,17 @@ from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from ..metrics import title
-from ..results.store import FINISHED
 from .sweep_results import (EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, hparam_columns,
                       hparams_of, load_sweeps, read_history, seconds)
+from ..records import FINISHED, Status
 
 # Files this module writes end so; only they are replaced when a trial is written again.
 SUFFIX = ".mnist-sweep"
 # The final metrics shown as columns of the HParams table (all of FINAL_METRICS are logged as scalars).
 HPARAMS_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "epochs_run", "wall_seconds")
-SESSION_STATUS = {FINISHED: api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE,
-                  "diverged": api_pb2.STATUS_FAILURE, "timeout": api_pb2.STATUS_FAILURE,
-                  "interrupted": api_pb2.STATUS_UNKNOWN}
+SESSION_STATUS = {FINISHED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE,
+                  Status.DIVERGED: api_pb2.STATUS_FAILURE, Status.TIMEOUT: api_pb2.STATUS_FAILURE,
+                  Status.INTERRUPTED: api_pb2.STATUS_UNKNOWN}
 _file_numbers = itertools.count()
 
 
@@ -244,7 +244,7 @@ class TensorBoardLog:
     @_keeps_sweep_going
     def finish(self, report):
         for trial_id, log in list(self.logs.items()):  # interrupted: the runner marked them so
-            log.end(self.sweep.records.get(trial_id) or {"status": "interrupted"})
+            log.end(self.sweep.records.get(trial_id) or {"status": Status.INTERRUPTED})
         self.logs.clear()
 
 

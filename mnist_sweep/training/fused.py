@@ -9,8 +9,6 @@ and each branch early-stops, diverges and is evaluated on its own.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 import traceback
@@ -19,99 +17,12 @@ from typing import Any, Optional
 import numpy as np
 
 from ..backend import fresh_session, get_keras
-from ..plan.grid import Trial
+from ..plan.grouping import group_form, group_id, optimizer_key
+from ..records import Status, Trial
 from .models import build_model, count_params, summary_text
 from ..records import TrialResult
 from ..results.store import HISTORY_COLUMNS
 from .train import EVAL_BATCH, stop_mode, summarize_history
-
-DEFAULT_MAX_BRANCHES = 16
-
-
-def optimizer_key(optimizer: dict[str, Any], stackable: bool) -> str:
-    """What must agree between the optimizers of one group.
-
-    SGD's update is its learning rate times the gradient (momentum is linear in it too), so a
-    stacked branch gets its own learning rate by scaling its share of the loss: stacked SGD
-    branches may differ in `learning_rate`. Every other optimizer, and branch sub-models, must agree.
-    """
-    if stackable and optimizer.get("name") == "sgd":
-        optimizer = {k: v for k, v in optimizer.items() if k != "learning_rate"}
-    return json.dumps(optimizer, sort_keys=True)
-
-
-def _balanced_chunks(members: list[Trial], max_branches: int) -> list[list[Trial]]:
-    """Near-equal chunks of at most `max_branches`: 17 trials make 9 + 8, not 16 + 1."""
-    count = -(-len(members) // max_branches)
-    size, extra = divmod(len(members), count)
-    out, start = [], 0
-    for i in range(count):
-        end = start + size + (i < extra)
-        out.append(members[start:end])
-        start = end
-    return out
-
-
-def group_trials(trials: list[Trial], max_branches: int = DEFAULT_MAX_BRANCHES) -> list[list[Trial]]:
-    """Split trials into groups that can be fused: same seed, batch size, epochs and optimizer
-    (stacked SGD branches may differ in learning rate, see `optimizer_key`).
-
-    Within those, dense networks of one shape form stacked groups; the rest (other shapes left
-    alone, convolutional or augmented networks) form groups of branch sub-models.
-    """
-    from .stacked import fallback_reason, stack_key
-
-    groups: dict[str, list[Trial]] = {}
-    for trial in trials:
-        key = json.dumps([trial.seed, trial.settings["batch_size"], trial.settings["epochs"],
-                          optimizer_key(trial.settings["optimizer"], stackable=True)])
-        groups.setdefault(key, []).append(trial)
-    chunks = []
-    for members in groups.values():
-        stacks: dict[tuple, list[Trial]] = {}
-        rest = []
-        for trial in members:
-            if fallback_reason(trial.settings) is None:
-                stacks.setdefault(stack_key(trial.settings), []).append(trial)
-            else:
-                rest.append(trial)
-        for stack in stacks.values():
-            if len(stack) > 1:
-                chunks.extend(_balanced_chunks(stack, max_branches))
-            else:
-                rest.extend(stack)
-        by_optimizer: dict[str, list[Trial]] = {}  # branch sub-models share one optimizer exactly
-        for trial in rest:
-            by_optimizer.setdefault(optimizer_key(trial.settings["optimizer"], stackable=False), []).append(trial)
-        for same in by_optimizer.values():
-            chunks.extend(_balanced_chunks(same, max_branches))
-    return chunks
-
-
-def describe_groups(tasks: list[list[Trial]]) -> str:
-    """How the trials were grouped, for the run's output."""
-    from .stacked import fallback_reason
-
-    stacked = [t for t in tasks if len(t) > 1 and group_form(t) == "stacked"]
-    branches = [t for t in tasks if len(t) > 1 and group_form(t) == "branches"]
-    alone = sum(1 for t in tasks if len(t) == 1)
-    parts = []
-    if stacked:
-        sizes = sorted({len(t) for t in stacked})
-        parts.append(f"{sum(map(len, stacked))} trial(s) in {len(stacked)} stacked group(s) "
-                     f"({'/'.join(map(str, sizes))} branches: one batched matmul per layer)")
-    if branches:
-        reasons = sorted({fallback_reason(x.settings) or "layer shapes differ" for t in branches for x in t})
-        parts.append(f"{sum(map(len, branches))} trial(s) in {len(branches)} group(s) of branch sub-models "
-                     f"({', '.join(reasons)})")
-    if alone:
-        parts.append(f"{alone} trial(s) isolated (nothing to fuse them with)")
-    return "fused: " + "; ".join(parts)
-
-
-def group_id(trials: list[Trial]) -> str:
-    return "g-" + hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:8]
-
 
 class EarlyStopTracker:
     """Keras' EarlyStopping rule for one branch, fed one epoch's monitored value at a time."""
@@ -325,10 +236,10 @@ def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[
             for b in live:
                 row = rows[b.index]
                 if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
-                    b.status, b.weights = "diverged", weights[b.index]
+                    b.status, b.weights = Status.DIVERGED, weights[b.index]
                     continue
                 if pruned[b.index]:  # the search's pruner stops this branch; the others go on
-                    b.status, b.weights = "pruned", weights[b.index]
+                    b.status, b.weights = Status.PRUNED, weights[b.index]
                     continue
                 self._early_stop(epoch, b, row, weights)
             still = [b.index for b in branches if b.status is None]
@@ -348,7 +259,7 @@ def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[
                 if b.spec["restore_best_weights"]:
                     b.best_weights = weights[b.index]
             if b.tracker.update(epoch, value):
-                b.status = "ok"
+                b.status = Status.OK
                 b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
 
     return GroupCallback()
@@ -368,16 +279,6 @@ def _final_weights(b: _Branch):
     if b.spec and b.spec["restore_best_weights"]:
         return b.best_weights
     return None
-
-
-def group_form(trials: list[Trial]) -> str:
-    """How a group trains: "stacked" (one stacked model) or "branches" (branch sub-models)."""
-    from .stacked import fallback_reason, stack_key
-
-    if all(fallback_reason(t.settings) is None for t in trials) and \
-            len({stack_key(t.settings) for t in trials}) == 1:
-        return "stacked"
-    return "branches"
 
 
 @fresh_session()
@@ -418,7 +319,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the whole group failed: every branch is recorded with the error
-        error = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        error = {"status": Status.FAILED, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}
@@ -428,18 +329,18 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     for k, b in enumerate(branches):
         twin = fused.twins[k]
         metrics = _metrics(b)
-        status = "timeout" if b.timed_out else (b.status or "ok")
+        status = Status.TIMEOUT if b.timed_out else (b.status or Status.OK)
         notes = [f"trained fused ({how}) with {len(trials) - 1} other trial(s) in group {gid}: "
                  "times are the group's, shared"]
-        if status == "diverged":
+        if status == Status.DIVERGED:
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
-        elif status == "pruned":
+        elif status == Status.PRUNED:
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")
         else:
             metrics.update(test_loss=float(test[f"b{k}_loss"]), test_accuracy=float(test[f"b{k}_accuracy"]))
-        if status == "timeout":
+        if status == Status.TIMEOUT:
             notes.append(f"stopped after {timeout_seconds:g} s (train.timeout_seconds)")
         if b.left_after is not None:
             notes.append(f"left the stack after epoch {b.left_after}: the others went on without it")
@@ -449,7 +350,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             "timing": {"fit_seconds": share, "seconds_per_epoch": share / max(len(b.rows), 1),
                        "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
         }
-        if save_model and status == "ok":  # the branch alone, as an ordinary model
+        if save_model and status == Status.OK:  # the branch alone, as an ordinary model
             from .models import compile_model
             from .saving import model_to_bytes
 

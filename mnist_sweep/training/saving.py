@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from ..errors import ResultsError
 from ..metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
-from ..results.store import FINISHED, atomic_write
+from ..records import FINISHED
+from ..results.store import atomic_write
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best_model.json"

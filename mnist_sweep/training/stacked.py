@@ -19,23 +19,6 @@ from ..backend import get_keras
 from ..config import BN_MOMENTUM
 from .models import build_model
 
-# What makes branches share one stack: the layer shapes and the input pipeline.
-FALLBACK_REASONS = {"cnn": "convolutional layers", "augment": "data augmentation"}
-
-
-def fallback_reason(settings: dict[str, Any]) -> Optional[str]:
-    """Why a trial cannot be stacked (and trains as a branch sub-model instead), or None."""
-    if (settings.get("type") or "mlp") == "cnn":
-        return FALLBACK_REASONS["cnn"]
-    if settings.get("augment"):
-        return FALLBACK_REASONS["augment"]
-    return None
-
-
-def stack_key(settings: dict[str, Any]) -> tuple:
-    """Trials with equal keys have equal weight shapes and see the same inputs."""
-    return tuple(settings["hidden"]), bool(settings.get("normalize"))
-
 
 def _activation_key(settings: dict[str, Any]) -> tuple:
     name = settings["activation"]

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..backend import fresh_session, get_keras
-from ..plan.grid import Trial
+from ..records import Trial
 from ..metrics import higher_is_better
 from .models import build_model, compile_model, count_params, summary_text
-from ..records import TrialResult
+from ..records import Status, TrialResult
 from ..results.store import HISTORY_COLUMNS
 
 EVAL_BATCH = 1024  # evaluation batch: large, since it does not affect the result
@@ -117,12 +117,12 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_
         rows, stopper.best_epoch if stopper else None,  # Keras' own best epoch: its first strict improvement
         restore=bool(stopper) and settings["early_stopping"]["restore_best_weights"],
         stopped_early=bool(stopper) and stopper.stopped_epoch > 0)
-    status = "diverged" if _diverged(rows) else "pruned" if recorder.pruned else "ok"
+    status = Status.DIVERGED if _diverged(rows) else Status.PRUNED if recorder.pruned else Status.OK
     notes = []
-    if status == "pruned":  # not a result: kept out of every mean, so no test metrics either
+    if status == Status.PRUNED:  # not a result: kept out of every mean, so no test metrics either
         metrics.update(test_loss=math.nan, test_accuracy=math.nan)
         notes.append(f"pruned after epoch {len(rows)}: its validation metric was not promising")
-    elif status == "ok":
+    elif status == Status.OK:
         test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0)
         metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
     else:
@@ -168,19 +168,19 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
         guard = _timeout_guard(timeout_seconds) if timeout_seconds else None
         outcome = train_trial(trial, data, on_epoch=on_epoch, extra_callbacks=[guard] if guard else ())
         epochs = max(outcome.metrics["epochs_run"], 1)
-        status = "timeout" if guard is not None and guard.fired else outcome.status
+        status = Status.TIMEOUT if guard is not None and guard.fired else outcome.status
         notes = outcome.notes + ([f"stopped after {timeout_seconds:g} s (train.timeout_seconds)"]
-                                 if status == "timeout" else [])
+                                 if status == Status.TIMEOUT else [])
         result.update(status=status, history=outcome.history, metrics=outcome.metrics, params=outcome.params,
                       model_summary=outcome.model_summary, notes=notes,
                       timing={"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs})
-        if save_model and status == "ok":
+        if save_model and status == Status.OK:
             from .saving import model_to_bytes
 
             result["model_file"] = model_to_bytes(outcome.model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded as a failed trial; the sweep goes on
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        result.update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
     return result

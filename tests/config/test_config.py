@@ -258,3 +258,26 @@ def test_config_and_grid_do_not_import_heavy_libraries():
     code = f"import mnist_sweep.config, mnist_sweep.plan.grid, sys; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_setting_is_declared_once_and_the_schema_agrees():
+    # A setting is one line in config/settings.py; its section, slug and range bounds come from it, and the
+    # schema's fields (in the same order) and numeric bounds are the declaration's, not a second copy.
+    from pydantic import ValidationError
+
+    from mnist_sweep.config import RANGE_SETTINGS, SECTIONS, SETTINGS, ModelConfig, SweepConfig, TrainConfig
+
+    axes = [*ModelConfig.model_fields, "optimizer", "augment",
+            *(k for k in TrainConfig.model_fields if k not in ("timeout_seconds", "save_model"))]
+    assert [s.name for s in SETTINGS] == list(SECTIONS) == axes
+    assert all(s.section is None or s.name in SweepConfig.model_fields[s.section].annotation.model_fields
+               for s in SETTINGS)
+    for kind, bounds in RANGE_SETTINGS.items():
+        section, key = kind.split(".")
+        if section != "model" or key == "hidden":
+            continue
+        outside = bounds.low if not bounds.low_ok else bounds.high  # a value just outside the declared bounds
+        with pytest.raises(ValidationError):
+            ModelConfig.model_validate({key: outside})
+        inside = bounds.low if bounds.low_ok else (bounds.low + min(bounds.high, 1.0)) / 2
+        ModelConfig.model_validate({key: inside})

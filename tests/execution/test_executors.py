@@ -205,8 +205,9 @@ def test_a_second_ctrl_c_that_surfaces_as_another_error_still_records_interrupte
         def __init__(self, name, options):
             pass
 
-        def run(self, tasks, data, emit):
-            trial = tasks[0][0]
+        def run(self, tasks, data, emit):  # tasks: a records.TaskQueue
+            tasks.ready()
+            trial = tasks.take().trials[0]
             emit("started", trial.trial_id, {})
             os.kill(os.getpid(), signal.SIGINT)  # first Ctrl-C: finish this trial
             try:

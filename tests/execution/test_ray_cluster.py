@@ -218,10 +218,11 @@ def _job(node_id="a" * 56):
     from mnist_sweep.config import validate_config
     from mnist_sweep.plan.grid import expand
     from mnist_sweep.execution.ray_executor import _Job
+    from mnist_sweep.records import Task
 
     trial = expand(validate_config(tiny_config()))[0]
     where = {"node_id": node_id, "node_ip": "10.0.0.7", "hostname": "gpu-3", "pid": 7}
-    job = _Job([trial], attempt=1, where=where, announced=True)
+    job = _Job(Task((trial,)), attempt=1, where=where, announced=True)
     return job, deque()
 
 
@@ -318,9 +319,10 @@ def test_when_ray_ends_the_child_the_driver_records_its_running_trials_interrupt
     from mnist_sweep.execution.executors import Options
     from mnist_sweep.execution.ray_child import ChildRayExecutor
     from mnist_sweep.execution.ray_executor import ClusterLostError
+    from mnist_sweep.records import ListQueue
 
     job, _ = _job()
-    trial = job.task[0]
+    trial = job.task.trials[0]
     driver_end, child_end = Pipe()
     dead_head = f"127.0.0.1:{_free_port()}"
 
@@ -338,7 +340,7 @@ def test_when_ray_ends_the_child_the_driver_records_its_running_trials_interrupt
     executor = ChildRayExecutor(Options(ray_address="10.0.0.5:6379"))
     events, left = [], [["another task"]]
     with pytest.raises(ClusterLostError) as lost:
-        executor._serve(driver_end, process, [job.task] + left, lambda *event: events.append(event))
+        executor._serve(driver_end, process, ListQueue([job.task] + left), lambda *event: events.append(event))
     what = ("lost the Ray cluster's head at 10.0.0.5:6379: Ray ended the process connected to it (exit code 1) "
             "and the head does not answer")
     assert str(lost.value) == (f"{what}. 1 running trial(s) recorded interrupted; once the cluster is back, run "

@@ -13,7 +13,8 @@ from mnist_sweep.backend import get_keras
 from mnist_sweep.cli import cli
 from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
-from mnist_sweep.training.fused import EarlyStopTracker, execute_group, group_trials
+from mnist_sweep.plan.grouping import group_trials
+from mnist_sweep.training.fused import EarlyStopTracker, execute_group
 from mnist_sweep.plan.grid import expand
 from mnist_sweep.sweep.runner import run_sweep
 from mnist_sweep.training.train import execute_trial, stop_mode

@@ -8,7 +8,8 @@ import pytest
 from mnist_sweep.backend import get_keras
 from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
-from mnist_sweep.training.fused import StackedForm, describe_groups, execute_group, group_form, group_trials
+from mnist_sweep.plan.grouping import describe_groups, group_form, group_trials
+from mnist_sweep.training.fused import StackedForm, execute_group
 from mnist_sweep.plan.grid import expand
 from mnist_sweep.training.models import build_optimizer
 from mnist_sweep.training.saving import model_to_bytes
