@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick install clean
+.PHONY: run test test-quick lint install clean
 
 run: $(STAMP)
 	$(BIN)/mnist-sweep run configs/regularization.yaml
@@ -15,8 +15,13 @@ run: $(STAMP)
 # `make test WORKERS=0` runs it in one process; more workers need the cores and memory to match.
 WORKERS ?= 2
 
-test: $(STAMP)
+# ruff (lint) and mypy (types, configured in pyproject.toml) check the package before the tests run.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check mnist_sweep
+	$(BIN)/mypy
 
 # The tests that need no Keras (config, grid, results, statistics, figures), one file per core.
 # `make test` above stays the full suite CI runs.

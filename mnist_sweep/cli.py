@@ -230,21 +230,6 @@ def _print_search(sweep_config) -> None:
         console.print(f"{search.trials - TPE_STARTUP} more configuration(s) chosen by TPE as results come in")
 
 
-def reports_bad_options(command):
-    """An option naming a metric, column or setting the results lack is bad input: exit 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from .errors import OptionError
-
-        try:
-            return command(*args, **kwargs)
-        except OptionError as exc:
-            raise UserError(str(exc), EXIT_BAD_INPUT) from None
-
-    return wrapper
-
-
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--metric", default="test_accuracy", show_default=True,
@@ -252,11 +237,11 @@ def reports_bad_options(command):
 @click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
-@click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True, help="Resolution of raster images.")
+@click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True,
+              help="Resolution of raster images.")
 @click.option("--model-diagrams", is_flag=True, help="Also draw model_<n>.png per distinct architecture "
                                                      "(needs graphviz and pydot).")
 @reports_errors
-@reports_bad_options
 def plot(results, metric, setting, fmt, dpi, model_diagrams):
     """Draw a sweep's figures into RESULTS/plots/ and write RESULTS/report.html.
 
@@ -302,7 +287,6 @@ def plot(results, metric, setting, fmt, dpi, model_diagrams):
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True, help="table for people; csv, json or markdown for piping.")
 @reports_errors
-@reports_bad_options
 def show(results, trials, sort, top, where, fmt):
     """Print the summary of a sweep (or a folder of sweeps): one row per configuration.
 
@@ -341,7 +325,6 @@ def show(results, trials, sort, top, where, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
-@reports_bad_options
 def compare(results, metric, setting, fmt):
     """Say which settings matter and which differences hold up across seeds.
 

@@ -1,6 +1,20 @@
 """Errors a user can act on; anything else is a bug or a failed trial."""
 
 import difflib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+# Optional packages: the extra that installs each (the key), its import name, name and install command.
+EXTRAS = {
+    "tensorboard": ("tensorboard", "TensorBoard", "pip install 'mnist-sweep[tensorboard]'"),
+    "mlflow": ("mlflow", "MLflow", "pip install 'mnist-sweep[mlflow]'"),
+    "ray": ("ray", "Ray", "pip install 'mnist-sweep[ray]'"),
+    "search": ("optuna", "Optuna", "pip install 'mnist-sweep[search]'"),
+    "mlxtend": ("mlxtend", "mlxtend", "pip install mlxtend"),  # a dependency, but one a broken install can lack
+}
 
 
 class SweepError(Exception):
@@ -46,6 +60,28 @@ class OptionError(SweepError):
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
         self.option = option
+
+
+def require(extra: str, needed_by: str, load: bool = True) -> Any:
+    """The module an optional package provides, or a MissingExtraError (exit 2) naming the install command.
+
+    `load=False` only checks that it is installed, without the cost of importing it (Ray in the driver).
+    """
+    module, name, install = EXTRAS[extra]
+    try:
+        if load:
+            return importlib.import_module(module)
+        found = sys.modules[module] is not None if module in sys.modules else importlib.util.find_spec(module)
+        if found:
+            return None
+    except ImportError:
+        pass
+    raise MissingExtraError(f"{needed_by} needs {name}, which is not installed: {install}")
+
+
+def cannot_write(where: Path | str, exc: OSError, what: str = "results") -> ResultsError:
+    """The error for a results directory (or other output) that refuses a write: what, where, and the OS's reason."""
+    return ResultsError(f"cannot write {what} to {where}: {exc.strerror or exc}")
 
 
 def did_you_mean(word, choices) -> str:

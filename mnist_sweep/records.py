@@ -28,7 +28,7 @@ class Status(str, Enum):
     PRUNED = "pruned"  # stopped early by a search's pruner
 
     __str__ = str.__str__  # "ok" in f-strings and CSV cells, as the plain strings were
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]
 
 
 FINISHED = Status.OK  # the status whose trials a re-run skips
@@ -44,7 +44,7 @@ class Form(str, Enum):
     BRANCHES = "branches"  # any other compatible trials: a sub-model each, trained together
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ LAYERS = [
     ("search", "training"),
     ("execution", "report", "tracking"),
     ("sweep",),
-    ("cli", "__main__", ""),  # "": the package's own __init__ (its lazy public names)
+    ("cli",),
+    ("__main__", ""),  # `python -m mnist_sweep`, and the package's own __init__ (its lazy public names)
 ]
 RANK = {layer: rank for rank, layers in enumerate(LAYERS) for layer in layers}
 KERAS = ("keras", "tensorflow")  # imported at module level only inside training/

@@ -323,7 +323,8 @@ def status_notes(summary) -> list[str]:
                          (Status.DIVERGED, "loss became NaN; no test metrics"),
                          (Status.RUNNING, "still training; metrics come when they finish"),
                          (Status.INTERRUPTED, "stopped before finishing; `mnist-sweep run` resumes them"),
-                         (Status.PRUNED, "stopped early by the search's pruner; left out of the means, like failed ones")):
+                         (Status.PRUNED,
+                          "stopped early by the search's pruner; left out of the means, like failed ones")):
         if counts.get(status, 0):
             notes.append(f"{counts[status]} {status} trial(s): {what}")
     return notes

@@ -269,6 +269,18 @@ def _f_test(ss: float, dof: int, spread: dict, total: float) -> dict:
     return row
 
 
+def _main_effects_model(df: pd.DataFrame, metric: str, setting: str | None = None):
+    """The design both variance tables start from: the trials, their metric, its total sum of squares, the
+    seed-to-seed spread, each setting's dummy columns, and the residual sum of squares and rank of every
+    main effect together."""
+    t = _trials(df, metric, setting)
+    y = t.ok[metric].to_numpy()
+    total = float(((y - y.mean()) ** 2).sum())
+    blocks = {f: _dummies(t.ok, f) for f in t.settings}
+    rss, rank = _rss(y, list(blocks.values()))
+    return t, y, total, seed_spread(df, metric), blocks, rss, rank
+
+
 def setting_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """Each varying setting's share of the variance across all trials, ranked (eta squared).
 
@@ -279,12 +291,7 @@ def setting_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.Da
     shares need not add up. F and p test the setting against seed-to-seed noise (NaN with one seed).
     Columns: rank, setting, levels, share, ss, df, F, p.
     """
-    t = _trials(df, metric)
-    y = t.ok[metric].to_numpy()
-    total = float(((y - y.mean()) ** 2).sum())
-    spread = seed_spread(df, metric)
-    blocks = {f: _dummies(t.ok, f) for f in t.settings}
-    full, rank = _rss(y, list(blocks.values()))
+    t, y, total, spread, blocks, full, rank = _main_effects_model(df, metric)
     rows = []
     for f in t.settings:
         without, rank_without = _rss(y, [b for g, b in blocks.items() if g != f])
@@ -300,8 +307,9 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", setting: str |
     """The mean metric at each level of each setting, with a 95% CI, settings in order of importance.
 
     The interval uses the pooled seed-to-seed SD (df = trials - configurations), as a factorial
-    ANOVA does, cut to the values the metric can take; it is NaN with one seed. Level means average every trial at that level, so in an
-    unbalanced design they mix other settings: `level_contrasts` compares like with like.
+    ANOVA does, cut to the values the metric can take; it is NaN with one seed. Level means average every
+    trial at that level, so in an unbalanced design they mix other settings: `level_contrasts` compares
+    like with like.
     Columns: setting, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
     """
     t = _trials(df, metric, setting)
@@ -502,12 +510,7 @@ def interactions(df: pd.DataFrame, metric: str = "test_accuracy", setting: str |
 def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
     """For each pair with a full two-way table: the interaction's share of variance (what a x b adds to
     all main effects) and its F test against seed noise, Holm-corrected over the pairs."""
-    t = _trials(df, metric, setting)
-    y = t.ok[metric].to_numpy()
-    total = float(((y - y.mean()) ** 2).sum())
-    spread = seed_spread(df, metric)
-    blocks = {f: _dummies(t.ok, f) for f in t.settings}
-    mains, rank = _rss(y, list(blocks.values()))
+    t, y, total, spread, blocks, mains, rank = _main_effects_model(df, metric, setting)
     rows = []
     for a, b in interactions(df, metric, setting):
         product = np.column_stack([blocks[a][:, i] * blocks[b][:, j] for i in range(blocks[a].shape[1])

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError, did_you_mean, excerpt
 from .describe import describe_errors, model_in, show
-from .schema import CNN_ONLY, OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list, trial_limit
+from .schema import OPTIMIZER_KEYS, OptimizerConfig, SweepConfig, as_list, trial_limit
+from .settings import CNN_ONLY
 from .ranges import SearchConfig, put_ranges, search_problems, take_ranges
 from .selectors import check_selectors, unknown_settings
 
@@ -239,7 +240,8 @@ def read_yaml(path: str | Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         # An unclosed bracket is noticed lines later; say where the construct it broke began.
-        began = f" ({context} that began at line {start.line + 1}, column {start.column + 1})" if context and start else ""
+        began = (f" ({context} that began at line {start.line + 1}, column {start.column + 1})"
+                 if context and start else "")
         raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}{began}", str(path)) from None
     if raw is None:
         raise ConfigError("the file is empty", str(path))

@@ -19,7 +19,6 @@ from .settings import RANGE_SETTINGS, not_a_switch
 SAMPLED_METHODS = ("random", "qmc", "tpe")
 METHODS = ("grid", *SAMPLED_METHODS)
 PRUNERS = ("median", "successive_halving", "hyperband")
-INSTALL = "pip install 'mnist-sweep[search]'"
 
 
 Number = Annotated[Union[int, float], BeforeValidator(not_a_switch)]  # ints stay ints: widths, batch sizes

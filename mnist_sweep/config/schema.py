@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import did_you_mean
 from .ranges import PruneConfig, Range, SearchConfig
-from .settings import CNN_ONLY, LEARNING_RATE, MOMENTUM, PENALTY, RATE, not_a_switch
+from .settings import LEARNING_RATE, MOMENTUM, PENALTY, RATE, not_a_switch
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "nadam")
@@ -201,7 +201,8 @@ def _conv_problems(stack: Any, where: str) -> list[tuple[str, str, Any]]:
     """Problems with one conv stack such as [32, 32, pool, 64, 64, pool]."""
     if not isinstance(stack, list) or not stack:
         return [(where, "expected a list of filter counts and 'pool', such as [32, 32, pool, 64, 64, pool]", stack)]
-    problems = [(f"{where}[{i}]", "expected a positive number of filters or 'pool'", item) for i, item in enumerate(stack)
+    problems = [(f"{where}[{i}]", "expected a positive number of filters or 'pool'", item)
+                for i, item in enumerate(stack)
                 if item != "pool" and (isinstance(item, bool) or not isinstance(item, int) or item < 1)]
     if not problems and "pool" in stack and all(item == "pool" for item in stack):
         problems.append((where, "needs at least one convolution (a number of filters) besides 'pool'", stack))
@@ -490,7 +491,8 @@ class SweepConfig(Strict):
     def _unique_seeds(cls, value):
         repeated = sorted({s for s in value if value.count(s) > 1})
         if repeated:
-            raise ValueError(f"seed {', '.join(map(str, repeated))} listed more than once; each seed runs every trial once")
+            raise ValueError(f"seed {', '.join(map(str, repeated))} listed more than once; "
+                             "each seed runs every trial once")
         return value
 
     @field_validator("exclude", "include", mode="before")

@@ -35,7 +35,7 @@ class Bounds(NamedTuple):
 
     def field(self) -> Any:
         """The same interval as a pydantic constraint, for the schema's field."""
-        limits = {"ge" if self.low_ok else "gt": self.low}
+        limits: dict[str, Any] = {"ge" if self.low_ok else "gt": self.low}
         if math.isfinite(self.high):
             limits["le" if self.high_ok else "lt"] = self.high
         return Field(**limits)

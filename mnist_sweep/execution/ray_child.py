@@ -20,7 +20,6 @@ without saying "end" was ended by Ray (or killed); a child whose driver is gone 
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import os
 import signal
@@ -30,8 +29,8 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import SweepError
-from .executors import Options, open_arrays, share_arrays
+from ..errors import SweepError, require
+from .executors import Options, exit_cause, open_arrays, share_arrays
 from ..records import Emit as Event
 from ..records import Status, Task, TaskQueue
 from .ray_executor import (ClusterLostError, RayExecutor, check_address, cluster_where, head_answers,
@@ -108,18 +107,11 @@ def _child_main(conn, stop, options: Options, folder: str) -> None:
         pass
 
 
-def _exit_cause(exitcode) -> str:
-    if exitcode is not None and exitcode < 0:
-        return f"killed by {signal.Signals(-exitcode).name}"
-    return f"exit code {exitcode}"
-
-
 class ChildRayExecutor:
     """The executor of `--executor ray`: RayExecutor in a child process; this process records everything."""
 
     def __init__(self, options: Options):
-        if importlib.util.find_spec("ray") is None:
-            raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'")
+        require("ray", "--executor ray", load=False)  # the driver never imports Ray itself
         self.options = options
         self.stopping = False
         self.context = mp.get_context("spawn")  # never fork a process that may have loaded TensorFlow
@@ -200,7 +192,7 @@ class ChildRayExecutor:
         """Ray ended the child: record its running trials interrupted and stop with what was lost."""
         child.join(EXIT_SECONDS)
         lost = f"lost {cluster_where(self.options.ray_address)}: Ray ended the process connected to it " \
-               f"({_exit_cause(child.exitcode)})"
+               f"({exit_cause(child.exitcode)})"
         if self.head and not head_answers(self.head):
             lost += " and the head does not answer"
         for trial_id, info in list(self.running.items()):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Optional
 
-from ..errors import SweepError
+from ..errors import SweepError, require
 from .executors import ARRAYS, Options, execute_task, worker_env
 from ..records import Emit as Event
 from ..records import Status, Task, TaskQueue
@@ -139,11 +139,7 @@ class RayExecutor:
     """Each task a Ray task on an existing cluster or a fresh local instance; results return to the driver."""
 
     def __init__(self, options: Options):
-        try:
-            import ray
-        except ImportError:
-            raise SweepError("--executor ray needs Ray: pip install 'mnist-sweep[ray]'") from None
-        self.ray = ray
+        self.ray = require("ray", "--executor ray")
         self.options = options
         self.stopping = False
         self.started_here = False

@@ -9,8 +9,8 @@ import math
 import re
 from typing import Any
 
-from ..config import (BN_MOMENTUM, CNN_ONLY, MAX_TRIALS, SECTIONS, SLUG_PREFIX, Augment, SweepConfig, is_architecture, is_float,
-                     pin_settings)
+from ..config import (BN_MOMENTUM, CNN_ONLY, MAX_TRIALS, SECTIONS, SLUG_PREFIX, Augment, SweepConfig,
+                      is_architecture, is_float, pin_settings)
 from ..errors import ConfigError
 from ..records import Trial
 

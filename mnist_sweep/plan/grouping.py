@@ -113,10 +113,10 @@ def as_task(trials: Sequence[Trial] | Task) -> Task:
 
 def describe_groups(tasks: Sequence[Task | Sequence[Trial]]) -> str:
     """How the trials were grouped, for the run's output."""
-    tasks = [as_task(t) for t in tasks]
-    stacked = [t for t in tasks if t.form is Form.STACKED]
-    branches = [t for t in tasks if t.form is Form.BRANCHES]
-    alone = sum(1 for t in tasks if t.form is Form.ISOLATED)
+    formed = [as_task(t) for t in tasks]
+    stacked = [t for t in formed if t.form is Form.STACKED]
+    branches = [t for t in formed if t.form is Form.BRANCHES]
+    alone = sum(1 for t in formed if t.form is Form.ISOLATED)
     parts = []
     if stacked:
         sizes = sorted({len(t.trials) for t in stacked})

@@ -258,7 +258,7 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
         y0 = body - (i // columns + 1) * (CELL_HEIGHT + CELL_GAP_Y) + 0.15
         x = x0 + (history["epoch"].to_numpy(float) - 1) / (last_epoch - 1) * CELL_WIDTH
 
-        def y(values):
+        def y(values, y0=y0):
             return y0 + (np.clip(np.asarray(values, float), low, high) - low) / (high - low) * CELL_HEIGHT
 
         train.append(np.column_stack([x, y(history["accuracy"])]))
@@ -269,7 +269,8 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
         if best_epoch:
             best_points.append((x0 + (best_epoch - 1) / (last_epoch - 1) * CELL_WIDTH, y([best])[0]))
         status = "" if row.get("status") == Status.OK else f"[{row.get('status')}] "
-        title = "\n".join(textwrap.wrap(status + " · ".join(f"seed {row[f]}" if f == "seed" else str(row[f]) for f in parts), 40, max_lines=2,
+        named = " · ".join(f"seed {row[f]}" if f == "seed" else str(row[f]) for f in parts)
+        title = "\n".join(textwrap.wrap(status + named, 40, max_lines=2,
                                         placeholder="…"))
         when = _time_text(row, history).replace("wall time ", "").replace(" (shared by its fused group)", "*")
         ax.text(x0 + CELL_WIDTH / 2, y0 + CELL_HEIGHT + 0.06, f"{title}\n{when} · best val {best:.3f}"
@@ -493,7 +494,8 @@ def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[s
                      [[diff - scale * r["ci_low"]], [scale * r["ci_high"] - diff]])
             ax.errorbar([i], [diff], yerr=error, fmt="o", color=VERDICT_COLORS.get(r["verdict"], PALETTE[0]),
                         markersize=7, capsize=5, linewidth=2, zorder=3, label=level)
-            names.append(_tick(level, str(r["verdict"]).split(" at ")[0].replace("no detectable difference", "no diff.")))
+            verdict = str(r["verdict"]).split(" at ")[0].replace("no detectable difference", "no diff.")
+            names.append(_tick(level, verdict))
         crowded = len(levels) > 6
         ax.set_xticks(range(len(levels)), names, fontsize=8, rotation=30 if crowded else 0,
                       ha="right" if crowded else "center")

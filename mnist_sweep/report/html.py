@@ -148,7 +148,7 @@ def _dataset_html(records) -> str:
 
 def _environment_html(records) -> str:
     items: dict[str, Any] = {}
-    for text, count in _distinct(records, lambda r: r.get("versions")):
+    for text, _count in _distinct(records, lambda r: r.get("versions")):
         for key, value in json.loads(text).items():
             items.setdefault(key, set()).add(str(value))
     for key in ("device", "host"):
@@ -218,7 +218,8 @@ def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: lis
                                 f'loading="eager"><figcaption>{_e(f.caption)} — <code>plots/{_e(f.path.name)}'
                                 f"</code></figcaption></figure>")
     config_path = sweep_dir / "sweep.yaml"
-    config_text = config_path.read_text(encoding="utf-8", errors="replace") if config_path.exists() else "(no sweep.yaml)"
+    config_text = (config_path.read_text(encoding="utf-8", errors="replace") if config_path.exists()
+                   else "(no sweep.yaml)")
     notes_html = ("<section id=\"skipped\"><h2>Skipped</h2><ul class=\"notes\">"
                   + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></section>") if notes else ""
     findings = f'<section id="findings"><h2>Findings</h2>{findings_html}</section>' if findings_html else ""

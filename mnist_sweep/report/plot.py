@@ -119,7 +119,8 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
     if setting is not None:
         if setting not in settings:
             raise OptionError("--group-by", f'"{setting}" does not vary among the finished trials of '
-                                            f"{summary['sweep'].iloc[0]}; varying settings: {', '.join(settings) or 'none'}")
+                                            f"{summary['sweep'].iloc[0]}; "
+                                            f"varying settings: {', '.join(settings) or 'none'}")
         settings = [setting]
     has_metric = finished[metric].notna()
     plan: list[FigurePlan] = []
@@ -150,8 +151,9 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
                      lambda: plots.wall_time(timed)))
     gaps = finished[finished["train_accuracy"].notna()]
     if len(gaps):
-        plan.append(FigurePlan("overfitting_gap", "Overfitting gap", "Final train accuracy minus validation and test accuracy",
-                     lambda: plots.overfitting_gap(gaps)))
+        plan.append(FigurePlan("overfitting_gap", "Overfitting gap",
+                               "Final train accuracy minus validation and test accuracy",
+                               lambda: plots.overfitting_gap(gaps)))
     if len(drawable) <= PER_TRIAL_FIGURES:
         for trial_id in drawable["trial_id"]:
             plan.append(FigurePlan(f"history_{trial_id}", "Per-trial history", f"Trial {trial_id}",
@@ -194,7 +196,8 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
     ok = summary[summary["status"] == Status.OK]
     if settings and pd.to_numeric(ok[metric], errors="coerce").notna().any():
         plan.append(FigurePlan(f"{metric}_vs_settings", "Search", f"{metric} against each sampled setting's value "
-                               "(log axis for log ranges)", lambda: figures.metric_vs_settings(summary, metric, settings)))
+                               "(log axis for log ranges)",
+                               lambda: figures.metric_vs_settings(summary, metric, settings)))
     plan.append(FigurePlan("best_so_far", "Search", f"The best {search_metric} so far (the value the {method} search "
                            "optimizes), against trials run and against summed wall time",
                            lambda: figures.best_so_far(summary, search_metric)))
@@ -231,8 +234,8 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
     if race is not None:
         from .figures import race_rounds
 
-        plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
-                        "p-value it left on (race.json)", lambda: race_rounds(race)))
+        plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, "
+                                  "and the p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     for pattern in OWN_FILES:

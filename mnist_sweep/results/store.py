@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from ..errors import ResultsError
+from ..errors import ResultsError, cannot_write
 from ..records import FINISHED, TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
@@ -42,7 +42,7 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epo
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write a file (text, or bytes as they are) so that readers see either the old or the new content, never half of it."""
+    """Write a file (text, or bytes as they are) so that readers see the old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -91,7 +91,7 @@ class ResultsStore:
                 leftover.unlink(missing_ok=True)
             atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
-            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+            raise cannot_write(self.dir, exc) from None
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -118,7 +118,7 @@ class ResultsStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             handle = open(self.dir / ".lock", "a+")
         except OSError as exc:
-            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+            raise cannot_write(self.dir, exc) from None
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,6 +8,7 @@ keep N configurations in flight.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..config import SweepConfig
 from ..plan.grouping import make_tasks
@@ -27,13 +28,13 @@ class SearchSchedule:
         self.known: set[str] = set()
         self.factors = self.search.space.varying
         self.prunes = config.prune is not None
-        self.budget = config.search.trials
+        self.budget = config.search.trials or 0  # validation requires trials for a sampled method
         self.adaptive = config.search.method == "tpe"
         self.existing: list[Configuration] = []
         self.buffer: list[Task] = []
         self.in_flight: set[int] = set()
         self.run = Run({})
-        self.records: dict[str, TrialRecord] = {}
+        self.records: dict[str, Any] = {}
         self.batch = 1
 
     def open(self, force: bool) -> None:
@@ -55,12 +56,12 @@ class SearchSchedule:
             for configuration in new:
                 self._asked(configuration)
             self._queue(new)
-        total = self.config.search.trials * len(self.config.seeds)
+        total = self.budget * len(self.config.seeds)
         done = 0 if run.force else sum(1 for t in self.trials
                                        if self.records.get(t.trial_id, {}).get("status") in SEARCH_DONE)
         path = self.search.path
         return Opening(total, total - done, done, [
-            f"{self.config.search.method} search: {self.config.search.trials} configuration(s) x "
+            f"{self.config.search.method} search: {self.budget} configuration(s) x "
             f"{len(self.config.seeds)} seed(s); study in {path} (optuna-dashboard {path} shows it)"])
 
     def _asked(self, configuration: Configuration) -> None:

@@ -84,10 +84,11 @@ class SearchSpace:
 
     def distinct_count(self) -> float:
         """How many distinct configurations the space holds: infinite with a continuous range."""
-        if any(spec.step is None and not self._setting(w) in ("batch_size", "hidden") for w, spec in self.ranges.items()):
+        whole = ("batch_size", "hidden")
+        if any(spec.step is None and self._setting(w) not in whole for w, spec in self.ranges.items()):
             return math.inf
         sizes = [len(v) for v in self.choices.values()]
-        for where, spec in self.ranges.items():
+        for spec in self.ranges.values():
             sizes.append(int((spec.high - spec.low) // (spec.step or 1)) + 1)
         total = math.prod(sizes)
         if total > EXACT_COUNT_LIMIT or self.ranges:

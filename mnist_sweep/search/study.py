@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import SweepConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from ..plan.grid import Trial, make_trial
-from ..config.ranges import INSTALL, SAMPLED_METHODS
+from ..config.ranges import SAMPLED_METHODS
 from .space import EXACT_COUNT_LIMIT, SearchSpace
 from ..records import Status
 
@@ -34,16 +34,13 @@ DIVERGED_ACCURACY = 0.0  # what a diverged seed counts as in its configuration's
 
 def load_optuna(method: str):
     """Optuna, or an error naming the install command (exit 2)."""
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError(f"search.method {method} needs Optuna, which is not installed: {INSTALL}") from None
+    optuna = require("search", f"search.method {method}")
     optuna.logging.set_verbosity(logging.WARNING)
     return optuna
 
 
 def make_sampler(optuna, config: SweepConfig, number: int = 0):
-    """The sampler for `search.method`; tpe is seeded per configuration so a resumed study asks as an unbroken one would."""
+    """The sampler for `search.method`; tpe is seeded per configuration, so a resumed study asks as an unbroken one."""
     method, seed = config.search.method, config.search.seed
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -187,8 +184,8 @@ class Search:
         self.space = SearchSpace(config)
         self.path = Path(directory) / STUDY_FILE
         self.maximize = config.search.metric != "val_loss"
-        self.study = None
-        self.storage = None
+        self.study: Any = None  # optuna.Study, once `open` has run
+        self.storage: Any = None
         self.configurations: dict[str, Configuration] = {}  # by config_id
         self.by_trial: dict[str, Configuration] = {}
 
@@ -249,7 +246,7 @@ class Search:
 
     # ---------------------------------------------------------------- results
 
-    def record(self, trial: Trial, record: dict) -> Optional[Configuration]:
+    def record(self, trial: Trial, record: Any) -> Optional[Configuration]:
         """Note a seed's run as done; once every seed is, tell the study. Returns the configuration told."""
         configuration = self.by_trial.get(trial.trial_id)
         if configuration is None:
@@ -279,7 +276,8 @@ class Search:
         for record in configuration.results.values():
             value = (record.get("metrics") or {}).get(metric)
             value = float(value) if value is not None else math.nan
-            if record.get("status") == Status.DIVERGED or (record.get("status") == Status.OK and not math.isfinite(value)):
+            status = record.get("status")
+            if status == Status.DIVERGED or (status == Status.OK and not math.isfinite(value)):
                 diverged += 1
             elif record.get("status") == Status.OK:
                 values.append(value)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import SweepConfig, config_to_dict, load_config, validate_config
-from ..errors import ConfigError, ResultsError, SweepError
+from ..errors import ConfigError, ResultsError, SweepError, cannot_write
 from ..execution.executors import InlineExecutor, Options, ProcessExecutor
 from ..plan.schedules import GridSchedule, RaceSchedule
 from ..records import FINISHED, Executor, Run, Schedule, Status, Task, Trial, TrialRecord, TrialResult
@@ -143,9 +143,9 @@ class Sweep:
         self.schedule = schedule or make_schedule(config, self.store.dir, max_trials)
         self.by_id = {t.trial_id: t for t in self.schedule.trials}
         self.progress = progress or Progress()
-        self.records: dict[str, TrialRecord] = {}
+        self.records: dict[str, Any] = {}  # trial id -> its TrialRecord
         self.histories: dict[str, list[dict]] = {}
-        self.data = None
+        self.data: Any = None  # the Dataset, once `run` has loaded it
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
         self.halting = False  # a second Ctrl-C: stop the running trial(s) now
@@ -153,8 +153,8 @@ class Sweep:
             from ..tracking import live_tensorboard
 
             needed_by = "--tensorboard" if tensorboard else f"the config's tensorboard: {config.tensorboard}"
-            self.progress = Observers(self.progress, live_tensorboard(tensorboard or config.tensorboard, self,
-                                                                      needed_by))
+            logdir = tensorboard or config.tensorboard or ""
+            self.progress = Observers(self.progress, live_tensorboard(logdir, self, needed_by))
 
     @property
     def trials(self) -> list[Trial]:
@@ -239,7 +239,7 @@ class Sweep:
         return self.schedule.prune(trial, self.histories)
 
     def _finish(self, trial: Trial, result: TrialResult) -> None:
-        record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
+        record: dict[str, Any] = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
@@ -270,7 +270,7 @@ class Sweep:
             return handler(trial, payload)
         except OSError as exc:
             kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
-            raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
+            raise ResultsError(f"{cannot_write(self.store.dir, exc)}. "
                                f"The {kept} trial(s) recorded before are intact; fix the problem and run "
                                "the same command again to continue.") from None
 

@@ -5,23 +5,11 @@ Both are optional extras; each entry point checks its package first and says how
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-from ..errors import MissingExtraError, ResultsError
+from ..errors import ResultsError, cannot_write, require
 
 __all__ = ["export_mlflow", "export_tensorboard", "live_tensorboard", "require"]
-
-EXTRAS = {"tensorboard": "TensorBoard", "mlflow": "MLflow"}
-
-
-def require(extra: str, needed_by: str) -> None:
-    """Fail with the install command when an extra's package cannot be imported."""
-    try:
-        importlib.import_module(extra)
-    except ImportError:
-        raise MissingExtraError(f"{needed_by} needs {EXTRAS[extra]}, which is not installed: "
-                                f"pip install 'mnist-sweep[{extra}]'") from None
 
 
 def live_tensorboard(logdir: str | Path, sweep, needed_by: str = "--tensorboard"):
@@ -40,7 +28,7 @@ def export_tensorboard(results: str | Path, logdir: str | Path):
     try:
         return export(results, logdir)
     except OSError as exc:
-        raise ResultsError(f"cannot write TensorBoard event files to {logdir}: {exc.strerror or exc}") from None
+        raise cannot_write(logdir, exc, "TensorBoard event files") from None
 
 
 def export_mlflow(results: str | Path, tracking_uri: str | None = None):

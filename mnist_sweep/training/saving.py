@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ResultsError
+from ..errors import ResultsError, cannot_write
 from ..metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
 from ..records import FINISHED
 from ..results.store import atomic_write
@@ -97,7 +97,7 @@ def keep_models(sweep_dir: Path, records: dict[str, dict[str, Any]], mode: str) 
         else:
             atomic_write(sweep_dir / BEST_FILE, json.dumps(best, indent=2, default=str) + "\n")
     except OSError as exc:
-        raise ResultsError(f"cannot write results to {sweep_dir}: {exc.strerror or exc}") from None
+        raise cannot_write(sweep_dir, exc) from None
     return best
 
 

@@ -181,7 +181,7 @@ def make_stacked_model(ids: list[int], settings: list[dict[str, Any]], twins: li
             self.norm = None if not normalize else (
                 float(ops.convert_to_numpy(normalize[0].mean).ravel()[0]),
                 float(ops.convert_to_numpy(normalize[0].variance).ravel()[0]))
-            for i, s, twin in zip(ids, settings, twins):
+            for i, twin in zip(ids, twins):
                 for j, layer in enumerate(twin_parts(twin)["dropout"]):
                     generator = keras.random.SeedGenerator(0)
                     generator.state.assign(layer.seed_generator.state.value)
