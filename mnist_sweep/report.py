@@ -92,7 +92,7 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     notes = []
     left_out = {
         "failed": "no history or metrics: only in the wall-time chart and the table",
-        "diverged": "loss became NaN: in the per-trial history and wall-time chart only",
+        "diverged": "loss became NaN or infinite: in the per-trial history and wall-time chart only",
         "running": "still training: in the per-trial history only (partial)",
         "interrupted": "stopped before finishing: in the per-trial history and wall-time chart only",
         "pruned": "stopped by the search's pruner: its curve in the per-trial history stops where it was pruned",

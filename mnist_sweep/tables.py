@@ -319,7 +319,7 @@ def status_notes(summary) -> list[str]:
     notes = []
     counts = summary["status"].value_counts()
     for status, what in (("failed", "no metrics; their errors are in runs/<trial_id>/trial.json"),
-                         ("diverged", "loss became NaN; no test metrics"),
+                         ("diverged", "loss became NaN or infinite; no test metrics"),
                          ("running", "still training; metrics come when they finish"),
                          ("interrupted", "stopped before finishing; `mnist-sweep run` resumes them"),
                          ("pruned", "stopped early by the search's pruner; left out of the means, like failed ones")):
