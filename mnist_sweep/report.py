@@ -238,7 +238,7 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
                         "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
-    with plots_lock(sweep_dir):  # a second `plot` of this sweep waits, then redraws: none deletes the other's figures
+    with plots_lock(sweep_dir):  # a second `plot` of this sweep waits, then redraws: neither deletes the other's
         for pattern in OWN_FILES:
             for old in out.glob(pattern):
                 old.unlink(missing_ok=True)

@@ -93,7 +93,7 @@ def test_a_float_npz_above_one_is_refused_as_ambiguous(sweeps, tmp_path):
     np.savez(path, x=np.full((2, 28, 28), 200.0, np.float32))
     result = invoke("predict", sweeps["mnist"], path, "--out", tmp_path / "p.csv")
     assert result.exit_code == 2
-    assert "float pixels are read as already scaled to 0-1, found values up to 200.0" in result.output
+    assert "a .npz's float pixels are read as already scaled to 0-1, found values up to 200.0" in result.output
     assert "x.astype('uint8')" in result.output and not (tmp_path / "p.csv").exists()
 
 

@@ -147,9 +147,9 @@ def _lock_path(tracking_uri: str) -> Path:
     if tracking_uri.startswith("sqlite:///"):
         database = Path(tracking_uri[len("sqlite:///"):]).expanduser().absolute()
         return database.with_name(database.name + ".lock")
-    from ..data import _cache_dir
+    from ..data import cache_dir
 
-    return _cache_dir() / "mlflow-locks" / f"{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
+    return cache_dir() / "mlflow-locks" / f"{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
 
 
 @contextmanager
