@@ -265,7 +265,7 @@ def read_images(path) -> np.ndarray:
         key = next((k for k in ("x", "x_test") if k in arrays), None)
         if key is None:
             raise DataError(f"{path}: missing key x (or x_test); found {_names(arrays)}")
-        return _images(_npz_pixels(arrays[key], f"{path} [{key}]"), f"{path} [{key}]")
+        return _images(arrays[key], f"{path} [{key}]")
     if path.suffix == ".csv":
         labelled = _head(path, 6) == b"label,"  # a train.csv works too: its labels are dropped
         return read_kaggle_csv(path, labelled)[0]
@@ -275,29 +275,10 @@ def read_images(path) -> np.ndarray:
 def scale_images(x: np.ndarray) -> np.ndarray:
     """Pixels as float32 in [0, 1]: always divided by 255, whatever the values in the file.
 
-    Every reader gives 0-255 pixels, as its format declares (IDX, Kaggle CSV, a .npz's integer arrays;
-    a .npz's float arrays are 0-1 and scaled up by `_npz_pixels`), so an image gets the same input
-    alone or beside brighter ones.
+    Every format holds 0-255 pixels (IDX of any type, Kaggle CSV, .npz arrays of any type, as Keras'
+    mnist.npz), so an image gets the same input alone or beside brighter ones.
     """
     return np.asarray(x, np.float32) / np.float32(255)
-
-
-def _npz_arrays(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
-    """A dataset .npz's arrays with its images on the 0-255 scale (see `_npz_pixels`)."""
-    return {k: _npz_pixels(v, f"{path} [{k[2:]}]") if k.startswith("x_") else v for k, v in arrays.items()}
-
-
-def _npz_pixels(x: np.ndarray, where: str) -> np.ndarray:
-    """A .npz's images on the 0-255 scale. The .npz declares its scale by type: integer arrays hold 0-255
-    (Keras' mnist.npz is uint8); float arrays hold 0-1 (x / 255) and are refused with larger values."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        return x
-    finite = x[np.isfinite(x)]
-    if finite.size and finite.max() > 1:
-        raise DataError(f"{where}: a .npz's float pixels are read as already scaled to 0-1, found values up to "
-                        f"{finite.max()}; store 0-255 pixels as integers (x.astype('uint8')) or divide them by 255")
-    return x.astype(np.float32) * np.float32(255)  # NaN and negatives stay so: `_images` refuses them
 
 
 # ---------------------------------------------------------------- sources
@@ -362,7 +343,7 @@ def _from_path(path: Path) -> _Raw:
     if not (path.is_dir() or path.suffix == ".npz"):
         raise DataError(f"{path}: unknown format; path must be a .npz (keys {', '.join(NPZ_KEYS)}), "
                         f"a folder of IDX files, or a Kaggle train.csv")
-    return _raw_from_arrays("file", path, read_idx_folder(path) if path.is_dir() else _npz_arrays(read_npz(path), path))
+    return _raw_from_arrays("file", path, read_idx_folder(path) if path.is_dir() else read_npz(path))
 
 
 def _from_keras(name: str) -> tuple[_Raw | None, str]:
@@ -371,7 +352,7 @@ def _from_keras(name: str) -> tuple[_Raw | None, str]:
     # A failed Fashion-MNIST download leaves an empty or partial folder: that is "not cached".
     if cache.is_file() or (cache.is_dir() and all(_idx_file(cache, s) for s in IDX_FILES.values())):
         try:
-            arrays = _npz_arrays(read_npz(cache), cache) if name == "mnist" else read_idx_folder(cache)
+            arrays = read_npz(cache) if name == "mnist" else read_idx_folder(cache)
             return _raw_from_arrays("keras-cache", cache, arrays), ""
         except DataError as e:
             raise DataError(f"{e} (in Keras' cache: delete it so Keras downloads it again)") from None

@@ -70,6 +70,14 @@ def looks_like_digits(x: np.ndarray) -> tuple[bool, str]:
                     f"0.01, Fashion-MNIST's clothing 0.29 and fills the frame")
 
 
+def _scale_warnings(images: np.ndarray, input_path: Path) -> list[str]:
+    """A warning when float pixels all lie in 0-1: every format is read as 0-255, so they may be scaled twice."""
+    if not np.issubdtype(images.dtype, np.floating) or not images.size or not 0 < float(images.max()) <= 1:
+        return []
+    return [f"{input_path}: every pixel is at most {float(images.max()):g}, read as 0-255 like every input (so "
+            f"nearly black); if these were already divided by 255, multiply them by 255 (or save as uint8)"]
+
+
 def _dataset_warnings(dataset: str | None, x: np.ndarray, input_path: Path) -> list[str]:
     """A warning when the input does not look like the data the model was trained on (none when that is unknown)."""
     if dataset is None:
@@ -113,7 +121,7 @@ def predict_file(results: str | Path, input_path: str | Path, out: str | Path = 
     model = load_model(model_path)
     x = scale_images(_fit_to_model(images, model, input_path, model_path))
     dataset = trained_on(model_path)
-    warnings = _dataset_warnings(dataset, scale_images(images), input_path)
+    warnings = _scale_warnings(images, input_path) + _dataset_warnings(dataset, scale_images(images), input_path)
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     out = Path(out).expanduser()
     try:

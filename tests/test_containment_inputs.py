@@ -87,14 +87,23 @@ def test_a_faint_image_gets_the_same_prediction_alone_as_beside_a_bright_one(swe
     assert rows[0].equals(rows[1])
 
 
-def test_a_float_npz_above_one_is_refused_as_ambiguous(sweeps, tmp_path):
-    """A .npz's float pixels are taken as already in [0, 1]; larger values say how to store them."""
-    path = tmp_path / "x.npz"
-    np.savez(path, x=np.full((2, 28, 28), 200.0, np.float32))
-    result = invoke("predict", sweeps["mnist"], path, "--out", tmp_path / "p.csv")
-    assert result.exit_code == 2
-    assert "a .npz's float pixels are read as already scaled to 0-1, found values up to 200.0" in result.output
-    assert "x.astype('uint8')" in result.output and not (tmp_path / "p.csv").exists()
+@pytest.mark.keras
+def test_float_pixels_of_a_npz_are_0_255_too_and_already_scaled_ones_are_flagged(sweeps, tmp_path):
+    """A .npz is read as 0-255 whatever its type; floats that all lie in 0-1 get a warning, not a new scale."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
+    rows = []
+    for name, x in (("bytes", images.astype(np.uint8)), ("floats", images.astype(np.float32))):
+        np.savez(tmp_path / f"{name}.npz", x=x)
+        result = invoke("predict", sweeps["mnist"], tmp_path / f"{name}.npz", "--probabilities",
+                        "--out", tmp_path / f"{name}.csv")
+        assert result.exit_code == 0, result.output
+        rows.append(pd.read_csv(tmp_path / f"{name}.csv"))
+    assert rows[0].equals(rows[1])
+    np.savez(tmp_path / "scaled.npz", x=images.astype(np.float32) / 255)
+    result = invoke("predict", sweeps["mnist"], tmp_path / "scaled.npz", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    assert (f"Warning: {tmp_path / 'scaled.npz'}: every pixel is at most 1, read as 0-255 like every input "
+            "(so nearly black); if these were already divided by 255, multiply them by 255") in result.output
 
 
 # ---------------------------------------------------------------- the model's dataset
