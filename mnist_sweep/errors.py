@@ -24,8 +24,13 @@ class DataError(SweepError):
     """A dataset cannot be found or read; the message says what was tried and how to fix it."""
 
 
-class DeviceError(SweepError):
-    """The requested device is not available."""
+class SetupError(SweepError):
+    """The environment cannot do what was asked (no GPU, no such Keras backend, an unwritable folder, an
+    unusable tracking store), found before any work: bad input, like a bad config."""
+
+
+class DeviceError(SetupError):
+    """The requested device or Keras backend is not available."""
 
 
 class ResultsError(SweepError):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -30,6 +32,7 @@ GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
 OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
              "model_*", "*_vs_settings.*", "best_so_far.*")
+PLOTS_LOCK = ".plots.lock"  # where two `plot` commands on one sweep meet
 # The settings that shape a model's layer graph: trials equal on these share one diagram.
 ARCHITECTURE = ("hidden", "activation", "leaky_alpha", "batch_norm", "dropout")
 
@@ -206,7 +209,7 @@ def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=dpi)
     data = buffer.getvalue()
-    path.write_bytes(data)
+    atomic_write(path, data)  # a reader (a browser, another plot) sees the old figure or the new, never half
     if fmt == "pdf":
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi)
@@ -235,25 +238,43 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
                         "p-value it left on (race.json)", lambda: race_rounds(race)))
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
-    for pattern in OWN_FILES:
-        for old in out.glob(pattern):
-            old.unlink()
-    drawn = []
-    for figure in plan:
-        path = out / f"{figure.stem}.{fmt}"
-        image, mime = _render(figure.build(), path, fmt, dpi)
-        drawn.append(Drawn(path, figure.section, figure.caption, image, mime))
-    records = {k: r for k, r in read_records(sweep_dir).items() if k in set(summary["trial_id"].astype(str))}
-    if model_diagrams:
-        diagrams, notes = draw_model_diagrams(records, out, dpi)
-        drawn += diagrams
-        outcome.skipped += notes
-    outcome.figures = [d.path for d in drawn]
-    outcome.report = sweep_dir / "report.html"
-    left_out = [f"damaged results: {line}" for line in outcome.damaged]
-    atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, outcome.skipped + left_out,
-                                               render_findings(summary, sweep_dir, metric, setting)))
+    with plots_lock(sweep_dir):  # a second `plot` of this sweep waits, then redraws: neither deletes the other's
+        for pattern in OWN_FILES:
+            for old in out.glob(pattern):
+                old.unlink(missing_ok=True)
+        drawn = []
+        for figure in plan:
+            path = out / f"{figure.stem}.{fmt}"
+            image, mime = _render(figure.build(), path, fmt, dpi)
+            drawn.append(Drawn(path, figure.section, figure.caption, image, mime))
+        records = {k: r for k, r in read_records(sweep_dir).items() if k in set(summary["trial_id"].astype(str))}
+        if model_diagrams:
+            diagrams, notes = draw_model_diagrams(records, out, dpi)
+            drawn += diagrams
+            outcome.skipped += notes
+        outcome.figures = [d.path for d in drawn]
+        outcome.report = sweep_dir / "report.html"
+        left_out = [f"damaged results: {line}" for line in outcome.damaged]
+        atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, outcome.skipped + left_out,
+                                                   render_findings(summary, sweep_dir, metric, setting)))
     return outcome
+
+
+@contextmanager
+def plots_lock(sweep_dir: Path):
+    """Hold `<sweep>/.plots.lock` while plots/ and report.html are rewritten (opened without following a
+    link at its name); the OS releases it when the holder dies, so it never sticks."""
+    import fcntl
+
+    try:
+        fd = os.open(sweep_dir / PLOTS_LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise ResultsError(f"cannot write figures to {sweep_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def draw_model_diagrams(records: dict[str, dict], out: Path, dpi: int = 100) -> tuple[list[Drawn], list[str]]:

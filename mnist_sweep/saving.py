@@ -33,8 +33,9 @@ def load_model(path: str | Path):
     """Load a `.keras` file in Keras' safe mode (no arbitrary code), without its training set-up."""
     from .backend import get_keras
 
+    keras = get_keras()  # a missing backend is its own error, not a damaged model
     try:
-        return get_keras().saving.load_model(path, safe_mode=True, compile=False)
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # a damaged file, or one saved with custom code
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ResultsError(f"{path}: cannot load the model ({reason})") from None

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from .errors import ResultsError
+from .errors import ResultsError, SetupError
 from .records import TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
@@ -55,6 +55,12 @@ def atomic_write(path: Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable(folder: Path, exc: OSError) -> SetupError:
+    """A results folder that cannot be written at the start (read-only, not a folder): bad environment, exit 2."""
+    return SetupError(f"cannot write results to {folder}: {exc.strerror or exc}; choose a folder you can write "
+                      f"to with --out")
 
 
 def _csv_text(columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> str:
@@ -92,7 +98,7 @@ class ResultsStore:
                 leftover.unlink(missing_ok=True)
             atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
-            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+            raise _unwritable(self.dir, exc) from None
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -119,7 +125,7 @@ class ResultsStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             handle = open(self.dir / ".lock", "a+")
         except OSError as exc:
-            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+            raise _unwritable(self.dir, exc) from None
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
