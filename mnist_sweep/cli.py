@@ -176,6 +176,12 @@ def _warn_damaged(lines: list[str]) -> None:
         _warn(f"damaged results: {line}")
 
 
+def _warn_left_out(lines: list[str]) -> None:
+    """Each results file an export left out (a link, which is not followed; a damaged record), as a warning."""
+    for line in lines:
+        _warn(f"left out of the export: {line}")
+
+
 def _print_trials(sweep_config, max_trials: int | None = None) -> None:
     """The dry-run table: one row per trial with the settings that vary."""
     from rich.console import Console
@@ -432,6 +438,7 @@ def export(results, logdir, tool, tracking_uri):
         if tracking_uri:
             raise UserError("--tracking-uri is for --to mlflow; --to tensorboard writes to DIR", EXIT_BAD_INPUT)
         for sweep, root in tracking.export_tensorboard(results, logdir):
+            _warn_left_out(sweep.warnings)
             click.echo(f"{sweep.name}: {len(sweep.records)} trial(s) -> {root}")
         click.echo(f"View: tensorboard --logdir {logdir}")
         return
@@ -440,6 +447,7 @@ def export(results, logdir, tool, tracking_uri):
                         "use --tracking-uri URI", EXIT_BAD_INPUT)
     uri, exported = tracking.export_mlflow(results, tracking_uri)
     for done in exported:
+        _warn_left_out(done.warnings)
         click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
                    f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
         if done.removed:

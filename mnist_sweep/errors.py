@@ -45,6 +45,11 @@ class DamagedResultsError(ResultsError):
     """Results files are so damaged that nothing usable is left: bad input, like a bad config."""
 
 
+class UnsafePathError(DamagedResultsError):
+    """A path in a results directory would lead out of it (a symbolic link, or a recorded name that is not a
+    plain file name): refused, like damaged results, before anything is read or written through it."""
+
+
 class OptionError(SweepError):
     """A command-line option names a column, value or setting the results do not have."""
 

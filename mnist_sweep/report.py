@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from . import containment
 from .damage import report as report_damage
-from .errors import OptionError, ResultsError, did_you_mean
+from .damage import unsafe
+from .errors import OptionError, ResultsError, UnsafePathError, did_you_mean
 from .metrics import check as check_metric
 from .metrics import get as get_metric
 from .metrics import title
@@ -74,7 +76,10 @@ def plot_results(path: str | Path, metric: str = "test_accuracy", setting: str |
                  fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> Iterator[PlotOutcome]:
     """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time."""
     check_options(metric, setting, fmt)
-    sweeps = find_sweeps(path)
+    linked: list = []
+    sweeps = find_sweeps(path, linked)
+    for damage in linked:  # a sweep reached through a link lies outside the folder given: not drawn into
+        yield PlotOutcome(damage.file, skipped=[str(damage)])
     for sweep_dir in sweeps:
         try:
             yield plot_sweep(sweep_dir, metric, setting, fmt, dpi, model_diagrams)
@@ -180,8 +185,8 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
     from .search import figures
 
     try:
-        raw = yaml.safe_load((sweep_dir / "sweep.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(containment.read_text(sweep_dir, sweep_dir / "sweep.yaml"))
+    except (OSError, ResultsError, yaml.YAMLError):
         return []
     method = (raw.get("search") or {}).get("method", "grid") if isinstance(raw, dict) else "grid"
     if method == "grid" or "status" not in summary.columns:
@@ -205,7 +210,8 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
 
 
 def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
-    """Save the figure; return the bytes the report embeds (PDF is embedded as a PNG copy)."""
+    """Save the figure (replacing the file, never writing through a link); return the bytes the report embeds
+    (PDF is embedded as a PNG copy)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=dpi)
     data = buffer.getvalue()
@@ -222,8 +228,16 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
     """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
     outcome = PlotOutcome(sweep_dir)
+    out = sweep_dir / "plots"  # figures are deleted and written there, and nowhere else
+    reason = containment.problem(sweep_dir, out)
+    if reason is not None:
+        raise UnsafePathError(f"{reason}: remove it (plot writes its figures into the sweep's own plots/ folder) "
+                              "and plot again")
     damaged: list = []
     summary, histories = load_results(sweep_dir, damaged), load_histories(sweep_dir, damaged)
+    named = {d.file for d in damaged}
+    damaged += [unsafe(link, f"{containment.link_text(link)}, and {containment.NOT_FOLLOWED}; left out")
+                for link in containment.links(sweep_dir) if link not in named and link.parent not in named]
     outcome.damaged = report_damage(damaged, limit=len(damaged))
     if summary.empty:
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
@@ -236,7 +250,6 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
 
         plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, and the "
                         "p-value it left on (race.json)", lambda: race_rounds(race)))
-    out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     with plots_lock(sweep_dir):  # a second `plot` of this sweep waits, then redraws: neither deletes the other's
         for pattern in OWN_FILES:
@@ -267,7 +280,7 @@ def plots_lock(sweep_dir: Path):
     import fcntl
 
     try:
-        fd = os.open(sweep_dir / PLOTS_LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = containment.open_lock(sweep_dir / PLOTS_LOCK)  # a link or a non-file there: UnsafePathError, exit 2
     except OSError as exc:
         raise ResultsError(f"cannot write figures to {sweep_dir}: {exc.strerror or exc}") from None
     try:

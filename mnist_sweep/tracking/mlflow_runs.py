@@ -56,6 +56,7 @@ class ExportedSweep:
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)  # trial ids whose runs were deleted
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # files left out (links are not followed, so not uploaded)
 
 
 def results_root(results: str | Path) -> Path:
@@ -189,8 +190,8 @@ def _ms(timestamp: float | None) -> int | None:
     return None if timestamp is None else int(timestamp * 1000)
 
 
-def _results_digest(record: dict[str, Any], history: list[dict], model: Path) -> str:
-    data = {"record": record, "history": history, "model": model.stat().st_size if model.exists() else None}
+def _results_digest(record: dict[str, Any], history: list[dict], model: Path | None) -> str:
+    data = {"record": record, "history": history, "model": model.stat().st_size if model is not None else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -263,7 +264,8 @@ class MlflowExport:
             experiment_id, start_time=_ms(min(filter(None, (seconds(r.get("started_at")) for r in sweep.records)),
                                              default=None)),
             tags={ROLE: "sweep", "sweep": sweep.name}, run_name=sweep.name).info.run_id
-        done = ExportedSweep(sweep.name, experiment_id, parent_id, notes=notes)
+        done = ExportedSweep(sweep.name, experiment_id, parent_id, notes=notes,
+                             warnings=list(sweep.warnings))
         by_trial: dict[Any, list] = {}
         for r in runs:  # a trial's runs are keyed by sweep (its parent) and trial id
             if r.data.tags.get(ROLE) == "trial" and r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id:
@@ -283,7 +285,7 @@ class MlflowExport:
                done: ExportedSweep) -> None:
         trial_id = record["trial_id"]
         history = sweep.history(trial_id)
-        model = sweep.run_dir(trial_id) / "model.keras"
+        model = sweep.file("runs", trial_id, "model.keras")
         digest = _results_digest(record, history, model)
         if existing is not None:
             if existing.data.tags.get(DIGEST) == digest:
@@ -316,8 +318,9 @@ class MlflowExport:
         metrics += [Metric(FINAL_PREFIX + key, value, _ms(end), last) for key, value in final_metrics(record).items()]
         self._log(run_id, metrics, [Param(k, v) for k, v in params.items()])
         for name in ("model.keras", "model.txt"):
-            if (sweep.run_dir(trial_id) / name).exists():
-                self.client.log_artifact(run_id, str(sweep.run_dir(trial_id) / name))
+            artifact = sweep.file("runs", trial_id, name)
+            if artifact is not None:
+                self.client.log_artifact(run_id, str(artifact))
         if status in RUN_STATUS:
             self.client.set_terminated(run_id, RUN_STATUS[status], end_time=_ms(end))
         # Last: a run cut off before here (kill, lost server) has no digest, so the next export replaces it.
@@ -328,8 +331,9 @@ class MlflowExport:
         from ..compare import compare, render
 
         for name in ("sweep.yaml", "summary.csv", "report.html"):
-            if (sweep.directory / name).exists():
-                self.client.log_artifact(parent_id, str(sweep.directory / name))
+            artifact = sweep.file(name)
+            if artifact is not None:
+                self.client.log_artifact(parent_id, str(artifact))
         try:
             self.client.log_text(parent_id, render(compare(sweep.directory), "markdown"), "findings.md")
         except SweepError as exc:
