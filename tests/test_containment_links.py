@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from mnist_sweep.cli import cli
+from mnist_sweep.errors import excerpt
 from mnist_sweep.store import ResultsStore
 from tests.fake_results import write_sweep
 from tests.helpers import tiny_config
@@ -60,7 +61,8 @@ def test_run_refuses_a_lock_that_is_a_link_and_leaves_its_target_alone(tmp_path,
     lock = _link(_sweep(tmp_path) / ".lock", secret)
     result = invoke("run", _config(tmp_path), "--out", tmp_path / "results")
     assert result.exit_code == 2, result.output
-    assert result.output == (f"Error: {lock} is a symbolic link (to '{secret}'), and {NOT_FOLLOWED}: remove the "
+    assert result.output == (f"Error: {lock} is a symbolic link (to {excerpt(str(secret), 80)}), and {NOT_FOLLOWED}: "
+                             "remove the "
                              f"link ({lock}) and run again\n")
     assert secret.read_text() == SECRET
 
@@ -95,7 +97,7 @@ def test_run_refuses_a_sweep_holding_a_link_before_any_work(tmp_path, secret):
     result = invoke("run", _config(tmp_path), "--out", tmp_path / "results")
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {sweep} holds 2 symbolic link(s), and {NOT_FOLLOWED}: ")
-    assert f"{run_dir / 'history.csv'} is a symbolic link (to '{secret}')" in result.output
+    assert f"{run_dir / 'history.csv'} is a symbolic link (to {excerpt(str(secret), 80)})" in result.output
     assert "Replace each link with what it points to, or remove it, then run again." in result.output
     assert {p: p.read_bytes() for p in outside.iterdir()} == before
     assert (sweep / "sweep.yaml").read_text() == yaml_before and not (sweep / "superseded").exists()
@@ -113,7 +115,7 @@ def test_plot_leaves_linked_files_out_names_them_and_never_quotes_them(tmp_path,
     result = invoke("plot", sweep)
     assert result.exit_code == 0, result.output
     for name in ("history.csv", "model.txt"):
-        assert (f"Warning: damaged results: {run_dir / name}: is a symbolic link (to '{secret}'), and "
+        assert (f"Warning: damaged results: {run_dir / name}: is a symbolic link (to {excerpt(str(secret), 80)}), and "
                 f"{NOT_FOLLOWED}") in result.stderr
     assert f"Warning: damaged results: {sweep / 'sweep.yaml'}: is a symbolic link" in result.stderr
     report = (sweep / "report.html").read_text()
@@ -216,7 +218,7 @@ def test_export_uploads_no_linked_file(tmp_path, secret):
     result = invoke("export", sweep, "--to", "mlflow")
     assert result.exit_code == 0, result.output
     for link in [*links, sweep / "report.html"]:
-        assert f"Warning: left out of the export: {link} is a symbolic link (to '{secret}')" in result.stderr
+        assert f"Warning: left out of the export: {link} is a symbolic link (to {excerpt(str(secret), 80)})" in result.stderr
     uploaded = [p for p in (tmp_path / "results" / "mlflow-artifacts").rglob("*") if p.is_file()]
     assert {p.name for p in uploaded} >= {"sweep.yaml", "summary.csv", "model.txt", "findings.md"}
     assert not any("TOPSECRET" in p.read_text(errors="replace") for p in uploaded)
