@@ -6,6 +6,7 @@ never pay for loading TensorFlow.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -19,8 +20,24 @@ BACKENDS = ("tensorflow", "jax", "torch")
 DEVICES = ("auto", "cpu", "gpu")
 
 
+def check_backend(backend: str | None = None) -> str:
+    """The Keras backend a run would use (`backend`, else $KERAS_BACKEND, else tensorflow), or a DeviceError
+    saying why it cannot be used: checked without importing it, before any work."""
+    chosen = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    where = f"--backend {chosen}" if backend else f"KERAS_BACKEND={chosen}"
+    if chosen not in BACKENDS:
+        raise DeviceError(f"{where} is not a Keras backend; use one of: {', '.join(BACKENDS)} "
+                          f"(e.g. unset KERAS_BACKEND for tensorflow)")
+    if importlib.util.find_spec(chosen) is None:
+        extra = {"tensorflow": "tensorflow", "jax": "'mnist-sweep[jax]'", "torch": "torch"}[chosen]
+        raise DeviceError(f"{where}: {chosen} is not installed: pip install {extra}, or choose an installed "
+                          f"backend with --backend or KERAS_BACKEND")
+    return chosen
+
+
 def configure(backend: str | None = None, device: str = "auto", threads: int | None = None) -> None:
     """Set the environment Keras reads at import time; must run before `get_keras()`."""
+    check_backend(backend)
     if "keras" in sys.modules and backend and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
         raise DeviceError(f"Keras is already loaded with backend {os.environ.get('KERAS_BACKEND')!r}; "
                           f"cannot switch to {backend!r} in the same process")
@@ -64,6 +81,8 @@ def _native_logs_held():
 @lru_cache(maxsize=None)
 def get_keras():
     """Import and return the `keras` module (once per process), its start-up chatter held back."""
+    if "keras" not in sys.modules:
+        check_backend()
     with _native_logs_held():
         import keras
 

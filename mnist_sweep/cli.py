@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SweepError
+from .errors import (ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SetupError,
+                     SweepError)
 from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
@@ -24,13 +25,13 @@ class UserError(click.ClickException):
 
 
 def reports_errors(command):
-    """Turn the library's errors into `Error: ...` lines: exit 2 for bad input, 1 otherwise."""
+    """Turn the library's errors into `Error: ...` lines: exit 2 for bad input or environment, 1 otherwise."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError) as exc:
+        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError, SetupError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
@@ -112,8 +113,11 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
             else:
                 _print_trials(sweep_config, max_trials)
             return
+        from .backend import check_backend
         from .execution.executors import Options
         from .sweep.progress import make_progress
+
+        check_backend(backend)  # KERAS_BACKEND=bogus or uninstalled: exit 2 before anything is written
         from .sweep.runner import Sweep
 
         progress = make_progress(quiet)
@@ -170,6 +174,12 @@ def _warn_damaged(lines: list[str]) -> None:
     """Each damaged results file (or row) that was left out, as a warning on stderr."""
     for line in lines:
         _warn(f"damaged results: {line}")
+
+
+def _warn_left_out(lines: list[str]) -> None:
+    """Each results file an export left out (a link, which is not followed; a damaged record), as a warning."""
+    for line in lines:
+        _warn(f"left out of the export: {line}")
 
 
 def _print_trials(sweep_config, max_trials: int | None = None) -> None:
@@ -370,8 +380,14 @@ def predict(results, input_path, out, probabilities):
     """
     from .training.predict import predict_file
 
+    from .data.dataset import TITLES
+
     done = predict_file(results, input_path, out, probabilities)
-    click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model})")
+    for message in done.warnings:
+        _warn(message)
+    trained = (f", trained on {TITLES.get(done.dataset, done.dataset)}" if done.dataset else
+               ", its training dataset not recorded")
+    click.echo(f"Wrote {done.rows:,} predictions to {done.out} (model: {done.model}{trained})")
 
 
 @cli.command()
@@ -405,6 +421,7 @@ def export(results, logdir, tool, tracking_uri):
         if tracking_uri:
             raise UserError("--tracking-uri is for --to mlflow; --to tensorboard writes to DIR", EXIT_BAD_INPUT)
         for sweep, root in tracking.export_tensorboard(results, logdir):
+            _warn_left_out(sweep.warnings)
             click.echo(f"{sweep.name}: {len(sweep.records)} trial(s) -> {root}")
         click.echo(f"View: tensorboard --logdir {logdir}")
         return
@@ -413,6 +430,7 @@ def export(results, logdir, tool, tracking_uri):
                         "use --tracking-uri URI", EXIT_BAD_INPUT)
     uri, exported = tracking.export_mlflow(results, tracking_uri)
     for done in exported:
+        _warn_left_out(done.warnings)
         click.echo(f"{done.name}: {done.created} new, {done.replaced} replaced, {done.unchanged} unchanged trial "
                    f"run(s) under parent run {done.parent_run_id} (experiment {done.experiment_id})")
         if done.removed:

@@ -38,8 +38,13 @@ class DataError(SweepError):
     """A dataset cannot be found or read; the message says what was tried and how to fix it."""
 
 
-class DeviceError(SweepError):
-    """The requested device is not available."""
+class SetupError(SweepError):
+    """The environment cannot do what was asked (no GPU, no such Keras backend, an unwritable folder, an
+    unusable tracking store), found before any work: bad input, like a bad config."""
+
+
+class DeviceError(SetupError):
+    """The requested device or Keras backend is not available."""
 
 
 class ResultsError(SweepError):
@@ -52,6 +57,11 @@ class MissingExtraError(SweepError):
 
 class DamagedResultsError(ResultsError):
     """Results files are so damaged that nothing usable is left: bad input, like a bad config."""
+
+
+class UnsafePathError(DamagedResultsError):
+    """A path in a results directory would lead out of it (a symbolic link, or a recorded name that is not a
+    plain file name): refused, like damaged results, before anything is read or written through it."""
 
 
 class OptionError(SweepError):

@@ -21,7 +21,7 @@ class Status(str, Enum):
 
     RUNNING = "running"  # started, not ended (a record left so by a kill reads as interrupted on resume)
     OK = "ok"  # trained to its end: the only status a re-run skips
-    DIVERGED = "diverged"  # the loss became NaN
+    DIVERGED = "diverged"  # the loss became NaN or infinite
     FAILED = "failed"  # raised, or its worker died
     TIMEOUT = "timeout"  # stopped at train.timeout_seconds
     INTERRUPTED = "interrupted"  # stopped by Ctrl-C or a lost cluster
@@ -217,7 +217,8 @@ class Ending:
 class Schedule(Protocol):
     """What a sweep trains and when it is done: the grid, a race over seeds, a search (Keras Tuner's Oracle).
 
-    The driver calls `open` before the results directory is prepared, `start` once, `next_tasks`
+    The driver calls `open` before it reads the results (a search adds the trials its study asked
+    before), `remember_dataset` once the results are checked against the data, `start` once, `next_tasks`
     whenever its queue runs dry (an empty list: nothing more now), `finished` for every trial that
     ends, `prune` after every epoch and `end` once the executor returns. It never asks which
     schedule it drives.
@@ -226,8 +227,13 @@ class Schedule(Protocol):
     trials: list[Trial]  # every trial known so far, in order (a search adds those its study asks)
     factors: list[str]  # the settings that vary (summary.csv's setting columns)
     prunes: bool  # whether `prune` can stop a trial (workers then wait for a verdict after each epoch)
+    retrain: str  # what --force does, for the message that refuses to resume on other data
 
     def open(self, force: bool) -> None: ...
+
+    def recorded_dataset(self) -> Optional[dict]: ...  # the data its own stored state was made on, if any
+
+    def remember_dataset(self, info: dict) -> None: ...
 
     def start(self, run: Run) -> Opening: ...
 

@@ -1,5 +1,11 @@
 """Helpers the tests share: import them as `from tests.helpers import tiny_config`."""
 
+# Model settings that make a trial diverge in its first training step on any CPU and backend: the L2
+# penalty, 1e38 x (sum of squared kernel weights, about 16 for a glorot-initialized 784x8 layer),
+# overflows float32 to +inf in one multiplication and is added to the loss. No NaN has to pass
+# through an activation or a clip, which kernels treat differently (oneDNN's ReLU maps NaN to 0).
+DIVERGING = {"kernel_l2": 1e38}
+
 
 def tiny_config(name="tiny", **sections):
     """A config dict for a sweep that trains in a second or two on the bundled data."""

@@ -224,9 +224,12 @@ def read_race(sweep_dir) -> Optional[dict[str, Any]]:
     import json
     from pathlib import Path
 
+    from ..results.containment import read_text
+    from ..errors import ResultsError
+
     try:
-        data = json.loads((Path(sweep_dir) / RACE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_text(sweep_dir, Path(sweep_dir) / RACE_FILE))  # never through a link
+    except (OSError, ValueError, ResultsError):
         return None
     return data if isinstance(data, dict) and "rounds" in data else None
 

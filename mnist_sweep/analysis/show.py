@@ -320,7 +320,7 @@ def status_notes(summary) -> list[str]:
     notes = []
     counts = summary["status"].value_counts()
     for status, what in ((Status.FAILED, "no metrics; their errors are in runs/<trial_id>/trial.json"),
-                         (Status.DIVERGED, "loss became NaN; no test metrics"),
+                         (Status.DIVERGED, "loss became NaN or infinite; no test metrics"),
                          (Status.RUNNING, "still training; metrics come when they finish"),
                          (Status.INTERRUPTED, "stopped before finishing; `mnist-sweep run` resumes them"),
                          (Status.PRUNED,

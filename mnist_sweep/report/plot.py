@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from ..results import containment
 from ..results.damage import report as report_damage
-from ..errors import OptionError, ResultsError, did_you_mean
+from ..results.damage import unsafe
+from ..errors import OptionError, ResultsError, UnsafePathError, did_you_mean
 from ..metrics import check as check_metric
 from ..metrics import get as get_metric
 from ..metrics import title
@@ -32,6 +36,7 @@ GRID_PAGE = 36  # panels per page of the history grid
 # Files in plots/ this module writes (older ones are removed first, so no stale figure lingers).
 OWN_FILES = ("race.*", "curves_*", "effects.*", "*_vs_time.*", "wall_time.*", "overfitting_gap.*", "history_*",
              "model_*", "*_vs_settings.*", "best_so_far.*")
+PLOTS_LOCK = ".plots.lock"  # where two `plot` commands on one sweep meet
 
 
 class FigurePlan(NamedTuple):
@@ -71,7 +76,10 @@ def plot_results(path: str | Path, metric: str = "test_accuracy", setting: str |
                  fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> Iterator[PlotOutcome]:
     """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time."""
     check_options(metric, setting, fmt)
-    sweeps = find_sweeps(path)
+    linked: list = []
+    sweeps = find_sweeps(path, linked)
+    for damage in linked:  # a sweep reached through a link lies outside the folder given: not drawn into
+        yield PlotOutcome(damage.file, skipped=[str(damage)])
     for sweep_dir in sweeps:
         try:
             yield plot_sweep(sweep_dir, metric, setting, fmt, dpi, model_diagrams)
@@ -92,7 +100,7 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     notes = []
     left_out = {
         Status.FAILED: "no history or metrics: only in the wall-time chart and the table",
-        Status.DIVERGED: "loss became NaN: in the per-trial history and wall-time chart only",
+        Status.DIVERGED: "loss became NaN or infinite: in the per-trial history and wall-time chart only",
         Status.RUNNING: "still training: in the per-trial history only (partial)",
         Status.INTERRUPTED: "stopped before finishing: in the per-trial history and wall-time chart only",
         Status.PRUNED: "stopped by the search's pruner: its curve in the per-trial history stops where it was pruned",
@@ -179,8 +187,8 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
     from . import search_figures as figures
 
     try:
-        raw = yaml.safe_load((sweep_dir / "sweep.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(containment.read_text(sweep_dir, sweep_dir / "sweep.yaml"))
+    except (OSError, ResultsError, yaml.YAMLError):
         return []
     method = (raw.get("search") or {}).get("method", "grid") if isinstance(raw, dict) else "grid"
     if method == "grid" or "status" not in summary.columns:
@@ -205,11 +213,12 @@ def _search_plan(sweep_dir: Path, summary, metric: str) -> list[FigurePlan]:
 
 
 def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
-    """Save the figure; return the bytes the report embeds (PDF is embedded as a PNG copy)."""
+    """Save the figure (replacing the file, never writing through a link); return the bytes the report embeds
+    (PDF is embedded as a PNG copy)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=dpi)
     data = buffer.getvalue()
-    path.write_bytes(data)
+    atomic_write(path, data)  # a reader (a browser, another plot) sees the old figure or the new, never half
     if fmt == "pdf":
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi)
@@ -222,8 +231,16 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
     """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
     outcome = PlotOutcome(sweep_dir)
+    out = sweep_dir / "plots"  # figures are deleted and written there, and nowhere else
+    reason = containment.problem(sweep_dir, out)
+    if reason is not None:
+        raise UnsafePathError(f"{reason}: remove it (plot writes its figures into the sweep's own plots/ folder) "
+                              "and plot again")
     damaged: list = []
     summary, histories = load_results(sweep_dir, damaged), load_histories(sweep_dir, damaged)
+    named = {d.file for d in damaged}
+    damaged += [unsafe(link, f"{containment.link_text(link)}, and {containment.NOT_FOLLOWED}; left out")
+                for link in containment.links(sweep_dir) if link not in named and link.parent not in named]
     outcome.damaged = report_damage(damaged, limit=len(damaged))
     if summary.empty:
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
@@ -236,27 +253,44 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
 
         plan.insert(0, FigurePlan("race", "Race", "Each configuration's looks in the race: how many seeds it got, "
                                   "and the p-value it left on (race.json)", lambda: race_rounds(race)))
-    out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
-    for pattern in OWN_FILES:
-        for old in out.glob(pattern):
-            old.unlink()
-    drawn = []
-    for figure in plan:
-        path = out / f"{figure.stem}.{fmt}"
-        image, mime = _render(figure.build(), path, fmt, dpi)
-        drawn.append(Drawn(path, figure.section, figure.caption, image, mime))
-    records = {k: r for k, r in read_records(sweep_dir).items() if k in set(summary["trial_id"].astype(str))}
-    if model_diagrams:
-        diagrams, notes = draw_model_diagrams(records, out, dpi)
-        drawn += diagrams
-        outcome.skipped += notes
-    outcome.figures = [d.path for d in drawn]
-    outcome.report = sweep_dir / "report.html"
-    left_out = [f"damaged results: {line}" for line in outcome.damaged]
-    atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, outcome.skipped + left_out,
-                                               render_findings(summary, sweep_dir, metric, setting)))
+    with plots_lock(sweep_dir):  # a second `plot` of this sweep waits, then redraws: neither deletes the other's
+        for pattern in OWN_FILES:
+            for old in out.glob(pattern):
+                old.unlink(missing_ok=True)
+        drawn = []
+        for figure in plan:
+            path = out / f"{figure.stem}.{fmt}"
+            image, mime = _render(figure.build(), path, fmt, dpi)
+            drawn.append(Drawn(path, figure.section, figure.caption, image, mime))
+        records = {k: r for k, r in read_records(sweep_dir).items() if k in set(summary["trial_id"].astype(str))}
+        if model_diagrams:
+            diagrams, notes = draw_model_diagrams(records, out, dpi)
+            drawn += diagrams
+            outcome.skipped += notes
+        outcome.figures = [d.path for d in drawn]
+        outcome.report = sweep_dir / "report.html"
+        left_out = [f"damaged results: {line}" for line in outcome.damaged]
+        atomic_write(outcome.report, render_report(sweep_dir, summary, records, drawn, outcome.skipped + left_out,
+                                                   render_findings(summary, sweep_dir, metric, setting)))
     return outcome
+
+
+@contextmanager
+def plots_lock(sweep_dir: Path):
+    """Hold `<sweep>/.plots.lock` while plots/ and report.html are rewritten (opened without following a
+    link at its name); the OS releases it when the holder dies, so it never sticks."""
+    import fcntl
+
+    try:
+        fd = containment.open_lock(sweep_dir / PLOTS_LOCK)  # a link or a non-file there: UnsafePathError, exit 2
+    except OSError as exc:
+        raise ResultsError(f"cannot write figures to {sweep_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def draw_model_diagrams(records: dict[str, dict], out: Path, dpi: int = 100) -> tuple[list[Drawn], list[str]]:

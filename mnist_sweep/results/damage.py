@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import excerpt
+from . import containment
+from ..errors import UnsafePathError, excerpt
 from ..records import Status
 
 # Columns a summary.csv must have to be read at all; the others may be missing (older versions).
@@ -37,10 +38,18 @@ class Damage:
         return f"{self.file}: {self.reason}"
 
 
-def _text(path: Path) -> tuple[str | None, Damage | None]:
-    """A results file's text, or the Damage that stops it being read (unreadable, not UTF-8, empty)."""
+def unsafe(path: Path, reason: str) -> Damage:
+    """The Damage of a file that is not read because of `reason` (a `containment` refusal, which names it)."""
+    return Damage(path, reason[len(f"{path} "):] if reason.startswith(f"{path} ") else reason)
+
+
+def _text(path: Path, root: Path) -> tuple[str | None, Damage | None]:
+    """A results file's text, or the Damage that stops it being read: reached through a link or not a
+    regular file (then nothing of it is read, so nothing of it is quoted), unreadable, not UTF-8, empty."""
     try:
-        data = path.read_bytes()
+        data = containment.read_bytes(root, path)
+    except UnsafePathError as e:
+        return None, unsafe(path, str(e))
     except OSError as e:
         return None, Damage(path, f"cannot be read ({e.strerror or e})")
     try:
@@ -96,7 +105,7 @@ def _frame(header: list[str], rows: list[list[str]]):
 def read_summary(sweep_dir: Path):
     """summary.csv as a DataFrame without its damaged rows, or None when the file is unusable; and the damage."""
     path = sweep_dir / "summary.csv"
-    text, broken = _text(path)
+    text, broken = _text(path, sweep_dir)
     if broken:
         return None, [broken]
     header, rows, damage = _rows(path, text)
@@ -145,8 +154,9 @@ def _out_of_range(column: str, value: float) -> bool:
     return not math.isfinite(value) or value < 0 or (kind == "accuracy" and value > 1)
 
 
-def read_history(path: Path, columns: tuple[str, ...]):
-    """One history.csv as a DataFrame, or None and the Damage that makes it unusable.
+def read_history(path: Path, columns: tuple[str, ...], root: Path):
+    """One history.csv (inside the results directory `root`) as a DataFrame, or None and the Damage that
+    makes it unusable.
 
     Infinite losses, which a diverging trial leaves, are read as missing; text, a missing epoch
     column, epochs that are not whole numbers, or accuracies and times that cannot be make the
@@ -154,7 +164,7 @@ def read_history(path: Path, columns: tuple[str, ...]):
     """
     import numpy as np
 
-    text, broken = _text(path)
+    text, broken = _text(path, root)
     if broken:
         return None, broken
     header, rows, damage = _rows(path, text)
@@ -179,9 +189,10 @@ def read_history(path: Path, columns: tuple[str, ...]):
     return frame, None
 
 
-def read_trial(path: Path) -> tuple[dict[str, Any] | None, Damage | None]:
-    """One trial.json as a mapping, or None and the Damage that makes it unusable."""
-    text, broken = _text(path)
+def read_trial(path: Path, root: Path) -> tuple[dict[str, Any] | None, Damage | None]:
+    """One trial.json (inside the results directory `root`) as a mapping, or None and the Damage that makes
+    it unusable."""
+    text, broken = _text(path, root)
     if broken:
         return None, broken
     try:

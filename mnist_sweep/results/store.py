@@ -10,6 +10,10 @@ Layout (a contract that users' scripts read):
     <root>/<name>/runs/<trial_id>/model.keras   the trained model (train.save_model: best or all)
     <root>/<name>/best_model.json            which trial's model is the best, by validation accuracy
     <root>/<name>/study.db                   a sampled search's Optuna study (search.method random/qmc/tpe)
+    <root>/<name>/superseded/<trial_id>/     trials the config run last does not contain, or trained on other
+                                             data: set aside by `run`, read by nothing else
+
+Every path below <root>/<name> is used through `containment`: no symbolic link there is followed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from ..errors import ResultsError, cannot_write
+from . import containment
+from ..errors import ResultsError, SetupError, cannot_write
 from ..records import FINISHED, TrialRecord
 
 # Columns before the swept settings, and after them, in summary.csv.
@@ -39,6 +44,8 @@ SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_lo
                 "wall_seconds", "seconds_per_epoch", "device", "dataset_source", "execution", "group_id",
                 "group_seconds", "error")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+SUPERSEDED = "superseded"  # where `run` sets aside the trials its config does not contain
+LOCK_HOLDER_BYTES = 256  # the lock file's one line: who holds it, padded, so it is overwritten, never truncated
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
@@ -54,6 +61,11 @@ def atomic_write(path: Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable(folder: Path, exc: OSError) -> SetupError:
+    """A results folder that cannot be written at the start (read-only, not a folder): bad environment, exit 2."""
+    return SetupError(f"{cannot_write(folder, exc)}; choose a folder you can write to with --out")
 
 
 def _csv_text(columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> str:
@@ -88,10 +100,11 @@ class ResultsStore:
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
             for leftover in [*self.dir.glob(".*.tmp"), *self.runs.glob("*/.*.tmp")]:
-                leftover.unlink(missing_ok=True)
+                if containment.problem(self.dir, leftover.parent) is None:  # never one through a linked folder
+                    leftover.unlink(missing_ok=True)
             atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
-            raise cannot_write(self.dir, exc) from None
+            raise _unwritable(self.dir, exc) from None
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -116,21 +129,21 @@ class ResultsStore:
                         if not p.exists()), None)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            handle = open(self.dir / ".lock", "a+")
+            fd = containment.open_lock(self.dir / ".lock")  # never through a link, never truncated
         except OSError as exc:
-            raise cannot_write(self.dir, exc) from None
-        with handle:
+            raise _unwritable(self.dir, exc) from None
+        with os.fdopen(fd, "r+b", buffering=0):
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise ResultsError(f"{self.dir} is in use by another mnist-sweep run ({holder}); "
+                holder = os.pread(fd, LOCK_HOLDER_BYTES, 0).decode("utf-8", "replace").strip()[:200]
+                raise ResultsError(f"{self.dir} is in use by another mnist-sweep run ({holder or 'another process'}); "
                                    "wait for it to finish or stop it, then run again") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            handle.flush()
+            # Say who holds it, in place; not into a file that shares its content with another (a hard link).
+            own = os.fstat(fd).st_nlink == 1
+            if own:
+                holder = f"pid {os.getpid()} on {socket.gethostname()}"[:LOCK_HOLDER_BYTES - 1]
+                os.pwrite(fd, holder.ljust(LOCK_HOLDER_BYTES - 1).encode() + b"\n", 0)
             try:
                 yield
             except BaseException:
@@ -138,27 +151,35 @@ class ResultsStore:
                     shutil.rmtree(created, ignore_errors=True)  # all of it is this run's: it did not exist
                 raise
             finally:
-                handle.seek(0)
-                handle.truncate()
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if own:
+                    os.pwrite(fd, b" " * (LOCK_HOLDER_BYTES - 1) + b"\n", 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def refuse_links(self) -> None:
+        """UnsafePathError when the sweep's folder holds a symbolic link: `run` writes nothing through one."""
+        containment.refuse_links(self.dir, "Replace each link with what it points to, or remove it, then run again.")
 
     def run_dir(self, trial_id: str) -> Path:
         return self.runs / trial_id
 
+    def _file(self, trial_id: str, name: str) -> Path:
+        """runs/<trial_id>/<name>, checked: a link on the way is refused, never written through."""
+        return containment.inside(self.dir, "runs", trial_id, name)
+
     def write_history(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
-        atomic_write(self.run_dir(trial_id) / "history.csv", _csv_text(HISTORY_COLUMNS, rows))
+        atomic_write(self._file(trial_id, "history.csv"), _csv_text(HISTORY_COLUMNS, rows))
 
     def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
-        atomic_write(self.run_dir(record["trial_id"]) / "trial.json",
+        atomic_write(self._file(record["trial_id"], "trial.json"),
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
 
     def write_text(self, trial_id: str, name: str, text: str) -> None:
-        atomic_write(self.run_dir(trial_id) / name, text)
+        atomic_write(self._file(trial_id, name), text)
 
     def write_model(self, trial_id: str, model_file: bytes | None) -> None:
         """Write a trial's model.keras; None removes one left by an earlier run of the trial."""
-        path = self.run_dir(trial_id) / "model.keras"
+        path = self._file(trial_id, "model.keras")
         if model_file is None:
             path.unlink(missing_ok=True)
         else:
@@ -168,19 +189,40 @@ class ResultsStore:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
-    def finished_by_digest(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Finished trials by the hash that ends their id: {hash: (directory name, record)}.
+    def run_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(directory name, record) for every readable runs/*/trial.json, also one whose directory was
+        renamed but whose record was not yet rewritten."""
+        return list(_run_records(self.dir))
 
-        Unlike `read_records`, a record whose directory was renamed but not yet rewritten counts.
+    def finished_by_digest(self, fingerprint: str | None = None) -> dict[str, tuple[Path, dict[str, Any]]]:
+        """Finished trials by the hash that ends their id: {hash: (directory, record)}, from runs/ first,
+        then from superseded/ (trials set aside by an earlier run that the config may contain again).
+
+        Unlike `read_records`, a record whose directory was renamed but not yet rewritten counts. With
+        `fingerprint`, only trials trained on that data (or on data never fingerprinted) count.
         """
-        found = {}
-        for folder, record in _run_records(self.dir):
-            if record.get("status") == FINISHED and "-" in str(record.get("trial_id")):
-                found.setdefault(record["trial_id"].rsplit("-", 1)[1], (folder, record))
+        found: dict[str, tuple[Path, dict[str, Any]]] = {}
+        for folder in (self.runs, self.dir / SUPERSEDED):
+            for name, record in _run_records(self.dir, folder=folder):
+                if (record.get("status") == FINISHED and "-" in str(record.get("trial_id"))
+                        and (fingerprint is None or data_fingerprint(record) in (None, fingerprint))):
+                    found.setdefault(record["trial_id"].rsplit("-", 1)[1], (folder / name, record))
         return found
 
-    def rename_run(self, old: str, new: str) -> None:
-        os.rename(self.run_dir(old), self.run_dir(new))
+    def rename_run(self, old: Path, new: str) -> None:
+        """Move a run directory (of runs/ or superseded/) to runs/<new>."""
+        os.rename(containment.refuse(self.dir, old), containment.inside(self.dir, "runs", new))
+
+    def set_aside(self, folder: str) -> Path:
+        """Move runs/<folder> to superseded/<folder> (then <folder>~2, ~3... when taken); returns where it went."""
+        aside = self.dir / SUPERSEDED
+        aside.mkdir(exist_ok=True)
+        target, n = aside / folder, 1
+        while target.exists() or target.is_symlink():
+            n += 1
+            target = aside / f"{folder}~{n}"
+        os.rename(containment.inside(self.dir, "runs", folder), containment.refuse(self.dir, target))
+        return target
 
     def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
         atomic_write(self.dir / "summary.csv", _csv_text(summary_columns(factors), rows))
@@ -202,15 +244,25 @@ def summary_row(record: TrialRecord, factors: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _run_records(sweep_dir: Path, damaged: list | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(directory name, record) for every run directory whose trial.json parses as a mapping.
+def data_fingerprint(record: dict[str, Any]) -> str | None:
+    """The fingerprint of the data a trial was trained on, as its record says (None when it does not say)."""
+    dataset = record.get("dataset")
+    value = dataset.get("fingerprint") if isinstance(dataset, dict) else None
+    return str(value) if value else None
 
-    A trial.json that does not is added to `damaged` (when given) as a `damage.Damage`.
+
+def _run_records(sweep_dir: Path, damaged: list | None = None,
+                 folder: Path | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(directory name, record) for every run directory (of runs/, or of `folder`) whose trial.json parses
+    as a mapping.
+
+    A trial.json that does not, or that is reached through a link, is added to `damaged` (when given) as a
+    `damage.Damage`.
     """
     from .damage import read_trial
 
-    for path in sorted((Path(sweep_dir) / "runs").glob("*/trial.json")):
-        record, damage = read_trial(path)
+    for path in sorted((folder or Path(sweep_dir) / "runs").glob("*/trial.json")):
+        record, damage = read_trial(path, Path(sweep_dir))
         if damage is not None and damaged is not None:
             damaged.append(damage)
         if record is not None:
@@ -222,24 +274,35 @@ def read_records(sweep_dir: Path, damaged: list | None = None) -> dict[str, Tria
             if record.get("trial_id") == folder}
 
 
-def find_sweeps(path: str | Path) -> list[Path]:
-    """The sweep directories at or under `path` (a sweep has a sweep.yaml or a runs/ folder)."""
+def find_sweeps(path: str | Path, damaged: list | None = None) -> list[Path]:
+    """The sweep directories at or under `path` (a sweep has a sweep.yaml or a runs/ folder).
+
+    In a folder of sweeps, a sweep reached through a symbolic link lies outside the folder given: it is
+    left out, and added to `damaged` (when given) as a `damage.Damage`.
+    """
+    from .damage import unsafe
+
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"no results at {path}: run `mnist-sweep run CONFIG` first, or check the path")
     if (path / "sweep.yaml").exists() or (path / "runs").is_dir():
         return [path]
-    found = sorted(p.parent for p in path.glob("*/sweep.yaml"))
+    found, linked = [], []
+    for candidate in sorted(p.parent for p in path.glob("*/sweep.yaml")):
+        (found if containment.problem(path, candidate) is None else linked).append(candidate)
+    if damaged is not None:
+        damaged.extend(unsafe(p, f"{containment.problem(path, p)}; sweep left out") for p in linked)
     if not found:
-        raise ResultsError(f"{path} holds no sweep results (no sweep.yaml in it or its sub-folders)")
+        raise ResultsError(f"{path} holds no sweep results (no sweep.yaml in it or its sub-folders"
+                           + (", other than through symbolic links, which are not followed)" if linked else ")"))
     return found
 
 
 def search_method(sweep_dir: str | Path) -> str:
     """How a sweep chose its configurations (sweep.yaml's search.method): grid unless it says otherwise."""
     try:
-        config = yaml.safe_load((Path(sweep_dir) / "sweep.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(containment.read_text(sweep_dir, Path(sweep_dir) / "sweep.yaml"))
+    except (OSError, ResultsError, yaml.YAMLError):
         return "grid"
     search = config.get("search") if isinstance(config, dict) else None
     return str(search.get("method", "grid")) if isinstance(search, dict) else "grid"
@@ -258,7 +321,7 @@ def load_results(path: str | Path, damaged: list | None = None):
     from .damage import read_summary
 
     frames, found = [], []
-    for sweep_dir in find_sweeps(path):
+    for sweep_dir in find_sweeps(path, found):
         bad_records: list = []
         records = read_records(sweep_dir, bad_records)
         frame, damage = read_summary(sweep_dir) if (sweep_dir / "summary.csv").exists() else (None, [])
@@ -305,9 +368,9 @@ def load_histories(path: str | Path, damaged: list | None = None):
     from .damage import read_history
 
     frames, found = [], []
-    for sweep_dir in find_sweeps(path):
+    for sweep_dir in find_sweeps(path, found):
         for history in sorted((sweep_dir / "runs").glob("*/history.csv")):
-            frame, damage = read_history(history, HISTORY_COLUMNS)
+            frame, damage = read_history(history, HISTORY_COLUMNS, sweep_dir)
             if damage is not None:
                 found.append(replace(damage, reason=damage.reason + "; history left out"))
                 continue

@@ -8,7 +8,7 @@ keep N configurations in flight.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..config import SweepConfig
 from ..plan.grouping import make_tasks
@@ -37,17 +37,26 @@ class SearchSchedule:
         self.records: dict[str, Any] = {}
         self.batch = 1
 
+    retrain = "start the search again on it (the study restarts, and "
+
     def open(self, force: bool) -> None:
-        """Create or load the study: a study of another search is refused before sweep.yaml is replaced."""
+        """Create or load the study (a study of another search is refused before sweep.yaml is replaced), and
+        take in the configurations it asked before, so that their run directories count as this sweep's."""
         self.existing = self.search.open(force)
+        for configuration in self.existing:
+            self._asked(configuration)
+
+    def recorded_dataset(self) -> Optional[dict]:
+        return self.search.dataset()
+
+    def remember_dataset(self, info: dict) -> None:
+        self.search.remember_dataset(info)
 
     def start(self, run: Run) -> Opening:
         """Queue what a stopped run left (configurations asked, not told), then, for random/qmc, the rest."""
         self.run, self.records = run, ({} if run.force else run.records)
         # N workers keep N configurations out; Ray's own window (the cluster's CPUs) bounds its share.
         self.batch = max(1, run.jobs if run.executor != "ray" else RAY_ASK_LIMIT)
-        for configuration in self.existing:
-            self._asked(configuration)
         running = [c for c in self.existing if self.search.state(c) == self.search.optuna.trial.TrialState.RUNNING]
         self._queue(running)
         if not self.adaptive:

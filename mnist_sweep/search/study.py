@@ -215,6 +215,18 @@ class Search:
         asked = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
         return [self._add(t.number, t.params) for t in asked]
 
+    def dataset(self) -> Optional[dict[str, Any]]:
+        """The data (`Dataset.info()`, with its fingerprint) the study's results were found on; None for a new
+        study, or one stored before the data was recorded (its trials' records tell then)."""
+        value = self.study.user_attrs.get("dataset")
+        return value if isinstance(value, dict) else None
+
+    def remember_dataset(self, info: dict[str, Any]) -> None:
+        """Record the data this run trains on, so a resume on other data is refused (`space_digest` leaves
+        out the data file's path, which differs between machines; the fingerprint does not)."""
+        if self.dataset() != info:
+            self.study.set_user_attr("dataset", info)
+
     def _add(self, number: int, params: dict[str, Any]) -> Configuration:
         settings = self.space.settings(self.optuna.trial.FixedTrial(params))
         trials = [make_trial(self.config, settings, seed, self.space.varying) for seed in self.config.seeds]

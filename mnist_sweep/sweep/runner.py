@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import SweepConfig, config_to_dict, load_config, validate_config
-from ..errors import ConfigError, ResultsError, SweepError, cannot_write
+from ..errors import ConfigError, DataError, ResultsError, SweepError, cannot_write
 from ..execution.executors import InlineExecutor, Options, ProcessExecutor
 from ..plan.schedules import GridSchedule, RaceSchedule
 from ..records import FINISHED, Executor, Run, Schedule, Status, Task, Trial, TrialRecord, TrialResult
-from ..results.store import ResultsStore, atomic_write, summary_row
+from ..results.store import SUPERSEDED, ResultsStore, atomic_write, data_fingerprint, summary_row
 
 INTERRUPTED = "stopped by Ctrl-C before it finished"
 
@@ -171,42 +171,103 @@ class Sweep:
         return self.by_id[trial_id]
 
     def pending(self, force: bool = False) -> list[Trial]:
-        """Trials still to train: all with `force`, else those without a finished record."""
+        """Trials still to train: all with `force`, else those without a finished record.
+
+        First the results are made to describe this config on this data, and nothing else: results of
+        other data are refused (`force`: set aside and trained again), finished trials renamed or set
+        aside earlier are taken back, and what the config does not contain is set aside.
+        """
         self.records = self.store.read_records()
+        self._check_data(force)
         self._adopt_renamed()
+        self._set_aside()
         if force:
             return list(self.trials)
         return [t for t in self.trials if self.records.get(t.trial_id, {}).get("status") != FINISHED]
+
+    def _check_data(self, force: bool) -> None:
+        """Refuse to resume on other data than the results were trained on, as their fingerprints tell:
+        a trial of this config, or the schedule's own state (a search's study), recorded another. `force`
+        trains them again instead."""
+        new = self.data.info()
+        digests = {t.trial_id.rsplit("-", 1)[1] for t in self.trials}
+        other = [r for _, r in self.store.run_records() if str(r.get("trial_id")).rsplit("-", 1)[-1] in digests
+                 and data_fingerprint(r) not in (None, new["fingerprint"])]
+        study = self.schedule.recorded_dataset()
+        study = study if study is not None and study.get("fingerprint") != new["fingerprint"] else None
+        if force or not (other or study):
+            return
+        old = study or other[0]["dataset"]
+        changes = [f"{key} was {old.get(key)}, now {new.get(key)}" for key in
+                   ("name", "source", "origin", "n_train", "n_val", "n_test", "fingerprint")
+                   if old.get(key) != new.get(key)]
+        what = " and ".join(([f"{len(other)} trial(s)"] if other else []) + (["the search's study"] if study else []))
+        raise DataError(f"the data changed since the results in {self.store.dir} were made ({what}): "
+                        f"{'; '.join(changes)}. "
+                        f"Not resumed, nothing changed: a sweep's results describe one dataset. Give this data its "
+                        f"own results (another --out, or --set name=NEW), or run with --force to "
+                        f"{self.schedule.retrain}the trials of the old data are moved to "
+                        f"{self.store.dir / SUPERSEDED}/)")
+
     def _adopt_renamed(self) -> None:
-        """Keep finished trials whose id changed only because another setting started or stopped varying.
+        """Keep finished trials whose id changed only because another setting started or stopped varying,
+        and take back from superseded/ those an earlier run set aside, when this config contains them again.
 
         An id is `<slug>-s<seed>-<hash>`: the slug names the settings that vary, so adding an axis
-        renames trials whose settings did not change; the hash covers every setting, the data and
-        the seed. Such a trial's directory is renamed instead of the trial being trained again.
+        renames trials whose settings did not change; the hash covers every setting, the data's settings
+        and the seed. Such a trial's directory is renamed instead of the trial being trained again; only
+        a trial trained on this run's data counts.
         """
         missing = {t.trial_id.rsplit("-", 1)[1]: t for t in self.trials if t.trial_id not in self.records}
         if not missing:
             return
-        adopted = 0
-        for digest, (folder, record) in self.store.finished_by_digest().items():
+        adopted, restored = 0, 0
+        for digest, (folder, record) in self.store.finished_by_digest(self.data.fingerprint).items():
             trial = missing.get(digest)
             if trial is None or record.get("seed") != trial.seed:
                 continue
-            if folder != trial.trial_id:
+            aside = folder.parent.name == SUPERSEDED
+            if folder != self.store.run_dir(trial.trial_id):
                 if self.store.run_dir(trial.trial_id).exists():
                     continue  # an unfinished attempt under the new id: train it again
                 self.store.rename_run(folder, trial.trial_id)
             renamed = record["trial_id"]
+            note = (f"brought back from {SUPERSEDED}/{folder.name}: the config contains it again" if aside else
+                    f"renamed from {renamed}: the grid's varying settings changed, this trial's did not")
             record = dict(record, trial_id=trial.trial_id, factors=trial.factors,
-                          notes=list(record.get("notes") or []) + [f"renamed from {renamed}: the grid's varying "
-                                                                  "settings changed, this trial's did not"])
+                          notes=list(record.get("notes") or []) + [note])
             self.store.write_record(record)
-            self.records.pop(renamed, None)
+            if not aside:
+                self.records.pop(renamed, None)
             self.records[trial.trial_id] = record
-            adopted += 1
+            restored, adopted = restored + aside, adopted + (not aside)
         if adopted:
             self.progress.message(f"{adopted} finished trial(s) kept under new ids: the grid's varying settings "
                                   "changed, theirs did not")
+        if restored:
+            self.progress.message(f"{restored} finished trial(s) brought back from {self.store.dir / SUPERSEDED}: "
+                                  "the config contains them again")
+
+    def _set_aside(self) -> None:
+        """Move every run directory this config does not contain, or trained on other data, to superseded/:
+        the results then describe this config alone, whatever reads them (a rebuilt summary.csv included)."""
+        from ..training.saving import forget_best
+
+        current = {t.trial_id for t in self.trials}
+        moved = []
+        for folder in sorted(p.name for p in self.store.runs.iterdir()) if self.store.runs.is_dir() else []:
+            record = self.records.get(folder)
+            if folder in current and (record is None or
+                                      data_fingerprint(record) in (None, self.data.fingerprint)):
+                continue
+            self.store.set_aside(folder)
+            self.records.pop(folder, None)
+            moved.append(folder)
+        if moved:
+            forget_best(self.store.dir, moved)
+            self.progress.message(f"{len(moved)} trial(s) that this config does not contain, or trained on other "
+                                  f"data, moved to {self.store.dir / SUPERSEDED}: they are not shown, exported or "
+                                  "counted, and come back when a config contains them again")
 
     # ------------------------------------------------------------ recording
 
@@ -324,7 +385,7 @@ class Sweep:
         """Load the data once, then train what the schedule hands out through the chosen executor."""
         import time
 
-        from ..data import load_dataset
+        from ..data.dataset import load_dataset
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
@@ -338,8 +399,12 @@ class Sweep:
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
         with self.store.lock():
+            self.store.refuse_links()  # nothing is written through a link, nothing read through one
+            # A search refuses another search's study before sweep.yaml, which describes the results, is
+            # replaced, and adds the configurations it asked before to the trials that `pending` keeps.
+            self.schedule.open(force)
             self.pending(force)
-            self.schedule.open(force)  # a search refuses another search's study before sweep.yaml is replaced
+            self.schedule.remember_dataset(self.data.info())
             self.store.prepare(config_to_dict(self.config))
             opening = self.schedule.start(Run(
                 self.records, force, bool(options.fuse), options.max_branches, options.jobs, executor,

@@ -32,9 +32,14 @@ def export_tensorboard(results: str | Path, logdir: str | Path):
 
 
 def export_mlflow(results: str | Path, tracking_uri: str | None = None):
-    """Finished results as MLflow runs; see `mlflow_runs.export_mlflow`."""
+    """Finished results as MLflow runs; see `mlflow_runs.export_mlflow`.
+
+    The tracking URI is checked first (its scheme, its database driver, that its server answers), so a
+    store that cannot work fails at once with exit 2, never after a minute of retries.
+    """
     require("mlflow", "--to mlflow")
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     from .mlflow_runs import export_mlflow as export
 
@@ -43,5 +48,10 @@ def export_mlflow(results: str | Path, tracking_uri: str | None = None):
     except MlflowException as exc:
         where = tracking_uri or "the default store in the results root"
         raise ResultsError(f"could not export to MLflow at {where}: {exc.message.strip().splitlines()[0]}") from None
+    except SQLAlchemyError as exc:  # the database itself (locked, full, damaged): a line, not a traceback
+        where = tracking_uri or "the default store in the results root"
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ResultsError(f"could not export to MLflow at {where}: database error: {reason}; run the export "
+                           "again (it adds nothing twice)") from None
     except OSError as exc:
         raise ResultsError(f"cannot write MLflow artifacts: {exc.strerror or exc}") from None

@@ -15,6 +15,9 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from ..errors import SweepError
+from ..errors import OptionError, SweepError
 from ..plan.grid import label
 from .sweep_results import EPOCH_METRICS, FINAL_PREFIX, SweepResults, final_metrics, load_sweeps, seconds
 from ..records import FINISHED, Status
@@ -35,6 +38,10 @@ RUN_STATUS = {FINISHED: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "F
 ARTIFACTS = "mlflow-artifacts"  # next to a SQLite tracking database
 # MLflow 3's UI opens an experiment of no stated kind as a GenAI one (traces); this opens its runs.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# MLflow retries a failing HTTP request 7 times with backoff (minutes); an export fails sooner unless the user
+# set these. The server was probed first, so what is left to retry is a busy server, not a missing one.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+PROBE_SECONDS = 5
 
 
 @dataclass
@@ -49,6 +56,7 @@ class ExportedSweep:
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)  # trial ids whose runs were deleted
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # files left out (links are not followed, so not uploaded)
 
 
 def results_root(results: str | Path) -> Path:
@@ -60,6 +68,110 @@ def results_root(results: str | Path) -> Path:
 def default_tracking_uri(results: str | Path) -> str:
     """A SQLite database in the results root: works offline, no server (MLflow's file store is deprecated)."""
     return f"sqlite:///{(results_root(results) / 'mlflow.db').resolve()}"
+
+
+def _uri_problem(tracking_uri: str) -> str | None:
+    """Why MLflow could not use this tracking URI, found without writing anything; None when it can.
+
+    Checks the scheme against the stores MLflow knows, that a database URI's driver is installed and a
+    SQLite file's folder exists, and that an HTTP server's port answers (a closed port fails in a second).
+    """
+    from urllib.parse import urlparse
+
+    scheme = urlparse(tracking_uri).scheme.lower()
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        known = sorted(str(k) for k in _tracking_store_registry._registry if k)
+    except (ImportError, AttributeError):  # an MLflow that moved it: let MLflow say
+        known = []
+    family = scheme.split("+")[0]  # postgresql+psycopg2: the database, then its driver
+    if known and family not in known and tracking_uri not in known and len(scheme) > 1:  # C:\\... is a path
+        return (f"unknown scheme {scheme + '://' if scheme else ''!r} in {tracking_uri!r}; MLflow stores: "
+                f"{', '.join(k + '://' for k in known if k not in ('file',))} or a folder path")
+    if family in ("sqlite", "postgresql", "mysql", "mssql"):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(tracking_uri)
+            url.get_dialect().import_dbapi()
+        except ArgumentError as exc:
+            return f"not a database URI ({exc})"
+        except ImportError as exc:
+            module = getattr(exc, "name", None) or str(exc)
+            return (f"the database driver {module} for {scheme}:// is not installed: pip install it (e.g. "
+                    f"pip install {_DRIVERS.get(module, module)}) or use the default SQLite store")
+        except Exception as exc:  # a dialect SQLAlchemy does not have (mysql+nosuch)
+            return f"no SQLAlchemy dialect for {scheme}:// ({type(exc).__name__}: {exc})"
+        if scheme == "sqlite" and url.database not in (None, "", ":memory:"):
+            folder = Path(url.database).expanduser().absolute().parent
+            if not folder.is_dir():
+                return f"the SQLite database's folder {folder} does not exist; create it or choose another path"
+        return None
+    if scheme in ("http", "https"):
+        parsed = urlparse(tracking_uri)
+        host, port = parsed.hostname or "localhost", parsed.port or (443 if scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+        except OSError as exc:
+            return (f"no MLflow server answers at {host}:{port} ({exc.strerror or exc}); start one "
+                    f"(mlflow server --host {host} --port {port}) or check the URI")
+    return None
+
+
+_DRIVERS = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'",
+            "pymssql": "pymssql", "pyodbc": "pyodbc"}
+
+
+def check_tracking_uri(tracking_uri: str, given: bool = True) -> None:
+    """Raise OptionError (exit 2) naming the URI when MLflow could not use it, before any work."""
+    problem = _uri_problem(tracking_uri)
+    if problem:
+        raise OptionError("--tracking-uri" if given else "the default MLflow store", f"{problem}")
+
+
+@contextmanager
+def _http_retries_bounded():
+    """MLflow's HTTP retry settings bounded for this export, unless the user set them; restored after."""
+    added = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _lock_path(tracking_uri: str) -> Path:
+    """Where exports to one store meet: beside a SQLite database, else a per-URI file in the user's cache."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri[len("sqlite:///"):]).expanduser().absolute()
+        return database.with_name(database.name + ".lock")
+    from ..data.dataset import cache_dir
+
+    return cache_dir() / "mlflow-locks" / f"{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
+
+
+@contextmanager
+def store_lock(tracking_uri: str):
+    """Hold an exclusive lock on one tracking store for a whole export, so that two exports at once never
+    race to create its tables, a sweep's parent run or a trial's run: the second waits, then finds and
+    reuses what the first wrote. The OS releases the lock if the holder dies. The file is opened without
+    following a link at its name."""
+    import fcntl
+
+    path = _lock_path(tracking_uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise OptionError("--tracking-uri", f"cannot create the export lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _artifact_location(tracking_uri: str) -> str | None:
@@ -78,8 +190,8 @@ def _ms(timestamp: float | None) -> int | None:
     return None if timestamp is None else int(timestamp * 1000)
 
 
-def _results_digest(record: dict[str, Any], history: list[dict], model: Path) -> str:
-    data = {"record": record, "history": history, "model": model.stat().st_size if model.exists() else None}
+def _results_digest(record: dict[str, Any], history: list[dict], model: Path | None) -> str:
+    data = {"record": record, "history": history, "model": model.stat().st_size if model is not None else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -123,17 +235,42 @@ class MlflowExport:
         for chunk in _chunks(list(metrics), 1000):
             self.client.log_batch(run_id, metrics=chunk)
 
+    def _unique(self, runs: list, done: "ExportedSweep | None" = None) -> Any:
+        """The first-created of runs that stand for one thing (a sweep, a trial); any others, left by an
+        export that ran at the same time as another before exports took a lock, are deleted."""
+        if not runs:
+            return None
+        keep, *extra = sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        for run in extra:
+            self.client.delete_run(run.info.run_id)
+        if extra and done is not None:
+            done.notes.append(f"deleted {len(extra)} duplicate run(s) of {keep.info.run_name}")
+        return keep
+
     def export(self, sweep: SweepResults) -> ExportedSweep:
         experiment_id = self._experiment(sweep.name)
         runs = self._runs(experiment_id)
-        parent = next((r for r in runs if r.data.tags.get(ROLE) == "sweep"), None)
+        notes: list[str] = []
+        parents = [r for r in runs if r.data.tags.get(ROLE) == "sweep"]
+        parent = self._unique(parents)
+        if len(parents) > 1:
+            notes.append(f"deleted {len(parents) - 1} duplicate parent run(s) of {sweep.name}")
+            extra = {r.info.run_id for r in parents} - {parent.info.run_id}
+            runs = [r for r in runs if r.info.run_id not in extra]
+            for run in [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) in extra]:
+                self.client.delete_run(run.info.run_id)  # trials under a duplicate parent
+            runs = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) not in extra]
         parent_id = parent.info.run_id if parent else self.client.create_run(
             experiment_id, start_time=_ms(min(filter(None, (seconds(r.get("started_at")) for r in sweep.records)),
                                              default=None)),
             tags={ROLE: "sweep", "sweep": sweep.name}, run_name=sweep.name).info.run_id
-        done = ExportedSweep(sweep.name, experiment_id, parent_id)
-        children = {r.data.tags.get("trial_id"): r for r in runs
-                    if r.data.tags.get(ROLE) == "trial" and r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id}
+        done = ExportedSweep(sweep.name, experiment_id, parent_id, notes=notes,
+                             warnings=list(sweep.warnings))
+        by_trial: dict[Any, list] = {}
+        for r in runs:  # a trial's runs are keyed by sweep (its parent) and trial id
+            if r.data.tags.get(ROLE) == "trial" and r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id:
+                by_trial.setdefault(r.data.tags.get("trial_id"), []).append(r)
+        children = {trial_id: self._unique(found, done) for trial_id, found in by_trial.items()}
         for record in sweep.records:
             self._trial(sweep, record, parent_id, experiment_id, children.get(record["trial_id"]), done)
         current = {record["trial_id"] for record in sweep.records}
@@ -148,7 +285,7 @@ class MlflowExport:
                done: ExportedSweep) -> None:
         trial_id = record["trial_id"]
         history = sweep.history(trial_id)
-        model = sweep.run_dir(trial_id) / "model.keras"
+        model = sweep.file("runs", trial_id, "model.keras")
         digest = _results_digest(record, history, model)
         if existing is not None:
             if existing.data.tags.get(DIGEST) == digest:
@@ -181,8 +318,9 @@ class MlflowExport:
         metrics += [Metric(FINAL_PREFIX + key, value, _ms(end), last) for key, value in final_metrics(record).items()]
         self._log(run_id, metrics, [Param(k, v) for k, v in params.items()])
         for name in ("model.keras", "model.txt"):
-            if (sweep.run_dir(trial_id) / name).exists():
-                self.client.log_artifact(run_id, str(sweep.run_dir(trial_id) / name))
+            artifact = sweep.file("runs", trial_id, name)
+            if artifact is not None:
+                self.client.log_artifact(run_id, str(artifact))
         if status in RUN_STATUS:
             self.client.set_terminated(run_id, RUN_STATUS[status], end_time=_ms(end))
         # Last: a run cut off before here (kill, lost server) has no digest, so the next export replaces it.
@@ -193,8 +331,9 @@ class MlflowExport:
         from ..analysis.compare import compare, render
 
         for name in ("sweep.yaml", "summary.csv", "report.html"):
-            if (sweep.directory / name).exists():
-                self.client.log_artifact(parent_id, str(sweep.directory / name))
+            artifact = sweep.file(name)
+            if artifact is not None:
+                self.client.log_artifact(parent_id, str(artifact))
         try:
             self.client.log_text(parent_id, render(compare(sweep.directory), "markdown"), "findings.md")
         except SweepError as exc:
@@ -213,7 +352,10 @@ class MlflowExport:
 
 def export_mlflow(results: str | Path, tracking_uri: str | None = None) -> tuple[str, list[ExportedSweep]]:
     """Every sweep at or under `results` into MLflow; returns the tracking URI used and what was done."""
-    sweeps = load_sweeps(results)
+    sweeps = load_sweeps(results)  # reads only; nothing is written before the store is checked
+    given = tracking_uri is not None
     tracking_uri = tracking_uri or default_tracking_uri(results)
-    exporter = MlflowExport(tracking_uri)
-    return tracking_uri, [exporter.export(sweep) for sweep in sweeps]
+    check_tracking_uri(tracking_uri, given)
+    with _http_retries_bounded(), store_lock(tracking_uri):
+        exporter = MlflowExport(tracking_uri)
+        return tracking_uri, [exporter.export(sweep) for sweep in sweeps]

@@ -4,12 +4,16 @@ trial's history and final metrics, read from the results files alone (so copied 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..results import containment
+from ..results.damage import report
+from ..errors import ResultsError
 from ..plan.grid import label
 from ..records import FINISHED
 from ..results.store import HISTORY_COLUMNS, find_sweeps, read_records
@@ -76,12 +80,13 @@ def seconds(timestamp: str | None) -> float | None:
         return None
 
 
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    """A trial's history.csv as rows of numbers (empty cells are NaN); [] when absent or unreadable."""
+def read_history(run_dir: Path, root: Path | None = None) -> list[dict[str, float]]:
+    """A trial's history.csv as rows of numbers (empty cells are NaN); [] when absent, unreadable, or reached
+    through a link below the sweep `root` (by default the sweep that holds runs/<trial_id>/)."""
     try:
-        with open(run_dir / "history.csv", encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, csv.Error, UnicodeDecodeError):
+        text = containment.read_bytes(root or run_dir.parent.parent, run_dir / "history.csv").decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, ResultsError, csv.Error, UnicodeDecodeError):
         return []
     parsed = []
     for row in rows:
@@ -99,12 +104,19 @@ class SweepResults:
     directory: Path
     name: str
     records: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # files left out: links (not followed), damaged records
 
     def run_dir(self, trial_id: str) -> Path:
         return self.directory / "runs" / trial_id
 
     def history(self, trial_id: str) -> list[dict[str, float]]:
-        return read_history(self.run_dir(trial_id))
+        return read_history(self.run_dir(trial_id), self.directory)
+
+    def file(self, *names: str) -> Path | None:
+        """A file of the sweep (`"sweep.yaml"`, or `"runs", trial_id, "model.keras"`) to export, or None when
+        it is missing or not a regular file reached without a link: nothing from outside is uploaded."""
+        path = self.directory.joinpath(*names)
+        return path if all(map(containment.plain_name, names)) and containment.is_file(self.directory, path) else None
 
     @property
     def finished(self) -> int:
@@ -112,10 +124,19 @@ class SweepResults:
 
 
 def load_sweeps(results: str | Path) -> list[SweepResults]:
-    """Every sweep at or under `results`, with its trial records in a stable order."""
+    """Every sweep at or under `results`, with its trial records in a stable order, and a warning per file
+    left out: each symbolic link in the sweep (not followed, so not exported), each damaged trial.json."""
+    linked: list = []
     sweeps = []
-    for directory in find_sweeps(results):
-        records = sorted(read_records(directory).values(),
+    for directory in find_sweeps(results, linked):
+        damaged: list = []
+        records = sorted(read_records(directory, damaged).values(),
                          key=lambda r: (r["seed"] if isinstance(r.get("seed"), int) else -1, r["trial_id"]))
-        sweeps.append(SweepResults(directory, directory.name, records))
+        named = {d.file for d in damaged}
+        links = [f"{containment.link_text(p)}, and {containment.NOT_FOLLOWED}; not exported"
+                 for p in containment.links(directory) if p not in named and p.parent not in named]
+        sweeps.append(SweepResults(directory, directory.name, records,
+                                   [*report(damaged, limit=len(damaged)), *links]))
+    if sweeps and linked:
+        sweeps[0].warnings[:0] = report(linked, limit=len(linked))
     return sweeps

@@ -152,10 +152,10 @@ def export_sweep(sweep: SweepResults, logdir: str | Path) -> Path:
 def _remove_stale_trials(root: Path, current: set[str]) -> None:
     """Delete the event folders of trials no longer in the results (renamed or removed since).
 
-    Only folders holding nothing but event files this tool wrote: anything else is left alone.
+    Only folders holding nothing but event files this tool wrote: anything else (a link included) is left alone.
     """
     for directory in root.iterdir():
-        if directory.is_dir() and directory.name not in current:
+        if directory.is_dir() and not directory.is_symlink() and directory.name not in current:
             files = list(directory.iterdir())
             if files and all(f.is_file() and f.name.startswith("events.out.tfevents.") and f.name.endswith(SUFFIX)
                              for f in files):
@@ -213,6 +213,8 @@ class TensorBoardLog:
     def start(self, total, todo, skipped, dataset_info):
         self.columns = hparam_columns(t.factors for t in self.sweep.trials)  # a search has asked some by now
         write_experiment(self.root, self.columns)
+        # Trials of an earlier config (set aside in the results) must not show beside this one's.
+        _remove_stale_trials(self.root, {t.trial_id for t in self.sweep.trials})
         if not skipped:  # every trial trains now (a new sweep, or --force)
             return
         for trial in self.sweep.trials:  # skipped as finished before, by a run without this log: from the results

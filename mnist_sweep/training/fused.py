@@ -334,7 +334,8 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
                  "times are the group's, shared"]
         if status == Status.DIVERGED:
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
-            notes.append(f"loss became NaN at epoch {len(b.rows)}; this branch was cut off, the others went on")
+            notes.append(f"loss became NaN or infinite at epoch {len(b.rows)}; this branch was cut off, "
+                         "the others went on")
         elif status == Status.PRUNED:
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"pruned after epoch {len(b.rows)}; this branch was cut off, the others went on")

@@ -127,7 +127,8 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_
         metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
     else:
         metrics.update(test_loss=math.nan, test_accuracy=math.nan)
-        notes.append(f"loss became NaN at epoch {next(r['epoch'] for r in rows if not math.isfinite(r['loss']))}")
+        epoch = next(r["epoch"] for r in rows if not math.isfinite(r["loss"]))
+        notes.append(f"loss became NaN or infinite at epoch {epoch}")
     return TrialOutcome(status, rows, metrics, count_params(model), fit_seconds, summary_text(model), notes, model)
 
 

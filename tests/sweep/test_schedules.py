@@ -16,6 +16,7 @@ class ReverseOrder:
     """Every trial once, the grid's last first, handed out one task at a time."""
 
     prunes = False
+    retrain = "train every trial again on it ("
 
     def __init__(self, config):
         self.trials = expand(config)
@@ -24,6 +25,12 @@ class ReverseOrder:
         self.ended: list[str] = []
 
     def open(self, force: bool) -> None:
+        pass
+
+    def recorded_dataset(self):
+        return None
+
+    def remember_dataset(self, info) -> None:
         pass
 
     def start(self, run: Run) -> Opening:

@@ -147,9 +147,9 @@ def test_without_mlflow_installed_export_says_how_to_install_it(tmp_path, monkey
 def test_a_tracking_uri_mlflow_cannot_use_is_an_error_not_a_traceback(exported):
     sweep_dir, _, _ = exported
     result = CliRunner().invoke(cli, ["export", str(sweep_dir), "--to", "mlflow", "--tracking-uri", "foo://x"])
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: could not export to MLflow at foo://x: ")
-    assert "unsupported URI 'foo://x'" in result.output
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --tracking-uri: unknown scheme 'foo://' in 'foo://x'; MLflow stores: ")
+    assert "sqlite://" in result.output and "http://" in result.output
 
 
 def test_a_run_cut_off_mid_export_is_written_again_by_the_next_export(exported, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from mnist_sweep.training.fused import EarlyStopTracker, execute_group
 from mnist_sweep.plan.grid import expand
 from mnist_sweep.sweep.runner import run_sweep
 from mnist_sweep.training.train import execute_trial, stop_mode
-from tests.helpers import tiny_config
+from tests.helpers import DIVERGING, tiny_config
 
 
 def _keras_stop_epoch(values, monitor, patience, min_delta):
@@ -113,7 +113,7 @@ def test_each_branch_stops_early_on_its_own_and_keeps_its_best_weights():
 @pytest.mark.keras
 def test_a_diverging_branch_is_cut_off_and_the_others_match_their_isolated_runs():
     trials, data = _sweep(
-        model={"initializer": ["glorot_uniform", {"name": "random_normal", "stddev": 1e30}]},
+        model={"kernel_l2": [0.0, DIVERGING["kernel_l2"]]},
         train={"epochs": 3})
     fused = execute_group(trials, data, form="branches")
     healthy, exploding = trials

@@ -64,7 +64,8 @@ def test_predict_writes_a_kaggle_submission(sweep, idx_images, tmp_path):
     result = _predict(sweep, idx_images, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.output == (f"Wrote 5 predictions to {out} "
-                             f"(model: {sweep / 'runs' / 'cnn-s0-00000000' / 'model.keras'})\n")
+                             f"(model: {sweep / 'runs' / 'cnn-s0-00000000' / 'model.keras'}, its training "
+                             f"dataset not recorded)\n")
     submission = pd.read_csv(out)
     assert list(submission.columns) == ["ImageId", "Label"]
     assert list(submission["ImageId"]) == [1, 2, 3, 4, 5]

@@ -14,7 +14,7 @@ from mnist_sweep.plan.grid import expand
 from mnist_sweep.training.models import build_optimizer
 from mnist_sweep.training.saving import model_to_bytes
 from mnist_sweep.training.train import execute_trial
-from tests.helpers import tiny_config
+from tests.helpers import DIVERGING, tiny_config
 
 FIRST_EPOCH_TOLERANCE = 1e-5  # the bound on a branch's first-epoch losses against its twin
 
@@ -100,7 +100,7 @@ def test_an_early_stopper_a_diverging_branch_and_live_ones_are_each_recorded_as_
         include=[
             {"early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},
              "activation": "relu"},
-            {"initializer": {"name": "random_normal", "stddev": 1e30}, "activation": "relu"},
+            {**DIVERGING, "activation": "relu"},
             {"activation": "sigmoid"}, {"activation": "elu"}],
         train={"epochs": 6, "early_stopping": False}, optimizer={"name": "adam", "learning_rate": 0.05})
     assert len(trials) == 5
