@@ -47,6 +47,7 @@ class TrialResult(TypedDict, total=False):
     group_id: str
     group_size: int
     fused_form: str  # stacked (one model, weights with a branch axis) | branches (branch sub-models)
+    halt: str  # the machine has no room for what the trial wrote (its model): the driver stops the sweep
 
 
 class TrialRecord(TrialResult, total=False):

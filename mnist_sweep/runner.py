@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import SweepConfig, config_to_dict, load_config, validate_config
-from .errors import ConfigError, DataError, ResultsError, SweepError
+from .errors import ConfigError, DataError, LimitError, ResultsError, SweepError, out_of_room, room_remedy
 from .executors import InlineExecutor, Options, ProcessExecutor
 from .fused import describe_groups, group_trials
 from .grid import Trial, expand, varying_settings
 from .records import Executor, TrialRecord, TrialResult
 from .store import FINISHED, SUPERSEDED, ResultsStore, data_fingerprint, summary_row
 
-INTERRUPTED = "stopped by Ctrl-C before it finished"
+INTERRUPTED = "stopped by {} before it finished"  # the signal: Ctrl-C, SIGTERM, SIGHUP
+# Signals that stop a sweep: the first Ctrl-C lets running trials finish, the others (and a second Ctrl-C)
+# stop now. SIGTERM is what `timeout`, Slurm and Kubernetes send; SIGHUP comes when the terminal closes.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 RAY_ASK_LIMIT = 1024  # configurations a search keeps out at once on Ray: the cluster's free CPUs decide
 
 
@@ -124,7 +127,10 @@ class Sweep:
         self.data = None
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
-        self.halting = False  # a second Ctrl-C: stop the running trial(s) now
+        self.halting = False  # a second Ctrl-C, SIGTERM or SIGHUP: stop the running trial(s) now
+        self._holding = 0  # > 0 while one event's files are written: a stop signal waits for them (`_whole`)
+        self._stop_pending = False
+        self._stopped_by = "Ctrl-C"
         self.race_plan = None
         if config.race is not None:
             from .race import plan_for
@@ -253,6 +259,7 @@ class Sweep:
         self.store.write_summary(rows, self.factors)
 
     def _begin(self, trial: Trial, info: dict) -> None:
+        self.store.begin()  # from the first trial on, a run's files are results, never undone
         self.histories[trial.trial_id] = []
         self._write({
             "trial_id": trial.trial_id, "config_id": trial.config_id, "seed": trial.seed,
@@ -274,6 +281,7 @@ class Sweep:
     def _finish(self, trial: Trial, result: TrialResult) -> None:
         record: TrialRecord = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
+        halt = result.pop("halt", None)  # the machine had no room for what the trial wrote
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
         if history:
@@ -284,10 +292,14 @@ class Sweep:
         record.update(result)
         if self.halting and record["status"] == "failed":
             # Ctrl-C landing inside TensorFlow's tracing surfaces as an arbitrary error, not KeyboardInterrupt.
-            record.update(status="interrupted", error=INTERRUPTED, traceback=None,
+            record.update(status="interrupted", error=INTERRUPTED.format(self._stopped_by), traceback=None,
                           notes=record["notes"] + [f"the interrupt surfaced as: {result.get('error')}"])
         record["finished_at"] = _now()
         self._write(record)
+        if halt is not None:  # every later trial would fail the same way: stop, as a full results disk does
+            raise LimitError(f"trial {trial.trial_id}: {halt}, then run the same command again to continue. "
+                             f"{self._kept()}; {trial.trial_id} and any other trial that was running are "
+                             "recorded interrupted and train again.")
         status = record["status"]
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
@@ -301,31 +313,46 @@ class Sweep:
 
     def _on_event(self, kind: str, trial_id: str, payload: Any) -> Any:
         """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
-        stops the sweep with a clear error."""
+        stops the sweep with a clear error. A stop signal waits until the event's files are written."""
         trial = self.by_id[trial_id]
         handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
-        try:
-            return handler(trial, payload)
-        except OSError as exc:
-            kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
-            raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
-                               f"The {kept} trial(s) recorded before are intact; fix the problem and run "
-                               "the same command again to continue.") from None
+        with self._whole():
+            try:
+                answer = handler(trial, payload)
+            except OSError as exc:
+                full = out_of_room(exc)
+                remedy = room_remedy(full, self.store.dir) if full is not None else "fix the problem"
+                raise ResultsError(f"cannot write results to {self.store.dir}: {exc.strerror or exc}. "
+                                   f"{self._kept()}; {remedy}, then run the same command again to continue."
+                                   ) from None
+        if self.halting and kind == "epoch":  # still training after "stop now": the interrupt was swallowed
+            raise KeyboardInterrupt
+        return answer
 
-    def _mark_interrupted(self, reason: str = INTERRUPTED) -> None:
-        for record in list(self.records.values()):
-            if record.get("status") == "running":
-                record = dict(record, status="interrupted", error=reason,
-                              finished_at=_now())
-                self.store.write_record(record)
-                self.records[record["trial_id"]] = record
-        self._write_summary()
+    def _kept(self) -> str:
+        kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
+        return f"The {kept} trial(s) recorded before are intact"
+
+    def _mark_interrupted(self, reason: Optional[str] = None) -> None:
+        reason = reason or INTERRUPTED.format(self._stopped_by)
+        self._holding += 1  # a stop signal now would cut this short: the sweep is stopping anyway
+        try:
+            for record in list(self.records.values()):
+                if record.get("status") == "running":
+                    record = dict(record, status="interrupted", error=reason,
+                                  finished_at=_now())
+                    self.store.write_record(record)
+                    self.records[record["trial_id"]] = record
+            self._write_summary()
+        finally:
+            self._holding -= 1
 
     def _keep_models(self) -> None:
         """Record the best trial's model (by validation accuracy) and, for `best`, drop the others."""
         from .saving import BEST_FILE, keep_models
 
-        best = keep_models(self.store.dir, self.records, self.config.train.save_model)
+        with self._whole():  # other models go and best_model.json names the one kept: both, or neither
+            best = keep_models(self.store.dir, self.records, self.config.train.save_model)
         if best is not None:
             metric = best["selected_by"].split(" ")[0]
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
@@ -372,7 +399,6 @@ class Sweep:
         import pandas as pd
 
         from .race import RACE_FILE, run_race
-        from .store import atomic_write
 
         metric = self.race_plan.metric
         rows = [{"config_id": t.config_id, "seed": t.seed, "status": self.records[t.trial_id]["status"],
@@ -386,7 +412,7 @@ class Sweep:
                   for t in self.trials}
         data = race.to_dict(labels)
         data["trials_run"] = len(rows)
-        atomic_write(self.store.dir / RACE_FILE, json.dumps(data, indent=2) + "\n")
+        self.store.write_file(RACE_FILE, json.dumps(data, indent=2) + "\n")
         return race, data
 
     def _race_round(self, options: Options) -> list[Trial]:
@@ -425,31 +451,88 @@ class Sweep:
     # ------------------------------------------------------------ running
 
     @contextmanager
-    def _ctrl_c(self):
-        """First Ctrl-C: finish running trials, start no more. Second: stop now."""
+    def _signals(self):
+        """First Ctrl-C: finish running trials, start no more. A second Ctrl-C, SIGTERM or SIGHUP: stop now,
+        with the running trials recorded interrupted (KeyboardInterrupt, once). A signal that is ignored when
+        the run starts (`nohup` ignores SIGHUP) stays ignored."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handle(signum, frame):
-            if self.executor is not None and not self.executor.stopping:
+            if signum == signal.SIGINT and not self.halting and self.executor is not None \
+                    and not self.executor.stopping:
                 self.executor.stop()
                 self.report.interrupted = True
                 self.progress.message("Ctrl-C: finishing the running trial(s), starting no more; "
                                       "press Ctrl-C again to stop now.")
+                return
+            if self.halting:
+                return  # already stopping now; the clean-up that follows is short
+            self.halting = True
+            if self.executor is not None:
+                self.executor.stop()
+            if signum != signal.SIGINT:
+                self._stopped_by = signal.Signals(signum).name
+                self.progress.message(f"{self._stopped_by}: stopping now, as a second Ctrl-C does; "
+                                      "running trials are recorded as interrupted")
+            if self._holding:
+                self._stop_pending = True  # `_whole` raises once the files being written are whole
             else:
-                self.halting = True
                 raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGINT, handle)
+        previous = {}
+        for signum in STOP_SIGNALS:
+            if signum == signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handle)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def _whole(self):
+        """Write one event's files whole: a stop signal arriving meanwhile takes effect right after."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._stop_pending:
+            self._stop_pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def _undone_unless_begun(self):
+        """A run that stops before its first trial began (an error, a signal) puts back what it wrote."""
+        try:
+            yield
+            if self.report is None or not self.report.interrupted or self.store.began:
+                return
+            failure: BaseException = KeyboardInterrupt()  # interrupted before anything ran: nothing to keep
+        except BaseException as exc:
+            failure = exc
+        if not self.store.began:
+            self._holding += 1  # a stop signal now would cut the undoing short
+            try:
+                self.store.undo_start()
+            finally:
+                self._holding -= 1
+        raise failure
 
     def run(self, force: bool = False, options: Optional[Options] = None, executor: str = "auto",
             warn: Callable[[str], None] = print) -> SweepReport:
-        """Load the data once, then train every pending trial through the chosen executor."""
+        """Load the data once, then train every pending trial through the chosen executor.
+
+        Ctrl-C, SIGTERM and SIGHUP are handled from start to end (`_signals`). A run stopped before its
+        first trial began leaves nothing behind and raises KeyboardInterrupt when a signal stopped it.
+        """
+        with self._signals():
+            return self._run(force, options, executor, warn)
+
+    def _run(self, force: bool, options: Optional[Options], executor: str,
+             warn: Callable[[str], None]) -> SweepReport:
         import time
 
         from .data import load_dataset
@@ -465,8 +548,10 @@ class Sweep:
                               "--executor process (or inline), or remove prune:")  # bad input: exit 2
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
-        with self.store.lock():
+        with self.store.lock(), self._undone_unless_begun():
             self.store.refuse_links()  # nothing is written through a link, nothing read through one
+            if self.search is not None:
+                self.store.keep_before(self.search.path)
             # A study of another search is refused before sweep.yaml, which describes the results, is replaced.
             existing = self.search.open(force) if self.search is not None else []
             for configuration in existing:
@@ -507,8 +592,7 @@ class Sweep:
                                           f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)")
             start = time.perf_counter()
             try:
-                with self._ctrl_c():
-                    self.executor.run(tasks, self.data, self._on_event)
+                self.executor.run(tasks, self.data, self._on_event)
             except KeyboardInterrupt:
                 self.report.interrupted = True
                 self._mark_interrupted()

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -96,17 +95,76 @@ class ResultsStore:
     def __init__(self, root: str | Path, name: str):
         self.dir = Path(root) / name
         self.runs = self.dir / "runs"
+        # Until the run begins its first trial, what it changed is kept so that a failed start can undo it:
+        self.began = False
+        self._made: list[tuple[Path, bool]] = []  # folders (True) and the lock file it created, in order
+        self._before: dict[Path, bytes | None] = {}  # files it wrote: their content before (None: absent)
 
     def prepare(self, config: dict[str, Any]) -> None:
         """Create the directory, drop temp files a killed run left, and record the config as run."""
         try:
-            self.runs.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.runs)
             for leftover in [*self.dir.glob(".*.tmp"), *self.runs.glob("*/.*.tmp")]:
                 if containment.problem(self.dir, leftover.parent) is None:  # never one through a linked folder
                     leftover.unlink(missing_ok=True)
-            atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
+            self.write_file("sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
             raise _unwritable(self.dir, exc) from None
+
+    # ------------------------------------------------------------ undoing a failed start
+
+    def _make_dirs(self, path: Path) -> None:
+        """mkdir -p that remembers each folder it created (one made meanwhile by another process is not ours)."""
+        missing = []
+        for folder in [path.absolute(), *path.absolute().parents]:
+            if folder.exists():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            if not self.began:
+                self._made.append((folder, True))
+
+    def keep_before(self, path: Path) -> None:
+        """Remember a file's content (or that it is absent) before this run first writes it, until it begins."""
+        path = path.absolute()
+        if self.began or path in self._before:
+            return
+        self._before[path] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+
+    def write_file(self, name: str, text: str | bytes) -> None:
+        """Write a file of the sweep's own (sweep.yaml, summary.csv, race.json), whole or not at all."""
+        self.keep_before(self.dir / name)
+        atomic_write(self.dir / name, text)
+
+    def begin(self) -> None:
+        """The run began a trial: what it wrote is results from now on, never undone."""
+        self.began = True
+        self._made, self._before = [], {}
+
+    def undo_start(self) -> None:
+        """After a run that stops before its first trial: put back every file it wrote and remove the folders
+        it created, so that it leaves nothing behind. What others made meanwhile stays: a folder goes only
+        when it is empty, and files are put back one by one, never a folder removed whole."""
+        if self.began:
+            return
+        for path, content in reversed(list(self._before.items())):
+            try:
+                if content is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, content)
+            except OSError:
+                pass  # the disk that stopped the run may refuse this too: leave the file as it is
+        for path, folder in reversed(self._made):
+            try:
+                path.rmdir() if folder else path.unlink()
+            except OSError:
+                pass  # not empty (someone else's files are in it) or gone already
+        self._made, self._before = [], {}
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -122,15 +180,13 @@ class ResultsStore:
     def lock(self):
         """Hold `<sweep>/.lock` while running; the OS releases it when the holder dies, so it never sticks.
 
-        When the run stops with an error before any trial was recorded, the folders it created are
-        removed again: a failed start leaves nothing behind.
+        The folders and the lock file it creates count as this run's (`undo_start` removes them).
         """
         import fcntl
 
-        created = next((p for p in [*reversed(self.dir.absolute().parents), self.dir.absolute()]
-                        if not p.exists()), None)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.dir)
+            fresh = not os.path.lexists(self.dir / ".lock")
             fd = containment.open_lock(self.dir / ".lock")  # never through a link, never truncated
         except OSError as exc:
             raise _unwritable(self.dir, exc) from None
@@ -141,6 +197,8 @@ class ResultsStore:
                 holder = os.pread(fd, LOCK_HOLDER_BYTES, 0).decode("utf-8", "replace").strip()[:200]
                 raise ResultsError(f"{self.dir} is in use by another mnist-sweep run ({holder or 'another process'}); "
                                    "wait for it to finish or stop it, then run again") from None
+            if fresh and not self.began:
+                self._made.append(((self.dir / ".lock").absolute(), False))  # undone while the lock is held
             # Say who holds it, in place; not into a file that shares its content with another (a hard link).
             own = os.fstat(fd).st_nlink == 1
             if own:
@@ -148,10 +206,6 @@ class ResultsStore:
                 os.pwrite(fd, holder.ljust(LOCK_HOLDER_BYTES - 1).encode() + b"\n", 0)
             try:
                 yield
-            except BaseException:
-                if created is not None and not any(self.runs.glob("*/trial.json")):
-                    shutil.rmtree(created, ignore_errors=True)  # all of it is this run's: it did not exist
-                raise
             finally:
                 if own:
                     os.pwrite(fd, b" " * (LOCK_HOLDER_BYTES - 1) + b"\n", 0)
@@ -227,7 +281,7 @@ class ResultsStore:
         return target
 
     def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
-        atomic_write(self.dir / "summary.csv", _csv_text(summary_columns(factors), rows))
+        self.write_file("summary.csv", _csv_text(summary_columns(factors), rows))
 
 
 def summary_columns(factors: list[str]) -> list[str]:
