@@ -229,7 +229,7 @@ class Sweep:
     def _set_aside(self) -> None:
         """Move every run directory this config does not contain, or trained on other data, to superseded/:
         the results then describe this config alone, whatever reads them (a rebuilt summary.csv included)."""
-        from .saving import forget_best
+        from .saving import BEST_FILE, forget_best
 
         current = {t.trial_id for t in self.trials}
         moved = []
@@ -242,6 +242,7 @@ class Sweep:
             self.records.pop(folder, None)
             moved.append(folder)
         if moved:
+            self.store.keep_before(self.store.dir / BEST_FILE)  # a failed start puts it back
             forget_best(self.store.dir, moved)
             self.progress.message(f"{len(moved)} trial(s) that this config does not contain, or trained on other "
                                   f"data, moved to {self.store.dir / SUPERSEDED}: they are not shown, exported or "

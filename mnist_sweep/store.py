@@ -45,7 +45,7 @@ SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_lo
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 FINISHED = "ok"  # the status whose trials a re-run skips
 SUPERSEDED = "superseded"  # where `run` sets aside the trials its config does not contain
-LOCK_HOLDER_BYTES = 256  # the lock file's one line: who holds it, padded, so it is overwritten, never truncated
+LOCK_HOLDER_BYTES = 256  # the most of the lock file's one line (who holds it) that is written or read
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
@@ -99,6 +99,7 @@ class ResultsStore:
         self.began = False
         self._made: list[tuple[Path, bool]] = []  # folders (True) and the lock file it created, in order
         self._before: dict[Path, bytes | None] = {}  # files it wrote: their content before (None: absent)
+        self._moved: list[tuple[Path, Path]] = []  # run folders it moved (renamed, set aside): (from, to)
 
     def prepare(self, config: dict[str, Any]) -> None:
         """Create the directory, drop temp files a killed run left, and record the config as run."""
@@ -143,7 +144,7 @@ class ResultsStore:
     def begin(self) -> None:
         """The run began a trial: what it wrote is results from now on, never undone."""
         self.began = True
-        self._made, self._before = [], {}
+        self._made, self._before, self._moved = [], {}, []
 
     def undo_start(self) -> None:
         """After a run that stops before its first trial: put back every file it wrote and remove the folders
@@ -159,12 +160,18 @@ class ResultsStore:
                     atomic_write(path, content)
             except OSError:
                 pass  # the disk that stopped the run may refuse this too: leave the file as it is
+        for source, target in reversed(self._moved):  # after the files: they were written at the new places
+            try:
+                if not os.path.lexists(source):
+                    os.rename(target, source)
+            except OSError:
+                pass
         for path, folder in reversed(self._made):
             try:
                 path.rmdir() if folder else path.unlink()
             except OSError:
                 pass  # not empty (someone else's files are in it) or gone already
-        self._made, self._before = [], {}
+        self._made, self._before, self._moved = [], {}, []
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -200,15 +207,16 @@ class ResultsStore:
             if fresh and not self.began:
                 self._made.append(((self.dir / ".lock").absolute(), False))  # undone while the lock is held
             # Say who holds it, in place; not into a file that shares its content with another (a hard link).
+            # A file of its own (no link reaches it: O_NOFOLLOW, one hard link) may be rewritten and emptied.
             own = os.fstat(fd).st_nlink == 1
             if own:
-                holder = f"pid {os.getpid()} on {socket.gethostname()}"[:LOCK_HOLDER_BYTES - 1]
-                os.pwrite(fd, holder.ljust(LOCK_HOLDER_BYTES - 1).encode() + b"\n", 0)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n"[:LOCK_HOLDER_BYTES].encode(), 0)
             try:
                 yield
             finally:
                 if own:
-                    os.pwrite(fd, b" " * (LOCK_HOLDER_BYTES - 1) + b"\n", 0)
+                    os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def refuse_links(self) -> None:
@@ -227,6 +235,7 @@ class ResultsStore:
 
     def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
+        self.keep_before(self._file(record["trial_id"], "trial.json"))  # a record rewritten at the start
         atomic_write(self._file(record["trial_id"], "trial.json"),
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
 
@@ -267,18 +276,24 @@ class ResultsStore:
 
     def rename_run(self, old: Path, new: str) -> None:
         """Move a run directory (of runs/ or superseded/) to runs/<new>."""
-        os.rename(containment.refuse(self.dir, old), containment.inside(self.dir, "runs", new))
+        self._move(containment.refuse(self.dir, old), containment.inside(self.dir, "runs", new))
 
     def set_aside(self, folder: str) -> Path:
         """Move runs/<folder> to superseded/<folder> (then <folder>~2, ~3... when taken); returns where it went."""
         aside = self.dir / SUPERSEDED
-        aside.mkdir(exist_ok=True)
+        self._make_dirs(aside)
         target, n = aside / folder, 1
         while target.exists() or target.is_symlink():
             n += 1
             target = aside / f"{folder}~{n}"
-        os.rename(containment.inside(self.dir, "runs", folder), containment.refuse(self.dir, target))
+        self._move(containment.inside(self.dir, "runs", folder), containment.refuse(self.dir, target))
         return target
+
+    def _move(self, source: Path, target: Path) -> None:
+        """Rename a run folder, remembered until the run begins so that a failed start moves it back."""
+        os.rename(source, target)
+        if not self.began:
+            self._moved.append((source.absolute(), target.absolute()))
 
     def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
         self.write_file("summary.csv", _csv_text(summary_columns(factors), rows))
