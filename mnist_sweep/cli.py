@@ -91,8 +91,8 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
     sweep continues where it stopped. The first Ctrl-C lets running trials
-    finish; a second stops at once. Exits 1 if any trial failed, 130 when
-    interrupted.
+    finish; a second, SIGTERM or SIGHUP stops at once. Exits 1 if any trial
+    failed, 130 when interrupted.
 
     \b
     Examples:
@@ -104,7 +104,9 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
     from .config import load_config
+    from .progress import keep_going_without_output
 
+    keep_going_without_output()  # a closed pipe (`2>&1 | head`) or terminal drops the output, never the sweep
     sweep_config = load_config(config, overrides, max_trials)
     try:
         if dry_run:
@@ -129,7 +131,10 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       fuse=fuse, max_branches=max_branches)
-    report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
+    try:
+        report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
+    except KeyboardInterrupt:  # a stop signal before the first trial (nothing kept) or while finishing up
+        sys.exit(EXIT_INTERRUPTED)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if not quiet:

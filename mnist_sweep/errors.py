@@ -1,6 +1,7 @@
 """Errors a user can act on; anything else is a bug or a failed trial."""
 
 import difflib
+import errno
 import importlib
 import importlib.util
 import sys
@@ -117,3 +118,39 @@ def excerpt(value, limit: int = 40) -> str:
         shown, used = shown + escaped, used + 1
     whole = used == len(value) and (unit == "characters" or total <= limit)
     return f"'{shown}'" if whole else f"'{shown}...' ({total:,} {unit} in all)"
+
+
+class LimitError(SweepError):
+    """The machine has no room left (a full disk, a used-up quota, the file-size limit of `ulimit -f`)."""
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_room(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc` (itself or what caused it) when a disk, a quota or the file-size limit is
+    full; None for any other error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def room_remedy(error: OSError, folder, move: str | None = None) -> str:
+    """What to do about an out-of-room error while writing in `folder`, as a clause; `move` says how to
+    write elsewhere instead ("point TMPDIR at"), where that is a way out."""
+    if error.errno == errno.EFBIG:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            return f"the file-size limit of this process (ulimit -f) is {soft:,} bytes: raise it (ulimit -f unlimited)"
+        other = f": {move} a folder on another file system" if move else ""
+        return f"the file system of {folder} takes no larger file{other}"
+    if error.errno == errno.EDQUOT:
+        return f"the disk quota for {folder} is used up: free some of it" + (
+            f", or {move} a folder under another quota" if move else "")
+    return f"free space on the disk of {folder}" + (f", or {move} a folder on a disk with room" if move else "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, TypedDict
 
 
@@ -110,6 +111,7 @@ class TrialResult(TypedDict, total=False):
     group_id: str
     group_size: int
     fused_form: str  # stacked (one model, weights with a branch axis) | branches (branch sub-models)
+    halt: str  # the machine has no room for what the trial wrote (its model): the driver stops the sweep
 
 
 class TrialRecord(TrialResult, total=False):
@@ -230,6 +232,8 @@ class Schedule(Protocol):
     retrain: str  # what --force does, for the message that refuses to resume on other data
 
     def open(self, force: bool) -> None: ...
+
+    def state_files(self) -> list[Path]: ...  # files of its own in the results directory (a search's study)
 
     def recorded_dataset(self) -> Optional[dict]: ...  # the data its own stored state was made on, if any
 

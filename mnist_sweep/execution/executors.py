@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from ..errors import SetupError, SweepError
+from ..errors import LimitError, SetupError, SweepError, out_of_room, room_remedy
 from ..records import Emit as Event
 from ..records import Form, Status, Task, TaskQueue, Trial
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
+NO_COPY = "run with --jobs 1 --executor auto, which trains in this process and needs no copy"
+PR_SET_PDEATHSIG = 1  # Linux prctl: the signal a process gets when its parent ends
 
 
 @dataclass
@@ -99,12 +104,44 @@ def worker_env(options: Options, index: int, threads: Optional[int] = None) -> d
 # ---------------------------------------------------------------- shared data
 
 def share_arrays(data, folder: Path) -> Path:
-    """Write the dataset's arrays once as .npy files that every worker memory-maps."""
+    """Write the dataset's arrays once as .npy files that every worker memory-maps.
+
+    Not np.save: a short write there raises an OSError without its errno, so a full disk or the
+    file-size limit could not be told from any other failure.
+    """
     import numpy as np
 
     for name in ARRAYS:
-        np.save(folder / f"{name}.npy", getattr(data, name))
+        array = np.ascontiguousarray(getattr(data, name))
+        with open(folder / f"{name}.npy", "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
+            handle.write(memoryview(array).cast("B"))
     return folder
+
+
+@contextmanager
+def shared_data(data) -> Iterator[str]:
+    """A private folder in $TMPDIR holding the dataset for the workers (`share_arrays`), removed afterwards
+    however the sweep ends; a full disk or file-size limit while copying is a LimitError naming it."""
+    where = tempfile.gettempdir()
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="mnist-sweep-data-")
+        share_arrays(data, Path(folder))
+    except BaseException as exc:  # a signal too: the copy goes
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        full = out_of_room(exc)
+        problem = f"cannot copy the dataset for the worker processes into {folder or where}: {exc.strerror or exc}"
+        if full is None:
+            raise SweepError(f"{problem}; check that TMPDIR ({where}) is a writable folder, or {NO_COPY}") from None
+        raise LimitError(f"{problem}; {room_remedy(full, where, 'point TMPDIR at')}, or {NO_COPY}") from None
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def open_arrays(folder: Path) -> SimpleNamespace:
@@ -139,10 +176,27 @@ class InlineExecutor:
 
 # ---------------------------------------------------------------- worker processes
 
+def _leave_signals_to_the_driver() -> None:
+    """In a worker: Ctrl-C, SIGTERM and SIGHUP (sent to the whole process group by a terminal, `timeout` or a
+    batch system) are the driver's to handle, and the worker dies with the driver however it ends."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        parent = os.getppid()
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the driver died before the line above
+            os._exit(1)
+
+
 def _worker_main(conn, env: dict[str, str], data_dir: str, device: str, timeout: Optional[float],
                  save_model: bool = False, prune: bool = False) -> None:
     """A worker: imports Keras once, maps the data once, then trains the trials it is sent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    _leave_signals_to_the_driver()
     os.environ.update(env)
     from .. import backend
 
@@ -220,8 +274,7 @@ class ProcessExecutor:
         return _Worker(process, parent_conn)
 
     def run(self, queue: TaskQueue, data, emit: Event) -> None:
-        with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
-            share_arrays(data, Path(folder))
+        with shared_data(data) as folder:
             count = max(1, min(self.options.jobs, queue.expected()))
             self.workers = [self._spawn(i, folder) for i in range(count)]
             try:

@@ -14,7 +14,7 @@ The protocol, on one pipe; the child asks and the driver answers:
     child -> ("event", kind, trial_id, info) <-  what emit returned (the pruning verdict)
     child -> ("end", error)                      its last message: None, a SweepError, or a traceback's text
 
-The first Ctrl-C sets an Event the child watches (it ignores SIGINT itself). A child that ends
+The first Ctrl-C sets an Event the child watches (it ignores SIGINT and SIGHUP itself). A child that ends
 without saying "end" was ended by Ray (or killed); a child whose driver is gone exits.
 """
 
@@ -23,14 +23,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import tempfile
 import threading
 import time
 import traceback
 from pathlib import Path
 
 from ..errors import SweepError, require
-from .executors import Options, exit_cause, open_arrays, share_arrays
+from .executors import Options, exit_cause, open_arrays, shared_data
 from ..records import Emit as Event
 from ..records import Status, Task, TaskQueue
 from .ray_executor import (ClusterLostError, RayExecutor, check_address, cluster_where, head_answers,
@@ -86,7 +85,8 @@ def _watch(stop, executor, driver: int) -> None:
 
 def _child_main(conn, stop, options: Options, folder: str) -> None:
     """The child: joins Ray, then runs the sweep's tasks there, asking the driver for each and reporting back."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a hang-up are the driver's to handle; SIGTERM
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # stays Ray's: the driver sends it to shut this child down
     ask = _asker(conn)
     error = None
     try:
@@ -123,8 +123,7 @@ class ChildRayExecutor:
 
     def run(self, tasks: TaskQueue, data, emit: Event) -> None:
         check_address(self.options.ray_address)  # here too: a child takes seconds to import Ray
-        with tempfile.TemporaryDirectory(prefix="mnist-sweep-data-") as folder:
-            share_arrays(data, Path(folder))
+        with shared_data(data) as folder:
             conn, child_conn = self.context.Pipe()
             child = self.context.Process(target=_child_main, args=(child_conn, self.stop_event, self.options, folder),
                                          name="mnist-sweep-ray", daemon=True)

@@ -8,6 +8,7 @@ schedule is `search.SearchSchedule`. The driver (sweep/) runs each the same way.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 from ..analysis.race import RACE_FILE, RacePlan, describe, plan_for, run_race
@@ -32,6 +33,9 @@ class GridSchedule:
 
     def open(self, force: bool) -> None:
         pass
+
+    def state_files(self) -> list[Path]:
+        return []  # race.json is written through Run.write, which keeps what was there
 
     def recorded_dataset(self) -> Optional[dict]:
         return None

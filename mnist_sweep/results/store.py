@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ SUMMARY_TAIL = ("status", "epochs_run", "best_epoch", "stopped_early", "train_lo
                 "group_seconds", "error")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 SUPERSEDED = "superseded"  # where `run` sets aside the trials its config does not contain
-LOCK_HOLDER_BYTES = 256  # the lock file's one line: who holds it, padded, so it is overwritten, never truncated
+LOCK_HOLDER_BYTES = 256  # the most of the lock file's one line (who holds it) that is written or read
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
@@ -94,17 +93,83 @@ class ResultsStore:
     def __init__(self, root: str | Path, name: str):
         self.dir = Path(root) / name
         self.runs = self.dir / "runs"
+        # Until the run begins its first trial, what it changed is kept so that a failed start can undo it:
+        self.began = False
+        self._made: list[tuple[Path, bool]] = []  # folders (True) and the lock file it created, in order
+        self._before: dict[Path, bytes | None] = {}  # files it wrote: their content before (None: absent)
+        self._moved: list[tuple[Path, Path]] = []  # run folders it moved (renamed, set aside): (from, to)
 
     def prepare(self, config: dict[str, Any]) -> None:
         """Create the directory, drop temp files a killed run left, and record the config as run."""
         try:
-            self.runs.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.runs)
             for leftover in [*self.dir.glob(".*.tmp"), *self.runs.glob("*/.*.tmp")]:
                 if containment.problem(self.dir, leftover.parent) is None:  # never one through a linked folder
                     leftover.unlink(missing_ok=True)
-            atomic_write(self.dir / "sweep.yaml", yaml.safe_dump(config, sort_keys=False))
+            self.write_file("sweep.yaml", yaml.safe_dump(config, sort_keys=False))
         except OSError as exc:
             raise _unwritable(self.dir, exc) from None
+
+    # ------------------------------------------------------------ undoing a failed start
+
+    def _make_dirs(self, path: Path) -> None:
+        """mkdir -p that remembers each folder it created (one made meanwhile by another process is not ours)."""
+        missing = []
+        for folder in [path.absolute(), *path.absolute().parents]:
+            if folder.exists():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            if not self.began:
+                self._made.append((folder, True))
+
+    def keep_before(self, path: Path) -> None:
+        """Remember a file's content (or that it is absent) before this run first writes it, until it begins."""
+        path = path.absolute()
+        if self.began or path in self._before:
+            return
+        self._before[path] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+
+    def write_file(self, name: str, text: str | bytes) -> None:
+        """Write a file of the sweep's own (sweep.yaml, summary.csv, race.json), whole or not at all."""
+        self.keep_before(self.dir / name)
+        atomic_write(self.dir / name, text)
+
+    def begin(self) -> None:
+        """The run began a trial: what it wrote is results from now on, never undone."""
+        self.began = True
+        self._made, self._before, self._moved = [], {}, []
+
+    def undo_start(self) -> None:
+        """After a run that stops before its first trial: put back every file it wrote and remove the folders
+        it created, so that it leaves nothing behind. What others made meanwhile stays: a folder goes only
+        when it is empty, and files are put back one by one, never a folder removed whole."""
+        if self.began:
+            return
+        for path, content in reversed(list(self._before.items())):
+            try:
+                if content is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, content)
+            except OSError:
+                pass  # the disk that stopped the run may refuse this too: leave the file as it is
+        for source, target in reversed(self._moved):  # after the files: they were written at the new places
+            try:
+                if not os.path.lexists(source):
+                    os.rename(target, source)
+            except OSError:
+                pass
+        for path, folder in reversed(self._made):
+            try:
+                path.rmdir() if folder else path.unlink()
+            except OSError:
+                pass  # not empty (someone else's files are in it) or gone already
+        self._made, self._before, self._moved = [], {}, []
 
     def refuse_nested(self) -> None:
         """Refuse a results root inside another sweep's folder (its runs/, say): its results would mix."""
@@ -120,15 +185,13 @@ class ResultsStore:
     def lock(self):
         """Hold `<sweep>/.lock` while running; the OS releases it when the holder dies, so it never sticks.
 
-        When the run stops with an error before any trial was recorded, the folders it created are
-        removed again: a failed start leaves nothing behind.
+        The folders and the lock file it creates count as this run's (`undo_start` removes them).
         """
         import fcntl
 
-        created = next((p for p in [*reversed(self.dir.absolute().parents), self.dir.absolute()]
-                        if not p.exists()), None)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.dir)
+            fresh = not os.path.lexists(self.dir / ".lock")
             fd = containment.open_lock(self.dir / ".lock")  # never through a link, never truncated
         except OSError as exc:
             raise _unwritable(self.dir, exc) from None
@@ -139,20 +202,19 @@ class ResultsStore:
                 holder = os.pread(fd, LOCK_HOLDER_BYTES, 0).decode("utf-8", "replace").strip()[:200]
                 raise ResultsError(f"{self.dir} is in use by another mnist-sweep run ({holder or 'another process'}); "
                                    "wait for it to finish or stop it, then run again") from None
+            if fresh and not self.began:
+                self._made.append(((self.dir / ".lock").absolute(), False))  # undone while the lock is held
             # Say who holds it, in place; not into a file that shares its content with another (a hard link).
+            # A file of its own (no link reaches it: O_NOFOLLOW, one hard link) may be rewritten and emptied.
             own = os.fstat(fd).st_nlink == 1
             if own:
-                holder = f"pid {os.getpid()} on {socket.gethostname()}"[:LOCK_HOLDER_BYTES - 1]
-                os.pwrite(fd, holder.ljust(LOCK_HOLDER_BYTES - 1).encode() + b"\n", 0)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n"[:LOCK_HOLDER_BYTES].encode(), 0)
             try:
                 yield
-            except BaseException:
-                if created is not None and not any(self.runs.glob("*/trial.json")):
-                    shutil.rmtree(created, ignore_errors=True)  # all of it is this run's: it did not exist
-                raise
             finally:
                 if own:
-                    os.pwrite(fd, b" " * (LOCK_HOLDER_BYTES - 1) + b"\n", 0)
+                    os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def refuse_links(self) -> None:
@@ -171,6 +233,7 @@ class ResultsStore:
 
     def write_record(self, record: TrialRecord) -> None:
         """Write trial.json last: a trial counts as finished only once this file says so."""
+        self.keep_before(self._file(record["trial_id"], "trial.json"))  # a record rewritten at the start
         atomic_write(self._file(record["trial_id"], "trial.json"),
                      json.dumps(_json_safe(record), indent=2, default=str) + "\n")
 
@@ -211,21 +274,27 @@ class ResultsStore:
 
     def rename_run(self, old: Path, new: str) -> None:
         """Move a run directory (of runs/ or superseded/) to runs/<new>."""
-        os.rename(containment.refuse(self.dir, old), containment.inside(self.dir, "runs", new))
+        self._move(containment.refuse(self.dir, old), containment.inside(self.dir, "runs", new))
 
     def set_aside(self, folder: str) -> Path:
         """Move runs/<folder> to superseded/<folder> (then <folder>~2, ~3... when taken); returns where it went."""
         aside = self.dir / SUPERSEDED
-        aside.mkdir(exist_ok=True)
+        self._make_dirs(aside)
         target, n = aside / folder, 1
         while target.exists() or target.is_symlink():
             n += 1
             target = aside / f"{folder}~{n}"
-        os.rename(containment.inside(self.dir, "runs", folder), containment.refuse(self.dir, target))
+        self._move(containment.inside(self.dir, "runs", folder), containment.refuse(self.dir, target))
         return target
 
+    def _move(self, source: Path, target: Path) -> None:
+        """Rename a run folder, remembered until the run begins so that a failed start moves it back."""
+        os.rename(source, target)
+        if not self.began:
+            self._moved.append((source.absolute(), target.absolute()))
+
     def write_summary(self, rows: list[dict[str, Any]], factors: list[str]) -> None:
-        atomic_write(self.dir / "summary.csv", _csv_text(summary_columns(factors), rows))
+        self.write_file("summary.csv", _csv_text(summary_columns(factors), rows))
 
 
 def summary_columns(factors: list[str]) -> list[str]:

@@ -46,6 +46,9 @@ class SearchSchedule:
         for configuration in self.existing:
             self._asked(configuration)
 
+    def state_files(self) -> list[Path]:
+        return [self.search.path]
+
     def recorded_dataset(self) -> Optional[dict]:
         return self.search.dataset()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -98,6 +99,54 @@ class RichProgress(PlainProgress):
     def finish(self, report):
         self.bar.stop()
         self.console.print(_describe(report))
+
+
+class OutputThatMayGo:
+    """A text stream (stdout, stderr) whose writes are dropped once its reader is gone: a closed pipe
+    (`| head`), a hung-up terminal, a full disk under a log file. Progress is never worth stopping training
+    for. The stream's descriptor is then pointed at /dev/null, so that later writes from anywhere in the
+    process (C++ logs, the final flush at exit) go nowhere quietly too."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text):
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except OSError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except OSError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): dropping is enough
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def keep_going_without_output() -> None:
+    """Wrap sys.stdout and sys.stderr so that a reader who goes away never stops the sweep."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, OutputThatMayGo):
+            setattr(sys, name, OutputThatMayGo(stream))
 
 
 def make_progress(quiet: bool) -> Progress:

@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import SweepConfig, config_to_dict, load_config, validate_config
-from ..errors import ConfigError, DataError, ResultsError, SweepError, cannot_write
+from ..errors import (ConfigError, DataError, LimitError, ResultsError, SweepError, cannot_write, out_of_room,
+                      room_remedy)
 from ..execution.executors import InlineExecutor, Options, ProcessExecutor
 from ..plan.schedules import GridSchedule, RaceSchedule
 from ..records import FINISHED, Executor, Run, Schedule, Status, Task, Trial, TrialRecord, TrialResult
-from ..results.store import SUPERSEDED, ResultsStore, atomic_write, data_fingerprint, summary_row
+from ..results.store import SUPERSEDED, ResultsStore, data_fingerprint, summary_row
 
-INTERRUPTED = "stopped by Ctrl-C before it finished"
+INTERRUPTED = "stopped by {} before it finished"  # the signal: Ctrl-C, SIGTERM, SIGHUP
+# Signals that stop a sweep: the first Ctrl-C lets running trials finish, the others (and a second Ctrl-C)
+# stop now. SIGTERM is what `timeout`, Slurm and Kubernetes send; SIGHUP comes when the terminal closes.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def make_executor(kind: str, options: Options) -> Executor:
@@ -148,7 +152,10 @@ class Sweep:
         self.data: Any = None  # the Dataset, once `run` has loaded it
         self.report: Optional[SweepReport] = None
         self.executor: Optional[Executor] = None
-        self.halting = False  # a second Ctrl-C: stop the running trial(s) now
+        self.halting = False  # a second Ctrl-C, SIGTERM or SIGHUP: stop the running trial(s) now
+        self._holding = 0  # > 0 while one event's files are written: a stop signal waits for them (`_whole`)
+        self._stop_pending = False
+        self._stopped_by = "Ctrl-C"
         if tensorboard or config.tensorboard:  # each trial's curves and HParams session, from the events here
             from ..tracking import live_tensorboard
 
@@ -251,7 +258,7 @@ class Sweep:
     def _set_aside(self) -> None:
         """Move every run directory this config does not contain, or trained on other data, to superseded/:
         the results then describe this config alone, whatever reads them (a rebuilt summary.csv included)."""
-        from ..training.saving import forget_best
+        from ..training.saving import BEST_FILE, forget_best
 
         current = {t.trial_id for t in self.trials}
         moved = []
@@ -264,6 +271,7 @@ class Sweep:
             self.records.pop(folder, None)
             moved.append(folder)
         if moved:
+            self.store.keep_before(self.store.dir / BEST_FILE)  # a failed start puts it back
             forget_best(self.store.dir, moved)
             self.progress.message(f"{len(moved)} trial(s) that this config does not contain, or trained on other "
                                   f"data, moved to {self.store.dir / SUPERSEDED}: they are not shown, exported or "
@@ -281,6 +289,7 @@ class Sweep:
         self.store.write_summary(rows, self.factors)
 
     def _begin(self, trial: Trial, info: dict) -> None:
+        self.store.begin()  # from the first trial on, a run's files are results, never undone
         self.histories[trial.trial_id] = []
         self._write({
             "trial_id": trial.trial_id, "config_id": trial.config_id, "seed": trial.seed,
@@ -302,6 +311,7 @@ class Sweep:
     def _finish(self, trial: Trial, result: TrialResult) -> None:
         record: dict[str, Any] = dict(self.records.get(trial.trial_id) or {})
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
+        halt = result.pop("halt", None)  # the machine had no room for what the trial wrote
         summary_text = result.pop("model_summary", None)
         self.store.write_model(trial.trial_id, result.pop("model_file", None))  # before trial.json says ok
         if history:
@@ -312,10 +322,14 @@ class Sweep:
         record.update(result)
         if self.halting and record["status"] == Status.FAILED:
             # Ctrl-C landing inside TensorFlow's tracing surfaces as an arbitrary error, not KeyboardInterrupt.
-            record.update(status=Status.INTERRUPTED, error=INTERRUPTED, traceback=None,
+            record.update(status=Status.INTERRUPTED, error=INTERRUPTED.format(self._stopped_by), traceback=None,
                           notes=record["notes"] + [f"the interrupt surfaced as: {result.get('error')}"])
         record["finished_at"] = _now()
         self._write(record)
+        if halt is not None:  # every later trial would fail the same way: stop, as a full results disk does
+            raise LimitError(f"trial {trial.trial_id}: {halt}, then run the same command again to continue. "
+                             f"{self._kept()}; {trial.trial_id} and any other trial that was running are "
+                             "recorded interrupted and train again.")
         status = record["status"]
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
         self.report.fit_seconds += (record.get("timing") or {}).get("fit_seconds", 0.0)
@@ -324,31 +338,46 @@ class Sweep:
 
     def _on_event(self, kind: str, trial_id: str, payload: Any) -> Any:
         """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
-        stops the sweep with a clear error."""
+        stops the sweep with a clear error. A stop signal waits until the event's files are written."""
         trial = self._trial(trial_id)
         handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
-        try:
-            return handler(trial, payload)
-        except OSError as exc:
-            kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
-            raise ResultsError(f"{cannot_write(self.store.dir, exc)}. "
-                               f"The {kept} trial(s) recorded before are intact; fix the problem and run "
-                               "the same command again to continue.") from None
+        with self._whole():
+            try:
+                answer = handler(trial, payload)
+            except OSError as exc:
+                full = out_of_room(exc)
+                remedy = room_remedy(full, self.store.dir) if full is not None else "fix the problem"
+                raise ResultsError(f"{cannot_write(self.store.dir, exc)}. "
+                                   f"{self._kept()}; {remedy}, then run the same command again to continue."
+                                   ) from None
+        if self.halting and kind == "epoch":  # still training after "stop now": the interrupt was swallowed
+            raise KeyboardInterrupt
+        return answer
 
-    def _mark_interrupted(self, reason: str = INTERRUPTED) -> None:
-        for record in list(self.records.values()):
-            if record.get("status") == Status.RUNNING:
-                record = dict(record, status=Status.INTERRUPTED, error=reason,
-                              finished_at=_now())
-                self.store.write_record(record)
-                self.records[record["trial_id"]] = record
-        self._write_summary()
+    def _kept(self) -> str:
+        kept = sum(1 for r in self.records.values() if r.get("status") == FINISHED)
+        return f"The {kept} trial(s) recorded before are intact"
+
+    def _mark_interrupted(self, reason: Optional[str] = None) -> None:
+        reason = reason or INTERRUPTED.format(self._stopped_by)
+        self._holding += 1  # a stop signal now would cut this short: the sweep is stopping anyway
+        try:
+            for record in list(self.records.values()):
+                if record.get("status") == Status.RUNNING:
+                    record = dict(record, status=Status.INTERRUPTED, error=reason,
+                                  finished_at=_now())
+                    self.store.write_record(record)
+                    self.records[record["trial_id"]] = record
+            self._write_summary()
+        finally:
+            self._holding -= 1
 
     def _keep_models(self) -> None:
         """Record the best trial's model (by validation accuracy) and, for `best`, drop the others."""
         from ..training.saving import BEST_FILE, keep_models
 
-        best = keep_models(self.store.dir, self.records, self.config.train.save_model)
+        with self._whole():  # other models go and best_model.json names the one kept: both, or neither
+            best = keep_models(self.store.dir, self.records, self.config.train.save_model)
         if best is not None:
             metric = best["selected_by"].split(" ")[0]
             value = f"{best[metric]:.4f}" if isinstance(best[metric], float) else "-"
@@ -358,31 +387,88 @@ class Sweep:
     # ------------------------------------------------------------ running
 
     @contextmanager
-    def _ctrl_c(self):
-        """First Ctrl-C: finish running trials, start no more. Second: stop now."""
+    def _signals(self):
+        """First Ctrl-C: finish running trials, start no more. A second Ctrl-C, SIGTERM or SIGHUP: stop now,
+        with the running trials recorded interrupted (KeyboardInterrupt, once). A signal that is ignored when
+        the run starts (`nohup` ignores SIGHUP) stays ignored."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handle(signum, frame):
-            if self.executor is not None and not self.executor.stopping:
+            if signum == signal.SIGINT and not self.halting and self.executor is not None \
+                    and not self.executor.stopping:
                 self.executor.stop()
                 self.report.interrupted = True
                 self.progress.message("Ctrl-C: finishing the running trial(s), starting no more; "
                                       "press Ctrl-C again to stop now.")
+                return
+            if self.halting:
+                return  # already stopping now; the clean-up that follows is short
+            self.halting = True
+            if self.executor is not None:
+                self.executor.stop()
+            if signum != signal.SIGINT:
+                self._stopped_by = signal.Signals(signum).name
+                self.progress.message(f"{self._stopped_by}: stopping now, as a second Ctrl-C does; "
+                                      "running trials are recorded as interrupted")
+            if self._holding:
+                self._stop_pending = True  # `_whole` raises once the files being written are whole
             else:
-                self.halting = True
                 raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGINT, handle)
+        previous = {}
+        for signum in STOP_SIGNALS:
+            if signum == signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handle)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def _whole(self):
+        """Write one event's files whole: a stop signal arriving meanwhile takes effect right after."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._stop_pending:
+            self._stop_pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def _undone_unless_begun(self):
+        """A run that stops before its first trial began (an error, a signal) puts back what it wrote."""
+        try:
+            yield
+            if self.report is None or not self.report.interrupted or self.store.began:
+                return
+            failure: BaseException = KeyboardInterrupt()  # interrupted before anything ran: nothing to keep
+        except BaseException as exc:
+            failure = exc
+        if not self.store.began:
+            self._holding += 1  # a stop signal now would cut the undoing short
+            try:
+                self.store.undo_start()
+            finally:
+                self._holding -= 1
+        raise failure
 
     def run(self, force: bool = False, options: Optional[Options] = None, executor: str = "auto",
             warn: Callable[[str], None] = print) -> SweepReport:
-        """Load the data once, then train what the schedule hands out through the chosen executor."""
+        """Load the data once, then train what the schedule hands out through the chosen executor.
+
+        Ctrl-C, SIGTERM and SIGHUP are handled from start to end (`_signals`). A run stopped before its
+        first trial began leaves nothing behind and raises KeyboardInterrupt when a signal stopped it.
+        """
+        with self._signals():
+            return self._run(force, options, executor, warn)
+
+    def _run(self, force: bool, options: Optional[Options], executor: str,
+             warn: Callable[[str], None]) -> SweepReport:
         import time
 
         from ..data.dataset import load_dataset
@@ -398,8 +484,10 @@ class Sweep:
                               "--executor process (or inline), or remove prune:")  # bad input: exit 2
         self.store.refuse_nested()
         self.data = load_dataset(self.config.dataset, warn=warn)  # bad data stops the run before anything is written
-        with self.store.lock():
+        with self.store.lock(), self._undone_unless_begun():
             self.store.refuse_links()  # nothing is written through a link, nothing read through one
+            for path in self.schedule.state_files():  # a failed start puts them back (a search's study)
+                self.store.keep_before(path)
             # A search refuses another search's study before sweep.yaml, which describes the results, is
             # replaced, and adds the configurations it asked before to the trials that `pending` keeps.
             self.schedule.open(force)
@@ -409,7 +497,7 @@ class Sweep:
             opening = self.schedule.start(Run(
                 self.records, force, bool(options.fuse), options.max_branches, options.jobs, executor,
                 say=self.progress.message, added=self.progress.added,
-                write=lambda name, text: atomic_write(self.store.dir / name, text)))
+                write=self.store.write_file))
             self.report = SweepReport(self.store.dir, opening.total, skipped=opening.skipped)
             self._write_summary()  # agrees with the run directories even if the last run was killed
             self.executor = make_executor(executor, options)
@@ -418,9 +506,7 @@ class Sweep:
                 self.progress.message(line)
             start = time.perf_counter()
             try:
-                with self._ctrl_c():
-                    self.executor.run(_Queue(self.schedule, lambda: self.executor.stopping), self.data,
-                                      self._on_event)
+                self.executor.run(_Queue(self.schedule, lambda: self.executor.stopping), self.data, self._on_event)
             except KeyboardInterrupt:
                 self.report.interrupted = True
                 self._mark_interrupted()

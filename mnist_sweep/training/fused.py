@@ -353,7 +353,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         }
         if save_model and status == Status.OK:  # the branch alone, as an ordinary model
             from .models import compile_model
-            from .saving import model_to_bytes
+            from .saving import attach_model
 
-            results[b.trial.trial_id]["model_file"] = model_to_bytes(compile_model(twin, b.trial.settings))
+            attach_model(results[b.trial.trial_id], compile_model(twin, b.trial.settings))
     return results

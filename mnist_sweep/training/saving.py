@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..results import containment
-from ..errors import ResultsError, UnsafePathError, cannot_write, excerpt
+from ..errors import LimitError, ResultsError, UnsafePathError, cannot_write, excerpt, out_of_room, room_remedy
 from ..metrics import SELECTION, SELECTION_WITHOUT_VALIDATION
-from ..records import FINISHED
+from ..records import FINISHED, TrialResult
 from ..results.store import atomic_write
 
 MODEL_FILE = "model.keras"
@@ -24,11 +24,39 @@ BEST_FILE = "best_model.json"
 
 
 def model_to_bytes(model) -> bytes:
-    """The model as the bytes of a `.keras` file (saved to a temporary file: Keras saves to paths)."""
-    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as folder:
-        path = Path(folder) / MODEL_FILE
-        model.save(path)
-        return path.read_bytes()
+    """The model as the bytes of a `.keras` file (saved to a temporary file: Keras saves to paths).
+
+    A full disk or the file-size limit raises LimitError naming $TMPDIR. Keras' own temporary
+    folders are made inside ours, so a failed save leaves nothing behind there either.
+    """
+    where = tempfile.gettempdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as folder:
+            path = Path(folder) / MODEL_FILE
+            tempfile.tempdir = folder
+            try:
+                model.save(path)
+            finally:
+                tempfile.tempdir = where
+            return path.read_bytes()
+    except Exception as exc:
+        full = out_of_room(exc)
+        if full is None:
+            raise
+        raise LimitError(f"cannot save the trained model in the temporary folder {where} ($TMPDIR): "
+                         f"{full.strerror}; {room_remedy(full, where, 'point TMPDIR at')}") from None
+
+
+def attach_model(result: TrialResult, model) -> None:
+    """Add the trained model's `.keras` bytes to an ok trial's result for the driver to write.
+
+    When the machine has no room for the file, the result says so (`halt`) instead: the driver
+    records the trial interrupted and stops the sweep, since every later trial would fail the same way.
+    """
+    try:
+        result["model_file"] = model_to_bytes(model)
+    except LimitError as exc:
+        result.update(status="interrupted", error=f"stopped: {exc}", halt=str(exc))
 
 
 def load_model(path: str | Path):

@@ -176,9 +176,9 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
                       model_summary=outcome.model_summary, notes=notes,
                       timing={"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs})
         if save_model and status == Status.OK:
-            from .saving import model_to_bytes
+            from .saving import attach_model
 
-            result["model_file"] = model_to_bytes(outcome.model)
+            attach_model(result, outcome.model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded as a failed trial; the sweep goes on

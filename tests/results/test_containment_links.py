@@ -26,6 +26,11 @@ SECRET = "TOPSECRET,do-not-quote\n1,2,3\n"
 NOT_FOLLOWED = "mnist-sweep follows no link inside a results directory"
 
 
+def quoted(target) -> str:
+    """How a message names a link's target: quoted, and shortened past 80 characters (temporary paths can be long)."""
+    return excerpt(str(target), 80)
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, [*map(str, args)], catch_exceptions=False)
 
@@ -61,7 +66,7 @@ def test_run_refuses_a_lock_that_is_a_link_and_leaves_its_target_alone(tmp_path,
     lock = _link(_sweep(tmp_path) / ".lock", secret)
     result = invoke("run", _config(tmp_path), "--out", tmp_path / "results")
     assert result.exit_code == 2, result.output
-    assert result.output == (f"Error: {lock} is a symbolic link (to {excerpt(str(secret), 80)}), and {NOT_FOLLOWED}: "
+    assert result.output == (f"Error: {lock} is a symbolic link (to {quoted(secret)}), and {NOT_FOLLOWED}: "
                              "remove the "
                              f"link ({lock}) and run again\n")
     assert secret.read_text() == SECRET
@@ -97,7 +102,7 @@ def test_run_refuses_a_sweep_holding_a_link_before_any_work(tmp_path, secret):
     result = invoke("run", _config(tmp_path), "--out", tmp_path / "results")
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {sweep} holds 2 symbolic link(s), and {NOT_FOLLOWED}: ")
-    assert f"{run_dir / 'history.csv'} is a symbolic link (to {excerpt(str(secret), 80)})" in result.output
+    assert f"{run_dir / 'history.csv'} is a symbolic link (to {quoted(secret)})" in result.output
     assert "Replace each link with what it points to, or remove it, then run again." in result.output
     assert {p: p.read_bytes() for p in outside.iterdir()} == before
     assert (sweep / "sweep.yaml").read_text() == yaml_before and not (sweep / "superseded").exists()
@@ -115,7 +120,7 @@ def test_plot_leaves_linked_files_out_names_them_and_never_quotes_them(tmp_path,
     result = invoke("plot", sweep)
     assert result.exit_code == 0, result.output
     for name in ("history.csv", "model.txt"):
-        assert (f"Warning: damaged results: {run_dir / name}: is a symbolic link (to {excerpt(str(secret), 80)}), and "
+        assert (f"Warning: damaged results: {run_dir / name}: is a symbolic link (to {quoted(secret)}), and "
                 f"{NOT_FOLLOWED}") in result.stderr
     assert f"Warning: damaged results: {sweep / 'sweep.yaml'}: is a symbolic link" in result.stderr
     report = (sweep / "report.html").read_text()
@@ -147,7 +152,7 @@ def test_plot_refuses_a_linked_plots_folder_and_touches_nothing_there(tmp_path):
     _link(sweep / "plots", outside)
     result = invoke("plot", sweep)
     assert result.exit_code == 2, result.output
-    assert result.output == (f"Error: {sweep / 'plots'} is a symbolic link (to '{outside}'), and {NOT_FOLLOWED}: "
+    assert result.output == (f"Error: {sweep / 'plots'} is a symbolic link (to {quoted(outside)}), and {NOT_FOLLOWED}: "
                              "remove it (plot writes its figures into the sweep's own plots/ folder) and plot again\n")
     assert [p.name for p in outside.iterdir()] == ["curves_activation.png"]
     assert (outside / "curves_activation.png").read_bytes() == b"someone else's figure"
@@ -161,7 +166,7 @@ def test_a_sweep_linked_into_a_folder_of_sweeps_is_left_out(tmp_path):
     link = _link(tmp_path / "results" / "far", elsewhere)
     shown = invoke("show", tmp_path / "results", "--trials", "--format", "csv")
     assert shown.exit_code == 0, shown.output
-    assert f"Warning: damaged results: {link}: is a symbolic link (to '{elsewhere}')" in shown.stderr
+    assert f"Warning: damaged results: {link}: is a symbolic link (to {quoted(elsewhere)})" in shown.stderr
     assert "far" not in shown.stdout
     plotted = invoke("plot", tmp_path / "results")
     assert plotted.exit_code == 0, plotted.output
@@ -184,7 +189,7 @@ def test_predict_refuses_a_linked_model(tmp_path):
     for given in (sweep, trial):
         result = invoke("predict", given, tmp_path / "images.npz", "--out", tmp_path / "p.csv")
         assert result.exit_code == 2, result.output
-        assert result.output == (f"Error: {trial / 'model.keras'} is a symbolic link (to '{outside}'), and "
+        assert result.output == (f"Error: {trial / 'model.keras'} is a symbolic link (to {quoted(outside)}), and "
                                  f"{NOT_FOLLOWED}: give the .keras file itself as RESULTS if you trust where it "
                                  "points\n")
 
@@ -218,7 +223,7 @@ def test_export_uploads_no_linked_file(tmp_path, secret):
     result = invoke("export", sweep, "--to", "mlflow")
     assert result.exit_code == 0, result.output
     for link in [*links, sweep / "report.html"]:
-        assert f"Warning: left out of the export: {link} is a symbolic link (to {excerpt(str(secret), 80)})" in result.stderr
+        assert f"Warning: left out of the export: {link} is a symbolic link (to {quoted(secret)})" in result.stderr
     uploaded = [p for p in (tmp_path / "results" / "mlflow-artifacts").rglob("*") if p.is_file()]
     assert {p.name for p in uploaded} >= {"sweep.yaml", "summary.csv", "model.txt", "findings.md"}
     assert not any("TOPSECRET" in p.read_text(errors="replace") for p in uploaded)

@@ -27,6 +27,9 @@ class ReverseOrder:
     def open(self, force: bool) -> None:
         pass
 
+    def state_files(self):
+        return []
+
     def recorded_dataset(self):
         return None
 
