@@ -104,7 +104,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
     from .config import load_config
-    from .progress import keep_going_without_output
+    from .sweep.progress import keep_going_without_output
 
     keep_going_without_output()  # a closed pipe (`2>&1 | head`) or terminal drops the output, never the sweep
     sweep_config = load_config(config, overrides, max_trials)

@@ -191,8 +191,11 @@ def test_layers_import_only_downwards_and_keras_only_inside_training(tmp_path):
     # Then the package: every module in a layer, every import downwards, Keras at module level only in training/.
     unknown = sorted({layer_of(m) for m in MODULES} - set(RANK))
     assert not unknown, f"modules outside every layer (add them to LAYERS in {Path(__file__).name}): {unknown}"
-    found = layer_violations(_graph()) + keras_outside_training(MODULES)
-    assert not found, "imports against the layers' direction, or Keras outside training/:\n" + "\n".join(found)
+    missing = [f"{module} (line {line}) imports {target}, which does not exist"
+               for module in MODULES for target, _, line in _imports(module) if target not in MODULES]
+    found = missing + layer_violations(_graph()) + keras_outside_training(MODULES)
+    assert not found, "imports of missing modules, against the layers' direction, or of Keras outside training/:\n" + \
+        "\n".join(found)
 
 
 def test_the_package_root_holds_few_modules_and_tests_mirror_the_subpackages():
