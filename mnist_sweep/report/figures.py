@@ -514,6 +514,47 @@ def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[s
     return fig
 
 
+VERDICT_COLORS = {"best": "black", "better": "#1a7f37", "worse": "#b42318", "equivalent": "#2f6fb3"}
+
+
+def seed_scores(summary, metric: str | None = None, margin: float | None = None) -> Figure:
+    """Each configuration's per-seed scores (dots), their mean and 95% interval (a bar), ordered as
+    `compare`'s verdicts are (best first) and coloured by verdict, so a reader sees the spread the
+    verdicts come from. A `margin` (raw units) shades the band of equivalence around the best mean."""
+    from ..analysis.stats import compare_to_best, scores_by_config, selection_metric
+
+    metric = metric or selection_metric(summary)
+    table = compare_to_best(summary, metric, margin)
+    scores = scores_by_config(summary, metric)
+    scale = 100 if get_metric(metric).kind == "accuracy" else 1
+    fig = Figure(figsize=(8, 1.2 + 0.42 * len(table)), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # a fixed jitter, so the figure is the same on every run
+    if margin:
+        best = scale * table["mean"].iloc[0]
+        ax.axvspan(best - scale * margin, best + scale * margin, color="#2f6fb3", alpha=0.08, zorder=0,
+                   label="within the smallest difference of the best")
+    for y, row in enumerate(table.itertuples(index=False)):
+        verdict = str(row.verdict).split(" at ")[0]
+        color = VERDICT_COLORS.get(verdict, "0.45")
+        values = scale * scores[row.config].to_numpy(float)
+        ax.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), s=14, color=color, alpha=0.6, zorder=2)
+        error = None if pd.isna(row.mean_low) else [[scale * (row.mean - row.mean_low)],
+                                                    [scale * (row.mean_high - row.mean)]]
+        ax.errorbar([scale * row.mean], [y], xerr=error, fmt="D", color=color, markersize=6, capsize=3, zorder=3)
+    ax.set_yticks(range(len(table)), [textwrap.shorten(f"{c} ({str(v).split(' at ')[0]})", 60)
+                                      for c, v in zip(table["config"], table["verdict"])], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{title(metric)}" + (" (%)" if scale == 100 else f" ({get_metric(metric).unit})"
+                                        if get_metric(metric).unit else ""))
+    ax.set_title(f"{title(metric).capitalize()} per seed: dots, with each configuration's mean and 95% CI",
+                 fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    if margin:
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def race_rounds(race: dict) -> Figure:
     """A raced sweep (race.json): one row per configuration, one column per look, a bar for the looks it
     was in; where it left, the Holm-adjusted p-value it left on. The winner, if any, is drawn first."""

@@ -333,12 +333,11 @@ class Sweep:
     def _race_round(self, options: Options) -> list[Trial]:
         """The trials of the race's next round: the seeds each configuration still in needs, batched to fill
         the executor (one seed each with one job; more when jobs outnumber the round's tasks)."""
+        from ..analysis.race import round_message
+
         race, data = self._judge()
         for look in data["rounds"][len(self._told):]:
-            gone = "; ".join(f"{left['config']} (p = {left['p_holm']:.2g})" if left["p_holm"] is not None
-                             else f"{left['config']} ({left['reason']})" for left in look["left"])
-            self.progress.message(f"Race, round {look['round']} ({look['seeds']} seeds): {len(look['in'])} in"
-                                  + (f"; left: {gone}" if gone else "; none left"))
+            self.progress.message(round_message(look))
         self._told = data["rounds"]
         if race.finished:
             return []
