@@ -557,10 +557,13 @@ def seed_scores(summary, metric: str | None = None, margin: float | None = None)
 
 def race_rounds(race: dict) -> Figure:
     """A raced sweep (race.json): one row per configuration, one column per look, a bar for the looks it
-    was in; where it left, the Holm-adjusted p-value it left on. The winner, if any, is drawn first."""
+    was in; where it left, the Holm-adjusted p-value it left on (worse, or equivalent within the margin).
+    The winner, if any, is drawn first."""
     rounds = race.get("rounds") or []
     seeds = [r["seeds"] for r in rounds] or [race["min"]]
-    left = {item["config"]: (r["seeds"], item.get("p_holm")) for r in rounds for item in r["left"]}
+    left = {item["config"]: (r["seeds"], item.get("p_equiv") if item.get("verdict") == "equivalent"
+                             else item.get("p_holm")) for r in rounds for item in r["left"]}
+    how = {item["config"]: item.get("verdict") for r in rounds for item in r["left"]}
     configs = list(race.get("configurations", {}).values()) or [*race.get("racing", []), *left]
     order = sorted(configs, key=lambda c: (c != race.get("winner"), -left.get(c, (math.inf, None))[0]))
     fig = Figure(figsize=(8, 1.2 + 0.42 * len(order)), layout="constrained")
@@ -570,7 +573,8 @@ def race_rounds(race: dict) -> Figure:
         color = PALETTE[2] if config == race.get("winner") else "#999999" if config in left else PALETTE[0]
         ax.barh(y, last - race["min"] + 1, left=race["min"] - 0.5, height=0.6, color=color)
         if config in left:
-            ax.text(last + 0.6, y, "left: " + ("no finished trial" if p is None else f"p = {p:.2g}"),
+            ax.text(last + 0.6, y, ("left as equivalent: " if how.get(config) == "equivalent" else "left: ")
+                    + ("no finished trial" if p is None else f"p = {p:.2g}"),
                     va="center", fontsize=8)
     ax.set_yticks(range(len(order)), [textwrap.shorten(c, 48) for c in order], fontsize=8)
     ax.invert_yaxis()
@@ -578,6 +582,7 @@ def race_rounds(race: dict) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seeds per configuration at the look (one look per seed count)")
     verdict = {"winner": f"winner: {race.get('winner')}", "indistinguishable": "no winner by max seeds",
+               "equivalent": f"{race.get('winner')} left, the rest worse or equivalent within the margin",
                "resolved": "every comparison resolved", "unresolved": "comparisons still open at max seeds",
                "running": "race not finished"}.get(race.get("outcome"), str(race.get("outcome")))
     ax.set_title(textwrap.shorten(f"Race on {race['metric']} ({race['mode']}): {verdict}; each look at level "
