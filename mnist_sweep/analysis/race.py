@@ -385,7 +385,7 @@ def describe(race: dict[str, Any]) -> str:
     head = f"This sweep was raced on {metric} ({race['mode']}): {where}; {left} configuration(s) left the race"
     margin = race.get("smallest_difference")
     if margin:
-        head += f", the smallest difference that matters {_units(race, margin)}"
+        head += f" (the smallest difference that matters: {_units(race, margin)})"
     outcome = race.get("outcome")
     equivalent = race.get("equivalent") or []
     if outcome == "winner" and race.get("winner"):

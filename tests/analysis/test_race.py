@@ -239,7 +239,7 @@ def test_race_json_and_its_sentence_name_the_equivalent_ones_and_the_margin():
     assert verdicts == {data["equivalent"][0]: "equivalent", "linear": "worse"}
     assert data["smallest_difference"] == 0.03 and data["boundary"] == "pocock"
     sentence = describe(data)
-    assert "the smallest difference that matters 3 points" in sentence
+    assert "left the race (the smallest difference that matters: 3 points);" in sentence
     assert f"{data['winner']} was left; 1 configuration(s) left as equivalent to the best" in sentence
     from mnist_sweep.analysis.race import round_message
     assert "(equivalent, p = " in " ".join(round_message(r) for r in data["rounds"])
