@@ -32,7 +32,7 @@ workers) and a resumed race makes the same decisions as an uninterrupted one.
 Modes: `best` ends when one configuration is left (every other was worse or equivalent) or at `max`
 (the rest are indistinguishable). `factors` drops no configuration: it ends when every main-effect
 comparison of `compare` (each level against its setting's best, `stats.level_contrasts`) is resolved
-at the look's level, or at `max`.
+at the look's level (different or, with a margin, equivalent), or at `max`.
 """
 
 from __future__ import annotations
@@ -258,13 +258,18 @@ def _eliminate(look: Look, values: dict[str, pd.Series], metric: str, margin: Op
                               "reason": f"{verdict} {'to' if verdict == 'equivalent' else 'than'} {order[0]}"})
 
 
-def _open_contrasts(frame: pd.DataFrame, metric: str, alpha: float) -> int:
-    """Factors mode: how many main-effect comparisons are not resolved at `alpha`."""
-    table = level_contrasts(frame, metric)
+def _open_contrasts(frame: pd.DataFrame, metric: str, alpha: float, margin: Optional[float] = None,
+                    equivalence_alpha: float = math.nan) -> int:
+    """Factors mode: how many main-effect comparisons are neither different at `alpha` nor, with a
+    margin, equivalent at `equivalence_alpha`."""
+    table = level_contrasts(frame, metric, margin=margin)
     if table.empty:
         return 0
     tested = table[table["cells"] > 0]
-    return int((~(tested["p_holm"] < alpha)).sum())
+    settled = tested["p_holm"] < alpha
+    if margin:
+        settled |= tested["p_equiv_holm"] < equivalence_alpha
+    return int((~settled).sum())
 
 
 def run_race(attempted: pd.DataFrame, plan: RacePlan, configs: list[str]) -> Race:
@@ -305,7 +310,8 @@ def run_race(attempted: pd.DataFrame, plan: RacePlan, configs: list[str]) -> Rac
         else:
             look.best = None
             rows = ok[ok["config_id"].isin(racing) & ok["seed"].isin(seeds)]
-            look.unresolved = _open_contrasts(rows, plan.metric, alpha) if values else 0
+            look.unresolved = (_open_contrasts(rows, plan.metric, alpha, plan.margin, equivalence_alpha)
+                               if values else 0)
             gone = {left["config"] for left in look.left}
         racing = [c for c in racing if c not in gone]
         left_at.update({c: n for c in gone})

@@ -243,3 +243,14 @@ def test_race_json_and_its_sentence_name_the_equivalent_ones_and_the_margin():
     assert f"{data['winner']} was left; 1 configuration(s) left as equivalent to the best" in sentence
     from mnist_sweep.analysis.race import round_message
     assert "(equivalent, p = " in " ".join(round_message(r) for r in data["rounds"])
+
+
+def test_factors_mode_counts_an_equivalent_level_as_resolved():
+    rng = np.random.default_rng(9)
+    rows = [{"config_id": f"c{i}", "seed": s, "status": "ok", "activation": act, "dropout": 0.0,
+             "val_accuracy": 0.9 + (0.001 if act == "relu" else 0) + rng.normal(0, 0.001)}
+            for i, act in enumerate(["relu", "tanh"]) for s in range(10)]
+    frame = pd.DataFrame(rows)
+    bare = run_race(frame, RacePlan("factors", 3, 10, tuple(range(10))), ["c0", "c1"])
+    margin = run_race(frame, RacePlan("factors", 3, 10, tuple(range(10)), margin=0.01), ["c0", "c1"])
+    assert bare.outcome == "unresolved" and margin.outcome == "resolved" and margin.looks[-1].seeds < 10
