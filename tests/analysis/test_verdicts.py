@@ -67,14 +67,11 @@ def test_show_and_the_report_name_the_validation_choice_too(disagree):
     shown = run("show", disagree, "--format", "csv")
     assert shown.exit_code == 0, shown.output
     assert shown.output.splitlines()[1].split(",")[1] == "relu"  # first row: the validation best
-    import matplotlib
+    from mnist_sweep.report import html
 
-    matplotlib.use("Agg")
-    plotted = run("plot", disagree)
-    assert plotted.exit_code == 0, plotted.output
-    page = (disagree / "report.html").read_text()
-    assert "The best configuration is activation=relu (validation accuracy 90.0%" in page
-    assert (disagree / "plots" / "seed_scores.png").exists() and "Scores per seed" in page
+    findings = html.render_findings(load_results(disagree), disagree)  # the findings report.html starts with
+    assert "The best configuration is activation=relu (validation accuracy 90.0%" in findings
+    assert f"<code>mnist-sweep compare {disagree}</code>" in findings
 
 
 def _pairs(cells, seeds=6):
