@@ -245,10 +245,21 @@ def _print_search(sweep_config) -> None:
         console.print(f"{search.trials - TPE_STARTUP} more configuration(s) chosen by TPE as results come in")
 
 
+def _positive(ctx, param, value):
+    """A finite number above 0, or the option's error (exit 2)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value!r} is not a positive number; give the smallest difference that matters "
+                                 "in the metric's units as compare prints them, e.g. 1.0 (one point of accuracy)")
+    return value
+
+
 @cli.command()
 @click.argument("results", type=click.Path())
-@click.option("--metric", default="test_accuracy", show_default=True,
-              help=f"Metric for the findings, setting effects and metric-against-time figures: {', '.join(METRICS)}.")
+@click.option("--metric", default=None, show_default="val_accuracy",
+              help=f"Metric for the findings, setting effects, scores per seed and metric-against-time figures: "
+                   f"{', '.join(METRICS)}. Validation accuracy chooses by default; the test set confirms.")
 @click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
@@ -292,9 +303,10 @@ def plot(results, metric, setting, fmt, dpi, model_diagrams):
 @cli.command()
 @click.argument("results", type=click.Path())
 @click.option("--trials", is_flag=True, help="One row per trial (each seed) instead of per configuration.")
-@click.option("--sort", default="test_accuracy", show_default=True, metavar="COLUMN",
+@click.option("--sort", default=None, show_default="val_accuracy", metavar="COLUMN",
               help="Column to sort by, best first: accuracies high to low; losses, times, epochs, parameters "
-                   "and settings low to high. A metric sorts configurations by its mean.")
+                   "and settings low to high. A metric sorts configurations by its mean. Default: validation "
+                   "accuracy, as the best model is chosen (training accuracy without a validation set).")
 @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Show only the first N rows.")
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Keep trials whose KEY equals VALUE (repeatable: different keys must all match, "
@@ -333,32 +345,40 @@ def show(results, trials, sort, top, where, fmt):
 
 @cli.command()
 @click.argument("results", type=click.Path())
-@click.option("--metric", default="test_accuracy", show_default=True,
-              help=f"Metric to compare: {', '.join(METRICS)}. Higher is better for accuracies; lower for "
-                   "losses, times, epochs and parameters.")
+@click.option("--metric", default=None, show_default="val_accuracy",
+              help=f"Metric that chooses and ranks: {', '.join(METRICS)}. Higher is better for accuracies; "
+                   "lower for losses, times, epochs and parameters. The test set's figure is shown beside the "
+                   "chosen configuration as the confirmation; choosing on it overstates the winner.")
+@click.option("--smallest-difference", "smallest_difference", type=float, metavar="AMOUNT", callback=_positive,
+              help="The smallest difference that matters, in the metric's units as printed (points for "
+                   "accuracies, e.g. 1.0): closer is 'equivalent' (two one-sided tests). Default: the sweep's "
+                   "smallest_difference, if set.")
 @click.option("--factor", "setting", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
-def compare(results, metric, setting, fmt):
+def compare(results, metric, smallest_difference, setting, fmt):
     """Say which settings matter and which differences hold up across seeds.
 
     Ranks the settings of one sweep by the share of variance they explain,
-    tests the best configuration against every other (paired or Welch t,
-    Holm-corrected) and writes the findings as sentences. Trials that did
-    not finish are excluded and counted; with one seed it ranks without
-    intervals.
+    tests the best configuration by validation accuracy against every other
+    (paired or Welch t, Holm-corrected), gives the test accuracy of what it
+    chose as the confirmation, and writes the findings as sentences. With a
+    smallest difference every verdict is better, worse, equivalent or
+    unresolved. Trials that did not finish are excluded and counted; with
+    one seed it ranks without intervals.
 
     \b
     Examples:
         mnist-sweep compare results/regularization
-        mnist-sweep compare results/regularization --metric test_loss --factor activation
+        mnist-sweep compare results/regularization --smallest-difference 1.0
+        mnist-sweep compare results/regularization --metric val_loss --factor activation
     """
     from .analysis.compare import compare as compare_results, render
     from .results.damage import report
 
     damaged: list = []
-    result = compare_results(results, metric, setting, damaged)
+    result = compare_results(results, metric, setting, damaged, smallest_difference=smallest_difference)
     _warn_damaged(report(damaged))
     click.echo(render(result, fmt), nl=False)
 

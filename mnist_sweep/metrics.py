@@ -119,6 +119,12 @@ def bounds(name: str) -> tuple[float, float]:
     return _BY_NAME[name].bounds if name in _BY_NAME else (-math.inf, math.inf)
 
 
+def display_scale(name: str) -> float:
+    """How many display units one raw unit is: 100 for accuracies (shown in percent, differences in
+    points), 1 for the rest. `smallest_difference` is given in display units."""
+    return 100.0 if name in _BY_NAME and _BY_NAME[name].kind == "accuracy" else 1.0
+
+
 def level_order(values) -> list:
     """A setting's distinct levels in the one order every table and figure lists them: numbers (or labels
     that read as numbers, "0.02") in increasing order first, then the others as they first appear."""

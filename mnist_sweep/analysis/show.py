@@ -140,8 +140,18 @@ def by_validation(frame, suffix: str = "") -> tuple[Any, str]:
                              kind="stable"), accuracy
 
 
-def select(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
-    """The rows and columns `show` prints: trial id, varying settings, key metrics, time and status."""
+def default_sort(summary) -> str:
+    """What `show` sorts by unless told: the accuracy the best model is chosen by (`by_validation`),
+    never the test set's."""
+    has_val = SELECTION[0] in summary.columns and summary[SELECTION[0]].notna().any()
+    return SELECTION[0] if has_val or SELECTION_WITHOUT_VALIDATION[0] not in summary.columns \
+        else SELECTION_WITHOUT_VALIDATION[0]
+
+
+def select(summary, sort: str | None = None, top: int | None = None, where: Iterable[str] = ()):
+    """The rows and columns `show` prints: trial id, varying settings, key metrics, time and status; best
+    first by `sort`, by default validation accuracy (`default_sort`)."""
+    sort = sort or default_sort(summary)
     check_column(summary, sort, "--sort")
     rows = sort_rows(filter_rows(summary, parse_where(where)), sort)
     if top is not None:
@@ -182,15 +192,17 @@ def _left_out(statuses) -> str:
     return ", ".join(f"{n} {status}" for status, n in statuses[statuses != Status.OK].value_counts(sort=False).items())
 
 
-def select_configs(summary, sort: str = "test_accuracy", top: int | None = None, where: Iterable[str] = ()):
+def select_configs(summary, sort: str | None = None, top: int | None = None, where: Iterable[str] = ()):
     """The rows `show` prints by default: one per configuration of the trials `where` keeps.
 
     Columns: config_id, the varying settings, `n_seeds` (finished trials), `excluded` (the others, by
     status; only when there are any), then `<metric>_mean`, `_sd`, `_ci_low`, `_ci_high` (95% CI across
-    seeds, empty below 2 seeds) per metric. A metric `sort` sorts by its mean, best first.
+    seeds, empty below 2 seeds) per metric. A metric `sort` sorts by its mean, best first; by default
+    validation accuracy's (`default_sort`).
     """
     import pandas as pd
 
+    sort = sort or default_sort(summary)
     from .stats import summarize_configs
 
     trials = filter_rows(summary, parse_where(where))
@@ -340,7 +352,7 @@ class Shown:
     damaged: list[str] = field(default_factory=list)  # damaged files or rows left out, one line each
 
 
-def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None = None,
+def show_results(path: str | Path, sort: str | None = None, top: int | None = None,
                  where: Iterable[str] = (), fmt: str = "table", trials: bool = False) -> Shown:
     """Load a sweep's (or a folder of sweeps') summary and render the selected configurations (or trials)."""
     from ..results.damage import report
@@ -350,6 +362,7 @@ def show_results(path: str | Path, sort: str = "test_accuracy", top: int | None 
     if summary.empty:
         return Shown("" if fmt != "table" else None, 0, [f"{path}: no trials recorded yet"], report(damage))
     sweeps = ", ".join(map(str, summary["sweep"].unique()))
+    sort = sort or default_sort(summary)
     if trials:
         rows = select(summary, sort, top, where)
         notes = status_notes(summary.loc[summary["trial_id"].isin(rows["trial_id"])])

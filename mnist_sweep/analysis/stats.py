@@ -5,7 +5,13 @@ the others are excluded and counted. A configuration is one set of settings (`co
 are repeats. Intervals and tests treat the seed as the random unit and the settings as fixed.
 `compare.py` puts these tables into sentences and renders them.
 
-Quantiles and tail probabilities come from scipy.special: importing scipy.stats costs seconds.
+The linear-model statistics are statsmodels': the type II ANOVA and its F tests (`ols`, `anova_lm`);
+the probability of improvement's bootstrap is scipy's. Holm's correction is ours for speed, held equal
+to statsmodels' `multipletests` by a test. What is ours: the design (which settings vary, which
+interactions it can estimate, which trials count), the matching of like with like, the verdicts
+(better, worse, equivalent within a margin, unresolved) and their wording. Those packages
+are imported when first needed: importing scipy.stats or statsmodels costs seconds, and quantiles and
+tail probabilities come from scipy.special.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import pandas as pd
 from scipy import special
 
 from ..errors import OptionError, ResultsError, did_you_mean
-from ..metrics import METRICS, bounds, level_order, lower_is_better, unknown_metric
+from ..metrics import (METRICS, SELECTION, SELECTION_WITHOUT_VALIDATION, bounds, level_order, lower_is_better,
+                       unknown_metric)
 from ..records import FINISHED
 from ..results.store import setting_columns
 
@@ -63,7 +70,13 @@ def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tupl
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjusted p-values: the chance of any false finding in the family stays <= alpha."""
+    """Holm's step-down adjusted p-values, NaN left out of the family: the chance of any false finding in
+    the family stays <= alpha.
+
+    The same numbers as statsmodels' `multipletests(p, method="holm")` (a test holds them equal), in a
+    few lines of our own because statsmodels runs `gc.collect()` on every Holm call: about 0.1 s here,
+    more in a process holding TensorFlow, and a race calls this twice at every look it replays.
+    """
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, math.nan)
     tested = np.flatnonzero(~np.isnan(p))
@@ -121,6 +134,39 @@ def power_hint(diff: float, sd: float, *, paired: bool = False, alpha: float = A
     while n > 2 and achieved(n - 1) >= power:
         n -= 1
     return n if n <= MAX_SEEDS_HINT else None
+
+
+def equivalence_hint(diff: float, sd: float, margin: float, *, paired: bool = False, alpha: float = ALPHA,
+                     power: float = POWER):
+    """Seeds per configuration for two one-sided t-tests at `alpha` to show |difference| < `margin` with
+    `power`, taking the observed difference as the true one.
+
+    The power is the usual lower bound P(t1 > c) + P(t2 < -c) - 1 by the noncentral t, t1 and t2 the
+    statistics against -margin and +margin (as `power_hint`: unpaired, two groups of n with SD `sd`;
+    paired, `sd` of the per-seed differences). None when the difference is not inside the margin,
+    there is no SD, or more than MAX_SEEDS_HINT seeds would be needed.
+    """
+    if not (np.isfinite(diff) and np.isfinite(sd) and margin and np.isfinite(margin)) or sd <= 0 \
+            or abs(diff) >= margin:
+        return None
+
+    def achieved(n: int) -> float:
+        df, se = (n - 1, sd / math.sqrt(n)) if paired else (2 * n - 2, sd * math.sqrt(2 / n))
+        crit = t_quantile(df, 1 - alpha)
+        upper, lower = special.nctdtr(df, (diff + margin) / se, crit), special.nctdtr(df, (diff - margin) / se, -crit)
+        return (1 - upper) + lower - 1
+
+    z = special.ndtri(1 - alpha) + special.ndtri(1 - (1 - power) / 2)
+    n = max(2, math.ceil((1 if paired else 2) * (z * sd / (margin - abs(diff))) ** 2))
+    if n > MAX_SEEDS_HINT:
+        return None
+    while achieved(n) < power:
+        n += 1
+        if n > MAX_SEEDS_HINT:
+            return None
+    while n > 2 and achieved(n - 1) >= power:
+        n -= 1
+    return n
 
 
 # ---------------------------------------------------------------- preparing the trials
@@ -198,13 +244,33 @@ def _balanced(t: _Trials) -> bool:
     return len(sizes) == cells and sizes.nunique() == 1
 
 
-def design(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> dict:
+def design(df: pd.DataFrame, metric: str | None = None, setting: str | None = None) -> dict:
     """How the trials that count are laid out: trials recorded (`total`), those left out by status
     (`excluded`), `n_configs`, `seeds` (fewest and most of a configuration) and whether `balanced`."""
+    metric = metric or selection_metric(df)
     t = _trials(df, metric, setting)
     sizes = t.ok.groupby("_config").size()
     return {"total": t.total, "excluded": t.excluded, "n_configs": len(sizes),
             "seeds": (int(sizes.min()), int(sizes.max())), "balanced": _balanced(t)}
+
+
+def selection_metric(df: pd.DataFrame) -> str:
+    """What chooses and ranks by default: validation accuracy, or training accuracy in results without a
+    validation set. The test set only where nothing else was recorded: choosing on it overstates the
+    winner, since it then both picks the winner and scores it (`compare` says so)."""
+    for metric in (SELECTION[0], SELECTION_WITHOUT_VALIDATION[0], "test_accuracy"):
+        if metric in df.columns and df[metric].notna().any():
+            return metric
+    return SELECTION[0]
+
+
+def confirmation_metric(metric: str) -> str | None:
+    """The test set's figure for a metric that chose (val_accuracy -> test_accuracy); None for a test
+    metric, or one the test set does not measure (times, epochs)."""
+    for prefix in ("val_", "train_"):
+        if metric.startswith(prefix) and f"test_{metric.removeprefix(prefix)}" in METRICS:
+            return f"test_{metric.removeprefix(prefix)}"
+    return None
 
 
 # ---------------------------------------------------------------- summaries
@@ -236,8 +302,9 @@ def summarize_configs(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seed_spread(df: pd.DataFrame, metric: str = "test_accuracy") -> dict:
+def seed_spread(df: pd.DataFrame, metric: str | None = None) -> dict:
     """Seed-to-seed noise: the pooled SD within configurations, its df, and its share of all variance."""
+    metric = metric or selection_metric(df)
     t = _trials(df, metric)
     y = t.ok[metric]
     within = float(((y - t.ok.groupby("_config")[metric].transform("mean")) ** 2).sum())
@@ -249,61 +316,107 @@ def seed_spread(df: pd.DataFrame, metric: str = "test_accuracy") -> dict:
 
 # ---------------------------------------------------------------- settings
 
-def _dummies(ok: pd.DataFrame, f: str) -> np.ndarray:
-    return pd.get_dummies(pd.Categorical(ok[f], _ordered(ok[f])), drop_first=True, dtype=float).to_numpy()
+def _full_pairs(t: _Trials) -> list[tuple[str, str]]:
+    """The pairs of settings whose every combination of levels has finished trials: the interactions
+    the design can estimate."""
+    pairs = []
+    for a, b in combinations(t.settings, 2):
+        cells = t.ok.groupby([a, b]).size()
+        if len(cells) == t.ok[a].nunique() * t.ok[b].nunique():
+            pairs.append((a, b))
+    return pairs
 
 
-def _rss(y: np.ndarray, blocks: list[np.ndarray]) -> tuple[float, int]:
-    X = np.column_stack([np.ones(len(y)), *blocks])
-    beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
-    residual = y - X @ beta
-    return float(residual @ residual), int(rank)
+def _anova(t: _Trials, metric: str) -> pd.DataFrame:
+    """statsmodels' type II ANOVA of the metric on every varying setting (categorical) and every
+    interaction the design can estimate (`_full_pairs`): one row per term, named "a" or "a:b", with
+    sum_sq, df, F and PR(>F), and the Residual row.
+
+    A setting whose levels the others already determine (an `include` row that changes two settings
+    at once) adds nothing once they are in: it is left out of the model and given df 0, so that
+    statsmodels is never handed a rank-deficient design, where its type II tables go wrong quietly.
+    """
+    import warnings
+
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    names = {f: f"f{i}" for i, f in enumerate(t.settings)}
+    data = pd.DataFrame({names[f]: t.ok[f].astype(str).to_numpy() for f in t.settings})
+    data["y"] = t.ok[metric].to_numpy(float)
+
+    def formula(terms: list[str]) -> str:
+        return "y ~ " + (" + ".join(":".join(f"C({names[f]})" for f in term.split(":")) for term in terms) or "1")
+
+    def rank(terms: list[str]) -> int:
+        return int(np.linalg.matrix_rank(ols(formula(terms), data).exog)) if terms else 1
+
+    kept: list[str] = []
+    aliased: list[str] = []
+    for f in t.settings:  # a setting that adds no column the others lack cannot be estimated after them
+        (kept if rank([*kept, f]) > rank(kept) else aliased).append(f)
+    terms = [*kept, *(f"{a}:{b}" for a, b in _full_pairs(t) if a in kept and b in kept)]
+    while len(terms) > len(kept) and rank(terms) < 1 + _columns(t, terms):
+        terms.pop()  # an interaction that is not fully estimable after the others
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        model = ols(formula(terms), data).fit()
+        if terms and model.df_resid >= 1:
+            table = anova_lm(model, typ=2)
+        else:  # one seed: no error to test against, but the type II sums of squares still rank the settings
+            rows = {}
+            for term in terms:
+                parts = set(term.split(":"))
+                without = [u for u in terms if not parts <= set(u.split(":"))]
+                reduced, larger = ols(formula(without), data).fit(), ols(formula([*without, term]), data).fit()
+                rows[term] = [reduced.ssr - larger.ssr, reduced.df_resid - larger.df_resid, math.nan, math.nan]
+            rows["Residual"] = [model.ssr, model.df_resid, math.nan, math.nan]
+            table = pd.DataFrame.from_dict(rows, orient="index", columns=["sum_sq", "df", "F", "PR(>F)"])
+    back = {f"C({v})": k for k, v in names.items()}
+    table.index = [":".join(back.get(part, part) for part in str(i).split(":")) for i in table.index]
+    for f in aliased:
+        table.loc[f] = [0.0, 0.0, math.nan, math.nan]
+    if model.df_resid < 1 or model.ssr <= 0:  # no seed-to-seed error left to test against
+        table["F"], table["PR(>F)"] = math.nan, math.nan
+    return table
 
 
-def _f_test(ss: float, dof: int, spread: dict, total: float) -> dict:
-    """Share of total variance and the F test of a term against the seed-to-seed (pure) error."""
-    row = {"share": ss / total if total else math.nan, "ss": ss, "df": dof, "F": math.nan, "p": math.nan}
-    if dof and spread["df"] and spread["sd"] > 0:
-        row["F"] = (ss / dof) / spread["sd"] ** 2
-        row["p"] = float(special.fdtrc(dof, spread["df"], row["F"]))
-    return row
+def _columns(t: _Trials, terms: list[str]) -> int:
+    """How many columns a full-rank coding of `terms` has: 1 + the product of (levels - 1) per term."""
+    return sum(math.prod(t.ok[f].nunique() - 1 for f in term.split(":")) for term in terms)
 
 
-def _main_effects_model(df: pd.DataFrame, metric: str, setting: str | None = None):
-    """The design both variance tables start from: the trials, their metric, its total sum of squares, the
-    seed-to-seed spread, each setting's dummy columns, and the residual sum of squares and rank of every
-    main effect together."""
-    t = _trials(df, metric, setting)
-    y = t.ok[metric].to_numpy()
-    total = float(((y - y.mean()) ** 2).sum())
-    blocks = {f: _dummies(t.ok, f) for f in t.settings}
-    rss, rank = _rss(y, list(blocks.values()))
-    return t, y, total, seed_spread(df, metric), blocks, rss, rank
+def _term_row(table: pd.DataFrame, term: str, total: float) -> dict:
+    ss, dof = float(table.at[term, "sum_sq"]), int(round(float(table.at[term, "df"])))
+    F, p = float(table.at[term, "F"]), float(table.at[term, "PR(>F)"])
+    return {"share": max(ss, 0.0) / total if total else math.nan, "ss": max(ss, 0.0), "df": dof,
+            "F": F if dof else math.nan, "p": p if dof else math.nan}
 
 
-def setting_importance(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+def setting_importance(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Each varying setting's share of the variance across all trials, ranked (eta squared).
 
-    The sum of squares is type II: what the setting adds to a model of every other setting's main
-    effect. In a balanced full factorial this is the classic factorial-ANOVA main effect and the
-    shares, interactions and seed noise add up to 100%; in an unbalanced design (a grid with
-    `include`/`exclude`, or failed trials) a share is the setting's effect after the others and the
-    shares need not add up. F and p test the setting against seed-to-seed noise (NaN with one seed).
+    The sum of squares is statsmodels' type II (`anova_lm(typ=2)` on `ols` with every setting and every
+    interaction the design can estimate): what the setting adds to a model of every term that does not
+    contain it. In a balanced full factorial the shares, interactions and seed noise add up to 100%; in
+    an unbalanced design (a grid with `include`/`exclude`, a race, failed trials) a share is the
+    setting's effect after the others and the shares need not add up. F and p test the setting against
+    the model's residual (seed-to-seed noise, plus what the model's terms leave out); NaN with one seed.
     Columns: rank, setting, levels, share, ss, df, F, p.
     """
-    t, y, total, spread, blocks, full, rank = _main_effects_model(df, metric)
-    rows = []
-    for f in t.settings:
-        without, rank_without = _rss(y, [b for g, b in blocks.items() if g != f])
-        rows.append({"setting": f, "levels": t.ok[f].nunique(),
-                     **_f_test(max(without - full, 0.0), rank - rank_without, spread, total)})
+    metric = metric or selection_metric(df)
+    t = _trials(df, metric)
+    y = t.ok[metric].to_numpy()
+    total = float(((y - y.mean()) ** 2).sum())
+    table = _anova(t, metric)
+    rows = [{"setting": f, "levels": t.ok[f].nunique(), **_term_row(table, f, total)} for f in t.settings]
     table = pd.DataFrame(rows, columns=["setting", "levels", "share", "ss", "df", "F", "p"])
     table = table.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
 
 
-def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
+def main_effects(df: pd.DataFrame, metric: str | None = None, setting: str | None = None) -> pd.DataFrame:
     """The mean metric at each level of each setting, with a 95% CI, settings in order of importance.
 
     The interval uses the pooled seed-to-seed SD (df = trials - configurations), as a factorial
@@ -312,6 +425,7 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", setting: str |
     like with like.
     Columns: setting, rank, share, level, n_configs, n_trials, mean, ci_low, ci_high.
     """
+    metric = metric or selection_metric(df)
     t = _trials(df, metric, setting)
     spread = seed_spread(df, metric)
     importance = setting_importance(df, metric).set_index("setting")
@@ -331,11 +445,13 @@ def main_effects(df: pd.DataFrame, metric: str = "test_accuracy", setting: str |
 
 # ---------------------------------------------------------------- comparisons
 
-def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA) -> dict:
+def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA, margin: float | None = None) -> dict:
     """A - B averaged over matched cells (series of the metric by seed), with a CI and p-value.
 
     The interval is at level 1 - alpha; comparisons within a family pass their Holm level
     (`holm_levels`), so the interval excludes zero exactly when the Holm-corrected p is significant.
+    With a `margin`, `p_equiv` is the p-value of two one-sided tests (TOST) that |A - B| < margin:
+    the larger of the two one-sided t-tests against -margin and +margin.
 
     Paired t on the per-seed differences when every series has the same seeds; otherwise Welch's t
     with Welch-Satterthwaite degrees of freedom (for one cell, exactly scipy's equal_var=False).
@@ -346,7 +462,8 @@ def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA) ->
     values = [(a.to_numpy(), b.to_numpy()) for a, b in pairs]
     out = {"diff": float(np.mean([a.mean() - b.mean() for a, b in values])), "cells": k,
            "n_seeds": min(min(len(a), len(b)) for a, b in pairs), "test": "none", "df": math.nan, "se": math.nan,
-           "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "sd": math.nan, "paired": False}
+           "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "p_equiv": math.nan, "sd": math.nan,
+           "paired": False}
     if not testable:
         return out
     seeds = {tuple(s.index) for pair in pairs for s in pair}  # _by_seed sorts them
@@ -361,37 +478,65 @@ def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA) ->
         dof = sum(v) ** 2 / sum(vi**2 / (len(x) - 1) for vi, x in zip(v, arrays)) if se else math.nan
         out.update(test="Welch t", df=dof, sd=math.sqrt(np.mean([np.var(x, ddof=1) for x in arrays]) / k))
     out["se"] = se
+    diff = out["diff"]
     if se == 0:  # seeds that change nothing: the difference is exact
-        out.update(ci_low=out["diff"], ci_high=out["diff"], p=1.0 if out["diff"] == 0 else 0.0)
+        out.update(ci_low=diff, ci_high=diff, p=1.0 if diff == 0 else 0.0)
+        if margin:
+            out["p_equiv"] = 0.0 if abs(diff) < margin else 1.0
         return out
     half = float(t_quantile(out["df"], 1 - alpha / 2)) * se
-    out.update(ci_low=out["diff"] - half, ci_high=out["diff"] + half,
-               p=float(2 * special.stdtr(out["df"], -abs(out["diff"]) / se)))
+    out.update(ci_low=diff - half, ci_high=diff + half, p=float(2 * special.stdtr(out["df"], -abs(diff) / se)))
+    if margin:
+        out["p_equiv"] = float(max(special.stdtr(out["df"], -(diff + margin) / se),
+                                   special.stdtr(out["df"], (diff - margin) / se)))
     return out
 
 
-def _verdict(diff: float, p_holm: float, n: int, lower: bool) -> str:
-    if n < 2 or math.isnan(p_holm):
+def _verdict(r: dict, lower: bool, margin: float | None = None, alpha: float = ALPHA,
+             equivalence_alpha: float = ALPHA) -> str:
+    """better | worse | equivalent | unresolved (with a margin) or no detectable difference (without).
+
+    Equivalence within the margin is said first: a difference that is real but smaller than the
+    smallest one that matters is "equivalent", which is what a margin asks.
+    """
+    n = r["n_seeds"]
+    if n < 2 or math.isnan(r["p_holm"]):
         return f"no interval with {n} seed{'s' if n != 1 else ''}"
-    if p_holm < ALPHA:
-        return "better" if (diff < 0) == lower and diff != 0 else "worse"
-    return f"no detectable difference at {n} seeds"
+    if margin and r.get("p_equiv_holm", math.nan) < equivalence_alpha:
+        return "equivalent"
+    if r["p_holm"] < alpha:
+        return "better" if (r["diff"] < 0) == lower and r["diff"] != 0 else "worse"
+    return f"unresolved at {n} seeds" if margin else f"no detectable difference at {n} seeds"
 
 
-def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -> list[dict]:
+OPEN = ("no detectable", "unresolved")  # how an open verdict starts
+
+
+def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool,
+             margin: float | None = None) -> list[dict]:
     """Every group against `ref`, matched on context. The family is every pair of groups, because the
     reference was picked as the best from the same data (best-versus-rest alone would find too much):
-    Holm over its p-values, and each interval at its comparison's Holm level."""
+    Holm over its p-values, and each interval at its comparison's Holm level.
+
+    With a `margin`, the equivalence tests' family is the comparisons with `ref` (Holm over them):
+    picking the best makes the others look further from it, which works against equivalence, so the
+    selection that needs every pair for "worse" does not for "equivalent".
+    """
     matched = {}
     for a, b in combinations(groups, 2):
         if a == ref:
             a, b = b, a
         common = [c for c in groups[a] if c in groups[b]]
         matched[(a, b)] = [(groups[a][c], groups[b][c]) for c in common]
-    results = {key: _contrast(pairs) if pairs else None for key, pairs in matched.items()}
+    results = {key: _contrast(pairs, margin=margin) if pairs else None for key, pairs in matched.items()}
     pvalues = [r["p"] if r else math.nan for r in results.values()]
     adjusted = dict(zip(results, holm(pvalues)))
     levels = dict(zip(results, holm_levels(pvalues)))
+    against_ref = [key for key in results if key[1] == ref]
+    equivalence = dict(zip(against_ref, holm([results[k]["p_equiv"] if results[k] else math.nan
+                                              for k in against_ref])))
+    equivalence_levels = dict(zip(against_ref, holm_levels([results[k]["p_equiv"] if results[k] else math.nan
+                                                            for k in against_ref])))
     rows = []
     for level in groups:
         if level == ref:
@@ -401,17 +546,23 @@ def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool) -
             rows.append({"level": level, "cells": 0, "verdict": "no configurations to match"})
             continue
         alpha = levels[(level, ref)] if not math.isnan(levels[(level, ref)]) else ALPHA
-        r = {"level": level, **_contrast(matched[(level, ref)], alpha), "p_holm": adjusted[(level, ref)]}
-        r["verdict"] = _verdict(r["diff"], r["p_holm"], r["n_seeds"], lower)
-        inconclusive = r["verdict"].startswith("no detectable")
-        r["seeds_needed"] = (power_hint(r["diff"], r["sd"], paired=r["paired"], alpha=alpha)
-                             if inconclusive else None)
+        r = {"level": level, **_contrast(matched[(level, ref)], alpha, margin), "p_holm": adjusted[(level, ref)],
+             "p_equiv_holm": equivalence[(level, ref)] if margin else math.nan}
+        r["verdict"] = _verdict(r, lower, margin)
+        r["seeds_needed"] = None
+        if r["verdict"].startswith(OPEN):  # seeds to settle the verdict still open: equivalence, or a difference
+            eq_alpha = equivalence_levels[(level, ref)]
+            r["seeds_needed"] = (equivalence_hint(r["diff"], r["sd"], margin, paired=r["paired"],
+                                                  alpha=ALPHA if math.isnan(eq_alpha) else eq_alpha)
+                                 if margin and abs(r["diff"]) < margin else
+                                 power_hint(r["diff"], r["sd"], paired=r["paired"], alpha=alpha))
         rows.append(r)
     return rows
 
 
-CONTRAST_COLUMNS = ["diff", "ci_low", "ci_high", "test", "se", "df", "p", "p_holm", "verdict", "n_seeds", "cells",
-                    "seeds_needed", "sd", "paired"]
+CONTRAST_COLUMNS = ["diff", "ci_low", "ci_high", "test", "se", "df", "p", "p_holm", "p_equiv", "p_equiv_holm",
+                    "verdict", "n_seeds", "cells", "seeds_needed", "sd", "paired"]
+IMPROVEMENT_COLUMNS = ["p_improve", "p_improve_low", "p_improve_high"]
 
 
 def _by_seed(values: pd.DataFrame, metric: str) -> pd.Series:
@@ -419,44 +570,98 @@ def _by_seed(values: pd.DataFrame, metric: str) -> pd.Series:
     return values.set_index("seed")[metric].sort_index() if "seed" in values.columns else values[metric]
 
 
-def versus_best(values: dict[str, pd.Series], metric: str = "test_accuracy") -> tuple[list[str], list[dict]]:
+def versus_best(values: dict[str, pd.Series], metric: str = SELECTION[0],
+                margin: float | None = None) -> tuple[list[str], list[dict]]:
     """`compare_to_best`'s test on bare numbers: each configuration's metric by seed (a Series indexed
     by seed), best mean first. Returns the configurations best first, and one contrast row per other
-    configuration (`level` names it; the contrast columns, `p_holm` Holm-adjusted over every pair).
+    configuration (`level` names it; the contrast columns, `p_holm` Holm-adjusted over every pair and,
+    with a `margin` in the metric's raw units, `p_equiv_holm` over the comparisons with the best).
     Racing calls this after every round; it skips building the tables around the test."""
     lower = lower_is_better(metric)
     means = {c: float(np.mean(v.to_numpy())) for c, v in values.items()}
     order = sorted(means, key=lambda c: means[c] if lower else -means[c])  # stable: ties keep their order
     groups = {c: {(): values[c] if values[c].index.is_monotonic_increasing else values[c].sort_index()}
               for c in order}
-    return order, _against(groups, order[0], lower)
+    return order, _against(groups, order[0], lower, margin)
 
 
-def compare_to_best(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+def probability_of_improvement(best: pd.Series, other: pd.Series, lower: bool = False,
+                               resamples: int = 2000) -> tuple[float, float, float]:
+    """P(best > other) over seeds, with a 95% percentile bootstrap interval (`scipy.stats.bootstrap`).
+
+    Paired by seed when both ran the same seeds (the share of seeds on which the best scored higher),
+    else over every pair of runs (the Mann-Whitney probability); a tie counts one half, and "higher"
+    means better (lower for losses and times). The bootstrap is seeded, so the interval is the same on
+    every run; all NaN with fewer than 2 seeds a side.
+    """
+    from scipy.stats import bootstrap
+
+    sign = -1.0 if lower else 1.0
+    a, b = sign * best.to_numpy(float), sign * other.to_numpy(float)
+    paired = len(a) == len(b) and list(best.index) == list(other.index) and best.index.is_unique
+
+    def paired_stat(x, y, axis=-1):
+        return np.mean((x > y) + 0.5 * (x == y), axis=axis)
+
+    def unpaired_stat(x, y, axis=-1):
+        x, y = np.moveaxis(x, axis, -1)[..., :, None], np.moveaxis(y, axis, -1)[..., None, :]
+        return np.mean((x > y) + 0.5 * (x == y), axis=(-2, -1))
+
+    if min(len(a), len(b)) < 2:
+        return math.nan, math.nan, math.nan
+    stat = paired_stat if paired else unpaired_stat
+    point = float(stat(a, b))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate resample (every seed the same way) is an answer here
+        ci = bootstrap((a, b), stat, paired=paired, vectorized=True, n_resamples=resamples, method="percentile",
+                       confidence_level=1 - ALPHA, rng=np.random.default_rng(0)).confidence_interval
+    return point, float(ci.low), float(ci.high)
+
+
+def scores_by_config(df: pd.DataFrame, metric: str | None = None) -> dict[str, pd.Series]:
+    """Each configuration's finished values of the metric by seed, keyed by the label `compare_to_best`
+    gives it ("activation=relu, kernel_l2=0")."""
+    metric = metric or selection_metric(df)
+    t = _trials(df, metric)
+    return {c: _by_seed(g, metric) for c, g in t.ok.groupby("_config", sort=False)}
+
+
+def compare_to_best(df: pd.DataFrame, metric: str | None = None, margin: float | None = None) -> pd.DataFrame:
     """The best configuration (by mean) against every other: difference, 95% CI, p-value and verdict.
 
     A row's `diff` is that configuration minus the best; its `verdict` says whether it is "better",
-    "worse" or shows "no detectable difference at n seeds" (lower is better for losses and times).
-    Paired t on seed when both ran the same seeds, else Welch's t; Holm-corrected over every pair of
-    configurations, each interval at its Holm level. `seeds_needed` is `power_hint` at that level
-    for the inconclusive ones. Columns: rank, config, the settings, n, mean,
-    mean_low, mean_high (the configuration's own 95% CI), then the contrast columns; best first.
+    "worse", "equivalent" (within `margin`, in the metric's raw units) or still open ("no detectable
+    difference at n seeds" without a margin, "unresolved at n seeds" with one); lower is better for
+    losses and times. Paired t on seed when both ran the same seeds, else Welch's t; Holm-corrected over
+    every pair of configurations, each interval at its Holm level; equivalence by two one-sided tests,
+    Holm over the comparisons with the best. `seeds_needed` is for the open verdict: the seeds to show
+    equivalence when the difference is inside the margin, else to show the difference. `p_improve` is
+    P(best > this one) over seeds with its bootstrap interval. The metric defaults to
+    `selection_metric`: validation accuracy. Columns: rank, config, the settings, n, mean, mean_low,
+    mean_high (the configuration's own 95% CI), then the contrast and improvement columns; best first.
     """
+    metric = metric or selection_metric(df)
     t = _trials(df, metric)
     trials = dict(tuple(t.ok.groupby("_config", sort=False)))
-    order, against = versus_best({c: _by_seed(g, metric) for c, g in trials.items()}, metric)
+    series = {c: _by_seed(g, metric) for c, g in trials.items()}
+    order, against = versus_best(series, metric, margin)
     contrasts = {r["level"]: r for r in against}
+    lower = lower_is_better(metric)
     rows = []
     for rank, config in enumerate(order, 1):
-        values, first = _by_seed(trials[config], metric), trials[config].iloc[0]
+        values, first = series[config], trials[config].iloc[0]
         mean, _, low, high = mean_ci(values, bounds(metric))
         row = {"rank": rank, "config": config, **{f: first[f] for f in t.settings}, "n": len(values),
                "mean": mean, "mean_low": low, "mean_high": high}
         row.update(contrasts.get(config, {"diff": 0.0, "verdict": "best"}))
         row.pop("level", None)
+        if rank > 1:
+            row.update(zip(IMPROVEMENT_COLUMNS, probability_of_improvement(series[order[0]], values, lower)))
         rows.append(row)
     return pd.DataFrame(rows, columns=["rank", "config", *t.settings, "n", "mean", "mean_low", "mean_high",
-                                       *CONTRAST_COLUMNS])
+                                       *CONTRAST_COLUMNS, *IMPROVEMENT_COLUMNS])
 
 
 def _reference_level(ok: pd.DataFrame, f: str, contexts: list[str], metric: str, lower: bool) -> str:
@@ -470,15 +675,18 @@ def _reference_level(ok: pd.DataFrame, f: str, contexts: list[str], metric: str,
     return means.idxmin() if lower else means.idxmax()
 
 
-def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
+def level_contrasts(df: pd.DataFrame, metric: str | None = None, setting: str | None = None,
+                    margin: float | None = None) -> pd.DataFrame:
     """Each level of each setting against that setting's best level, matching like with like.
 
     A difference averages over the settings of the other settings at which both levels were run
     (a paired t on seed when the seeds match, else Welch-Satterthwaite), so `kernel_l2` 0.02 vs 0
     compares only configurations that agree on everything else. Holm (p, and the level of each
-    interval and `seeds_needed`) runs over every pair of levels of one setting. Columns: setting, level, reference,
-    then the contrast columns.
+    interval and `seeds_needed`) runs over every pair of levels of one setting; a `margin` adds the
+    equivalence verdict as `compare_to_best` does. Columns: setting, level, reference, then the contrast
+    columns.
     """
+    metric = metric or selection_metric(df)
     t = _trials(df, metric, setting)
     lower = lower_is_better(metric)
     rows = []
@@ -488,13 +696,14 @@ def level_contrasts(df: pd.DataFrame, metric: str = "test_accuracy", setting: st
         groups: dict[str, dict[tuple, pd.Series]] = {level: {} for level in _ordered(t.ok[f])}
         for (level, *context), values in t.ok.groupby([f, *contexts], sort=False):
             groups[level][tuple(context)] = _by_seed(values, metric)
-        rows += [{"setting": f, "reference": ref, **r} for r in _against(groups, ref, lower)]
+        rows += [{"setting": f, "reference": ref, **r} for r in _against(groups, ref, lower, margin)]
     return pd.DataFrame(rows, columns=["setting", "level", "reference", *CONTRAST_COLUMNS])
 
 
-def interactions(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> dict:
+def interactions(df: pd.DataFrame, metric: str | None = None, setting: str | None = None) -> dict:
     """Two-way tables of mean metric, {(a, b): DataFrame levels of a x levels of b}, for each pair of
     settings (with `setting` if given) where every combination of their levels has finished trials."""
+    metric = metric or selection_metric(df)
     t = _trials(df, metric, setting)
     tables = {}
     for a, b in combinations(t.settings, 2):
@@ -507,18 +716,16 @@ def interactions(df: pd.DataFrame, metric: str = "test_accuracy", setting: str |
     return tables
 
 
-def interaction_tests(df: pd.DataFrame, metric: str = "test_accuracy", setting: str | None = None) -> pd.DataFrame:
-    """For each pair with a full two-way table: the interaction's share of variance (what a x b adds to
-    all main effects) and its F test against seed noise, Holm-corrected over the pairs."""
-    t, y, total, spread, blocks, mains, rank = _main_effects_model(df, metric, setting)
-    rows = []
-    for a, b in interactions(df, metric, setting):
-        product = np.column_stack([blocks[a][:, i] * blocks[b][:, j] for i in range(blocks[a].shape[1])
-                                   for j in range(blocks[b].shape[1])])
-        rss, rank_with = _rss(y, [*blocks.values(), product])
-        if rank_with > rank:
-            rows.append({"a": a, "b": b, **_f_test(max(mains - rss, 0.0), rank_with - rank, spread, total)})
+def interaction_tests(df: pd.DataFrame, metric: str | None = None, setting: str | None = None) -> pd.DataFrame:
+    """For each pair with a full two-way table: the interaction's share of variance and its F test
+    (statsmodels' type II ANOVA, as `setting_importance`), Holm-corrected over the pairs."""
+    metric = metric or selection_metric(df)
+    t = _trials(df, metric, setting)
+    y = t.ok[metric].to_numpy()
+    total = float(((y - y.mean()) ** 2).sum())
+    table = _anova(t, metric)
+    rows = [{"a": a, "b": b, **_term_row(table, f"{a}:{b}", total)} for a, b in interactions(df, metric, setting)
+            if f"{a}:{b}" in table.index and table.at[f"{a}:{b}", "df"] > 0]
     table = pd.DataFrame(rows, columns=["a", "b", "share", "ss", "df", "F", "p"])
     table["p_holm"] = holm(table["p"]) if len(table) else []
     return table
-

@@ -269,8 +269,9 @@ def config_to_dict(config: SweepConfig) -> dict:
     race = data.pop("race")
     if race is not None:  # written back the way the user wrote it
         data["seeds"] = {"min": race["min"], "max": race["max"], "race": race["mode"]}
-    if data.get("race_metric") is None:
-        data.pop("race_metric", None)
+    for key in ("race_metric", "smallest_difference"):
+        if data.get(key) is None:
+            data.pop(key, None)
     if config.search == SearchConfig() and config.prune is None:  # a grid's sweep.yaml stays as it was
         del data["search"], data["prune"]
     return put_ranges(data, config.ranges)

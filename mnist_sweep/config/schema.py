@@ -7,6 +7,7 @@ is read and overridden lives in `loading.py`; this module knows nothing of it.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -396,6 +397,9 @@ class SweepConfig(Strict):
     # Set through `seeds: {min, max, race}` (then seeds is 0..max-1); None: every seed runs every configuration.
     race: Optional[SeedRace] = None
     race_metric: Optional[str] = None  # what a race ranks by; None: val_accuracy
+    # The smallest difference that matters, in the metric's units as `compare` prints them (points for
+    # accuracies): closer than this is "equivalent" in `compare`, and leaves a race. None: no such verdict.
+    smallest_difference: Optional[float] = None
     # fused: train compatible trials (same seed, batch size, epochs, optimizer) as one model, each trial a
     # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
     # branch gives its isolated twin's results; isolated: one model per trial.
@@ -465,6 +469,16 @@ class SweepConfig(Strict):
         raise ValueError(f"{value!r} is not a metric a race can rank by{did_you_mean(str(value), RACE_METRICS)}; "
                          f"expected one of {', '.join(RACE_METRICS)}")
 
+    @field_validator("smallest_difference", mode="before")
+    @classmethod
+    def _smallest_difference(cls, value):
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError("expected a positive number in the metric's units as compare prints them, such as "
+                             "smallest_difference: 1.0 (1 point of accuracy); remove it for no equivalence verdicts")
+        return float(value)
+
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, value, info: ValidationInfo):
@@ -508,6 +522,10 @@ class SweepConfig(Strict):
             raise _problems_at([("race_metric", "applies to a raced sweep only: set seeds: {min: 3, max: 20, "
                                                 "race: best}, or remove race_metric", self.race_metric)])
         metric = self.race_metric or "val_accuracy"
+        if self.smallest_difference is not None and metric.endswith("accuracy") and self.smallest_difference >= 100:
+            raise _problems_at([("smallest_difference", "is in points of accuracy (1.0 = one percentage point): "
+                                                        "it must be under 100, such as smallest_difference: 1.0",
+                                 self.smallest_difference)])
         if self.race is not None and metric.startswith("val_") and self.dataset.validation_split == 0:
             raise _problems_at([("race_metric", "racing on a validation metric needs a validation set, but "
                                                 "dataset.validation_split is 0: set a validation_split > 0 or "

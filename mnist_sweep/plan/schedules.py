@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ..analysis.race import RACE_FILE, RacePlan, describe, plan_for, run_race
+from ..analysis.race import RACE_FILE, RacePlan, describe, plan_for, round_message, run_race
 from ..config import SweepConfig
 from ..records import FINISHED, Ending, Opening, Run, Status, Task, Trial, TrialRecord
 from .grid import expand, varying_settings
@@ -119,10 +119,7 @@ class RaceSchedule(GridSchedule):
         the executor (one seed each with one job; more when jobs outnumber the round's tasks)."""
         race, data = self.judge()
         for look in data["rounds"][len(self.told):]:
-            gone = "; ".join(f"{left['config']} (p = {left['p_holm']:.2g})" if left["p_holm"] is not None
-                             else f"{left['config']} ({left['reason']})" for left in look["left"])
-            self.run.say(f"Race, round {look['round']} ({look['seeds']} seeds): {len(look['in'])} in"
-                         + (f"; left: {gone}" if gone else "; none left"))
+            self.run.say(round_message(look))
         self.told = data["rounds"]
         if race.finished:
             return []

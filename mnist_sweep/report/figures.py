@@ -517,12 +517,56 @@ def setting_effects(summary, metric: str = "test_accuracy", settings: Sequence[s
     return fig
 
 
+VERDICT_COLORS = {"best": "black", "better": "#1a7f37", "worse": "#b42318", "equivalent": "#2f6fb3"}
+
+
+def seed_scores(summary, metric: str | None = None, margin: float | None = None) -> Figure:
+    """Each configuration's per-seed scores (dots), their mean and 95% interval (a bar), ordered as
+    `compare`'s verdicts are (best first) and coloured by verdict, so a reader sees the spread the
+    verdicts come from. A `margin` (raw units) shades the band of equivalence around the best mean."""
+    from ..analysis.stats import compare_to_best, scores_by_config, selection_metric
+
+    metric = metric or selection_metric(summary)
+    table = compare_to_best(summary, metric, margin)
+    scores = scores_by_config(summary, metric)
+    scale = 100 if get_metric(metric).kind == "accuracy" else 1
+    fig = Figure(figsize=(8, 1.2 + 0.42 * len(table)), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # a fixed jitter, so the figure is the same on every run
+    if margin:
+        best = scale * table["mean"].iloc[0]
+        ax.axvspan(best - scale * margin, best + scale * margin, color="#2f6fb3", alpha=0.08, zorder=0,
+                   label="within the smallest difference of the best")
+    for y, row in enumerate(table.itertuples(index=False)):
+        verdict = str(row.verdict).split(" at ")[0]
+        color = VERDICT_COLORS.get(verdict, "0.45")
+        values = scale * scores[row.config].to_numpy(float)
+        ax.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), s=14, color=color, alpha=0.6, zorder=2)
+        error = None if pd.isna(row.mean_low) else [[scale * (row.mean - row.mean_low)],
+                                                    [scale * (row.mean_high - row.mean)]]
+        ax.errorbar([scale * row.mean], [y], xerr=error, fmt="D", color=color, markersize=6, capsize=3, zorder=3)
+    ax.set_yticks(range(len(table)), [textwrap.shorten(f"{c} ({str(v).split(' at ')[0]})", 60)
+                                      for c, v in zip(table["config"], table["verdict"])], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{title(metric)}" + (" (%)" if scale == 100 else f" ({get_metric(metric).unit})"
+                                        if get_metric(metric).unit else ""))
+    ax.set_title(f"{title(metric).capitalize()} per seed: dots, with each configuration's mean and 95% CI",
+                 fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    if margin:
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def race_rounds(race: dict) -> Figure:
     """A raced sweep (race.json): one row per configuration, one column per look, a bar for the looks it
-    was in; where it left, the Holm-adjusted p-value it left on. The winner, if any, is drawn first."""
+    was in; where it left, the Holm-adjusted p-value it left on (worse, or equivalent within the margin).
+    The winner, if any, is drawn first."""
     rounds = race.get("rounds") or []
     seeds = [r["seeds"] for r in rounds] or [race["min"]]
-    left = {item["config"]: (r["seeds"], item.get("p_holm")) for r in rounds for item in r["left"]}
+    left = {item["config"]: (r["seeds"], item.get("p_equiv") if item.get("verdict") == "equivalent"
+                             else item.get("p_holm")) for r in rounds for item in r["left"]}
+    how = {item["config"]: item.get("verdict") for r in rounds for item in r["left"]}
     configs = list(race.get("configurations", {}).values()) or [*race.get("racing", []), *left]
     order = sorted(configs, key=lambda c: (c != race.get("winner"), -left.get(c, (math.inf, None))[0]))
     fig = Figure(figsize=(8, 1.2 + 0.42 * len(order)), layout="constrained")
@@ -532,7 +576,8 @@ def race_rounds(race: dict) -> Figure:
         color = PALETTE[2] if config == race.get("winner") else "#999999" if config in left else PALETTE[0]
         ax.barh(y, last - race["min"] + 1, left=race["min"] - 0.5, height=0.6, color=color)
         if config in left:
-            ax.text(last + 0.6, y, "left: " + ("no finished trial" if p is None else f"p = {p:.2g}"),
+            ax.text(last + 0.6, y, ("left as equivalent: " if how.get(config) == "equivalent" else "left: ")
+                    + ("no finished trial" if p is None else f"p = {p:.2g}"),
                     va="center", fontsize=8)
     ax.set_yticks(range(len(order)), [textwrap.shorten(c, 48) for c in order], fontsize=8)
     ax.invert_yaxis()
@@ -540,6 +585,7 @@ def race_rounds(race: dict) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seeds per configuration at the look (one look per seed count)")
     verdict = {"winner": f"winner: {race.get('winner')}", "indistinguishable": "no winner by max seeds",
+               "equivalent": f"{race.get('winner')} left, the rest worse or equivalent within the margin",
                "resolved": "every comparison resolved", "unresolved": "comparisons still open at max seeds",
                "running": "race not finished"}.get(race.get("outcome"), str(race.get("outcome")))
     ax.set_title(textwrap.shorten(f"Race on {race['metric']} ({race['mode']}): {verdict}; each look at level "

@@ -35,15 +35,20 @@ class Drawn:
     mime: str
 
 
-def render_findings(summary, sweep_dir: Path, metric: str = "test_accuracy", setting: str | None = None) -> str:
-    """`mnist-sweep compare`'s findings on one sweep as an HTML list, escaped; when it has none, why."""
-    from ..analysis.compare import compare
+def render_findings(summary, sweep_dir: Path, metric: str | None = None, setting: str | None = None) -> str:
+    """`mnist-sweep compare`'s findings on one sweep as an HTML list, escaped; when it has none, why.
+    Chosen on validation accuracy unless `metric` says otherwise, with the sweep's smallest_difference."""
+    from ..analysis.compare import compare, sweep_margin
+    from ..analysis.stats import selection_metric
 
+    chosen = metric or selection_metric(summary)
     try:
-        sentences = compare(summary, metric, setting, method=search_method(sweep_dir)).findings
+        sentences = compare(summary, chosen, setting, method=search_method(sweep_dir),
+                            smallest_difference=sweep_margin(sweep_dir, chosen)).findings
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
-    command = f"mnist-sweep compare {sweep_dir} --metric {metric}" + (f" --factor {setting}" if setting else "")
+    command = (f"mnist-sweep compare {sweep_dir}" + (f" --metric {metric}" if metric else "")
+               + (f" --factor {setting}" if setting else ""))
     race = read_race(sweep_dir)
     sentences = sentences + ([describe_race(race)] if race is not None else [])
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"

@@ -64,7 +64,8 @@ def check_options(metric: str, setting: str | None, fmt: str) -> None:
     """Reject an unknown metric, setting or format before reading anything."""
     from ..config import SECTIONS
 
-    check_metric(metric)
+    if metric is not None:
+        check_metric(metric)
     if setting is not None and setting not in SECTIONS:
         raise OptionError("--group-by", f'unknown setting "{setting}"{did_you_mean(setting, SECTIONS)}; '
                                         f"settings: {', '.join(SECTIONS)}")
@@ -72,9 +73,10 @@ def check_options(metric: str, setting: str | None, fmt: str) -> None:
         raise OptionError("--format", f'unknown format "{fmt}"; formats: {", ".join(FORMATS)}')
 
 
-def plot_results(path: str | Path, metric: str = "test_accuracy", setting: str | None = None,
+def plot_results(path: str | Path, metric: str | None = None, setting: str | None = None,
                  fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> Iterator[PlotOutcome]:
-    """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time."""
+    """Draw every figure and write report.html for each sweep at or under `path`, one sweep at a time.
+    `metric` defaults to each sweep's validation accuracy (`stats.selection_metric`)."""
     check_options(metric, setting, fmt)
     linked: list = []
     sweeps = find_sweeps(path, linked)
@@ -117,7 +119,8 @@ def _triage(summary, histories) -> tuple[Any, Any, list[str]]:
     return finished, summary[has_history], notes
 
 
-def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[FigurePlan], list[str]]:
+def _plan(summary, histories, metric: str, setting: str | None,
+          margin: float | None = None) -> tuple[list[FigurePlan], list[str]]:
     """The figures to draw, and notes on what is skipped."""
     from . import figures as plots
 
@@ -145,6 +148,10 @@ def _plan(summary, histories, metric: str, setting: str | None) -> tuple[list[Fi
                      "matched on the other settings, with Holm-adjusted 95% intervals: the comparisons and numbers "
                      "of `mnist-sweep compare`",
                      lambda: plots.setting_effects(summary, metric, settings)))
+    if has_metric.any() and finished["config_id"].nunique() > 1:
+        plan.append(FigurePlan("seed_scores", "Scores per seed", f"{metric} of every seed of every configuration, "
+                     "with each configuration's mean and 95% CI, ordered and coloured as `mnist-sweep compare`'s "
+                     "verdicts against the best", lambda: plots.seed_scores(finished, metric, margin)))
     if has_metric.any() and get_metric(metric).kind == "time":
         notes.append(f"{metric} against time skipped: {metric} is a time itself")
     elif has_metric.any():
@@ -226,7 +233,7 @@ def _render(fig, path: Path, fmt: str, dpi: int) -> tuple[bytes, str]:
     return data, MIME[fmt]
 
 
-def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: str | None = None,
+def plot_sweep(sweep_dir: str | Path, metric: str | None = None, setting: str | None = None,
                fmt: str = "png", dpi: int = 100, model_diagrams: bool = False) -> PlotOutcome:
     """Draw one sweep's figures into <sweep>/plots/ and write <sweep>/report.html, its findings at the top."""
     sweep_dir = Path(sweep_dir)
@@ -245,8 +252,15 @@ def plot_sweep(sweep_dir: str | Path, metric: str = "test_accuracy", setting: st
     if summary.empty:
         outcome.skipped.append(f"{sweep_dir.name}: no trials recorded yet, nothing to plot")
         return outcome
-    plan, outcome.skipped = _plan(summary, histories, metric, setting)
-    plan += _search_plan(sweep_dir, summary, metric)
+    from ..analysis.compare import sweep_margin
+    from ..analysis.stats import selection_metric
+    from ..metrics import display_scale
+
+    chosen = metric or selection_metric(summary)
+    margin = sweep_margin(sweep_dir, chosen)
+    plan, outcome.skipped = _plan(summary, histories, chosen, setting,
+                                  None if margin is None else margin / display_scale(chosen))
+    plan += _search_plan(sweep_dir, summary, chosen)
     race = read_race(sweep_dir)
     if race is not None:
         from .figures import race_rounds

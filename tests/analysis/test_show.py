@@ -61,7 +61,7 @@ def test_configurations_are_the_mean_and_ci_of_their_seeds(two_configs):
 def test_the_table_shows_mean_plus_minus_the_ci_half_width(two_configs):
     result = show(two_configs)
     assert result.exit_code == 0, result.output
-    assert "pair: 2 of 2 configurations, sorted by mean test_accuracy; ± is the 95% CI across seeds" in result.stdout
+    assert "pair: 2 of 2 configurations, sorted by mean val_accuracy; ± is the 95% CI across seeds" in result.stdout
     tanh = load_results(two_configs).query("activation == 'tanh'")
     mean, _, _, high = by_hand(list(tanh["test_accuracy"]))
     row = next(line for line in result.stdout.splitlines() if "tanh" in line)
@@ -123,7 +123,7 @@ def test_table_lists_every_trial_best_first_with_unfinished_ones_marked(sweep):
     result = show(sweep, "--trials")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "mixed: 12 of 12 trials, sorted by test_accuracy" in lines[0]
+    assert "mixed: 12 of 12 trials, sorted by val_accuracy" in lines[0]
     assert "✗ failed" in result.stdout and "⚠ diverged" in result.stdout and "… running" in result.stdout
     assert "ValueError: <bad> shape & size" in result.stdout  # the failed trial's error
     assert "Note: 1 failed trial(s): no metrics" in result.stderr

@@ -44,12 +44,13 @@ def test_plot_a_folder_writes_every_figure_and_a_report_per_sweep(plotted):
     with_history = [p.parent.name for p in (results / "mixed" / "runs").glob("*/history.csv")]
     assert len(with_history) == 7  # all but the failed trial
     assert mixed == sorted(["curves_activation.png", "curves_dropout.png", "effects.png", "overfitting_gap.png",
-                            "test_accuracy_vs_time.png", "wall_time.png", *(f"history_{t}.png" for t in with_history)])
+                            "seed_scores.png", "val_accuracy_vs_time.png", "wall_time.png",
+                            *(f"history_{t}.png" for t in with_history)])  # chosen on validation accuracy
     single = sorted(p.name for p in (results / "single" / "plots").iterdir())
-    assert single == ["history_trial-s0-00000000.png", "overfitting_gap.png", "test_accuracy_vs_time.png",
+    assert single == ["history_trial-s0-00000000.png", "overfitting_gap.png", "val_accuracy_vs_time.png",
                       "wall_time.png"]
     assert (results / "mixed" / "report.html").exists() and (results / "single" / "report.html").exists()
-    assert f"{results / 'mixed'}: 13 figures in {results / 'mixed' / 'plots'}" in result.stdout
+    assert f"{results / 'mixed'}: 14 figures in {results / 'mixed' / 'plots'}" in result.stdout
 
 
 def test_plot_says_what_it_skipped_and_why(plotted):
@@ -108,7 +109,7 @@ def test_report_is_self_contained_escaped_and_has_every_section(plotted):
     results, result = plotted
     page = (results / "mixed" / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 13 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 14 and all(src.startswith("data:image/png;base64,") for src in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from a network
     assert "&lt;script&gt;alert(&#x27;config&#x27;)&lt;/script&gt;" in page and "<script>alert" not in page
     assert "ValueError: &lt;bad&gt; shape &amp; size" in page
@@ -158,7 +159,7 @@ def test_the_report_starts_with_compares_findings_escaped(plotted):
     for sentence in sentences:
         assert f"<li>{html.escape(sentence)}</li>" in section
     assert sentences[0] == "5 of 8 trials count: 3 were excluded (1 failed, 1 diverged, 1 running)."
-    assert f"mnist-sweep compare {results / 'mixed'} --metric test_accuracy" in section
+    assert f"<code>mnist-sweep compare {results / 'mixed'}</code>" in section  # the default: validation
 
 
 def test_findings_are_escaped_and_follow_the_metric(tmp_path):
@@ -182,7 +183,7 @@ def test_a_sweep_without_finished_trials_says_why_it_has_no_findings(tmp_path):
     assert plot(sweep).exit_code == 0
     section = _findings_section((sweep / "report.html").read_text())
     assert "<li>" not in section
-    assert ("No findings yet: none of the 2 trials finished with a test_accuracy (1 running, 1 failed): "
+    assert ("No findings yet: none of the 2 trials finished with a val_accuracy (1 running, 1 failed): "
             "nothing to compare.") in section
 
 

@@ -80,7 +80,11 @@ def test_a_race_killed_mid_round_resumes_and_a_larger_max_continues_it(tmp_path)
     wider = CliRunner().invoke(cli, ["run", str(config), "--out", str(out2), "--quiet"])
     assert wider.exit_code == 0, wider.output
     longer = _race(sweep)
-    assert longer["max"] == 4 and longer["finished"] and longer["alpha_per_look"] == pytest.approx(0.05 / 3)
+    from mnist_sweep.analysis.race import nominal_levels
+
+    stricter = nominal_levels((2, 3, 4))[0]  # Pocock's level for 3 looks, below the 2 looks' of the first run
+    assert stricter < nominal_levels((2, 3))[0] == pytest.approx(race["alpha_per_look"])
+    assert longer["max"] == 4 and longer["finished"] and longer["alpha_per_look"] == pytest.approx(stricter)
     final = _records(sweep)
     assert all(final[t] == r for t, r in after.items() if r["status"] == "ok")
     assert len(final) == longer["trials_run"] > len(after) or longer["outcome"] == "winner"
