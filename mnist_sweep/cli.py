@@ -14,6 +14,7 @@ from .metrics import METRICS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+SETTING_TYPED_AS = "mnist_sweep.setting_typed_as"  # ctx.meta key: the name the user gave --setting by
 
 
 class UserError(click.ClickException):
@@ -31,12 +32,44 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError, OptionError, DamagedResultsError, MissingExtraError, SetupError) as exc:
+        except OptionError as exc:
+            raise UserError(named_as_typed(exc), EXIT_BAD_INPUT) from None
+        except (ConfigError, DataError, DamagedResultsError, MissingExtraError, SetupError) as exc:
             raise UserError(str(exc), EXIT_BAD_INPUT) from None
         except SweepError as exc:
             raise UserError(str(exc)) from None
 
     return wrapper
+
+
+def setting_option(help: str, alias: str):
+    """The --setting option (one trial setting, e.g. activation), with its old name `alias` still accepted
+    but left out of --help, so that one concept has one name on every command."""
+    alias_dest = alias.lstrip("-").replace("-", "_")
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, setting, **kwargs):
+            old = kwargs.pop(alias_dest)
+            if setting is not None and old is not None:
+                raise UserError(f"--setting and {alias} are the same option; give it once", EXIT_BAD_INPUT)
+            click.get_current_context().meta[SETTING_TYPED_AS] = alias if old is not None else "--setting"
+            return command(*args, setting=old if old is not None else setting, **kwargs)
+
+        wrapper = click.option(alias, alias_dest, metavar="SETTING", hidden=True)(wrapper)
+        return click.option("--setting", metavar="SETTING", help=help)(wrapper)
+
+    return decorate
+
+
+def named_as_typed(exc: OptionError) -> str:
+    """The error's text naming the setting option as the user typed it (the library calls it --factor in
+    compare, --group-by in plot)."""
+    ctx = click.get_current_context(silent=True)
+    typed = ctx.meta.get(SETTING_TYPED_AS) if ctx is not None else None
+    if typed is None or exc.option not in ("--setting", "--factor", "--group-by"):
+        return str(exc)
+    return typed + str(exc)[len(exc.option):]  # OptionError's text is "OPTION: message"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -260,7 +293,7 @@ def _positive(ctx, param, value):
 @click.option("--metric", default=None, show_default="val_accuracy",
               help=f"Metric for the findings, setting effects, scores per seed and metric-against-time figures: "
                    f"{', '.join(METRICS)}. Validation accuracy chooses by default; the test set confirms.")
-@click.option("--group-by", "setting", metavar="SETTING", help="Draw the per-setting figures for this setting only.")
+@setting_option("Draw the per-setting figures for this setting only.", alias="--group-by")
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Image format of the files in plots/ (the report always embeds PNG or SVG).")
 @click.option("--dpi", type=click.IntRange(30, 600), default=100, show_default=True,
@@ -353,7 +386,7 @@ def show(results, trials, sort, top, where, fmt):
               help="The smallest difference that matters, in the metric's units as printed (points for "
                    "accuracies, e.g. 1.0): closer is 'equivalent' (two one-sided tests). Default: the sweep's "
                    "smallest_difference, if set.")
-@click.option("--factor", "setting", metavar="SETTING", help="Report on this setting only, e.g. optimizer.")
+@setting_option("Report on this setting only, e.g. optimizer.", alias="--factor")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
               show_default=True, help="table for people; markdown or json for piping.")
 @reports_errors
@@ -372,7 +405,7 @@ def compare(results, metric, smallest_difference, setting, fmt):
     Examples:
         mnist-sweep compare results/regularization
         mnist-sweep compare results/regularization --smallest-difference 1.0
-        mnist-sweep compare results/regularization --metric val_loss --factor activation
+        mnist-sweep compare results/regularization --metric val_loss --setting activation
     """
     from .analysis.compare import compare as compare_results, render
     from .results.damage import report
