@@ -48,7 +48,7 @@ def render_findings(summary, sweep_dir: Path, metric: str | None = None, setting
     except (OptionError, ResultsError) as exc:
         return f"<p>No findings yet: {_e(exc)}.</p>"
     command = (f"mnist-sweep compare {sweep_dir}" + (f" --metric {metric}" if metric else "")
-               + (f" --factor {setting}" if setting else ""))
+               + (f" --setting {setting}" if setting else ""))
     race = read_race(sweep_dir)
     sentences = sentences + ([describe_race(race)] if race is not None else [])
     return ("<ul>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
