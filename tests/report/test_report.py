@@ -242,7 +242,7 @@ def test_report_renders_in_a_headless_browser_with_all_images_and_no_errors(plot
     match = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
     assert match, f"the page never finished loading:\n{done.stderr[-2000:]}"
     probe = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert probe["images"] == 13 and probe["broken"] == []
+    assert probe["images"] == 14 and probe["broken"] == []
     assert probe["problems"] == []
     assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
     numbers = [float(v) for v in probe["ascending"] if v]
