@@ -22,7 +22,7 @@ class UserError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click's stub makes it a ClassVar; an instance's own is how click reads it
 
 
 def reports_errors(command):

@@ -131,8 +131,8 @@ class TrialRecord(TrialResult, total=False):
 
 
 # An executor's report to the driver: ("started", trial_id, info), ("epoch", trial_id, history row),
-# ("done", trial_id, TrialResult).
-Emit = Callable[[str, str, Any], None]
+# ("done", trial_id, TrialResult). The driver answers an epoch with its pruning verdict (true: stop the trial).
+Emit = Callable[[str, str, Any], Any]
 
 
 class TaskQueue(Protocol):

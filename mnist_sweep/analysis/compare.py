@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,7 +145,7 @@ def _best_sentence(r: "CompareResult") -> str:
     if len(tested):
         text += f"; it beats {int((tested['verdict'] == 'worse').sum())} of {len(tested)} others"
     same = tested[tested["verdict"] == "equivalent"]
-    if len(same):
+    if len(same) and r.margin is not None:  # an equivalent verdict needs a margin
         listed = "; ".join(same["config"].head(3)) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
         text += (f", {len(same)} {'is' if len(same) == 1 else 'are'} equivalent to it within "
                  f"{_amount(r.metric, r.margin)} ({listed})")
@@ -317,7 +318,8 @@ def _confirmation(df: pd.DataFrame, metric: str, versus_best: pd.DataFrame, cont
     best = versus_best.iloc[0]["config"]
     values = scores_by_config(df, confirm).get(best, pd.Series(dtype=float))
     mean, _, low, high = mean_ci(values, bounds(confirm))
-    out = {"metric": confirm, "best": {"config": best, "mean": mean, "low": low, "high": high}, "levels": []}
+    out: dict[str, Any] = {"metric": confirm, "best": {"config": best, "mean": mean, "low": low, "high": high},
+                           "levels": []}
     if len(contrasts) and "reference" in contrasts.columns:
         effects = main_effects(df, confirm, setting).set_index(["setting", "level"])
         for f, ref in contrasts.drop_duplicates("setting")[["setting", "reference"]].itertuples(index=False):
@@ -477,7 +479,8 @@ def render(result: CompareResult, fmt: str = "table", width: int | None = None) 
     from rich.table import Table
 
     width = width or max(shutil.get_terminal_size((120, 24)).columns, 100)
-    console = Console(file=io.StringIO(), width=width, soft_wrap=False)
+    text = io.StringIO()
+    console = Console(file=text, width=width, soft_wrap=False)
     console.print("[bold]Findings[/bold]")
     for sentence in result.findings:
         console.print(f" - {sentence}", highlight=False, markup=False)
@@ -491,4 +494,4 @@ def render(result: CompareResult, fmt: str = "table", width: int | None = None) 
             table.add_row(*(str(v) for v in row))
         console.print()
         console.print(table)
-    return console.file.getvalue()
+    return text.getvalue()

@@ -82,7 +82,8 @@ def crossing(bounds, info) -> np.ndarray:
     from scipy import special
 
     info = np.asarray(info, dtype=float)
-    out, grid, density = [], None, None
+    out: list[float] = []
+    grid = density = np.empty(0)  # set at the first look
     for k, (c, level) in enumerate(zip(bounds, info)):
         edge = c * math.sqrt(level)
         if k == 0:
@@ -201,9 +202,10 @@ class Race:
 
     def needed(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         """The seeds each configuration still in the race needs for the next `batch` looks."""
-        if self.finished:
+        look = self.next_look
+        if look is None:  # the race is over
             return {}
-        upto = min(self.next_look + max(batch, 1) - 1, self.plan.maximum)
+        upto = min(look + max(batch, 1) - 1, self.plan.maximum)
         return {c: self.plan.seeds[:upto] for c in self.racing}
 
     def to_dict(self, labels: Optional[dict[str, str]] = None) -> dict[str, Any]:
@@ -286,7 +288,9 @@ def run_race(attempted: pd.DataFrame, plan: RacePlan, configs: list[str]) -> Rac
     for c, g in ok[ok["seed"].isin(position)].groupby("config_id", sort=False):
         g = g.assign(_at=g["seed"].map(position)).sort_values("_at")
         by_config[c] = (pd.Series(g[plan.metric].to_numpy(float), index=g["seed"].to_numpy()), g["_at"].tolist())
-    racing, left_at, looks = list(configs), {}, []
+    racing = list(configs)
+    left_at: dict[str, int] = {}
+    looks: list[Look] = []
     for n in range(plan.minimum, plan.maximum + 1):
         seeds = plan.seeds[:n]
         if any((c, s) not in have for c in racing for s in seeds):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -460,7 +460,7 @@ def _contrast(pairs: list[tuple[pd.Series, pd.Series]], alpha: float = ALPHA, ma
     pairs = testable or pairs
     k = len(pairs)
     values = [(a.to_numpy(), b.to_numpy()) for a, b in pairs]
-    out = {"diff": float(np.mean([a.mean() - b.mean() for a, b in values])), "cells": k,
+    out: dict[str, Any] = {"diff": float(np.mean([a.mean() - b.mean() for a, b in values])), "cells": k,
            "n_seeds": min(min(len(a), len(b)) for a, b in pairs), "test": "none", "df": math.nan, "se": math.nan,
            "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "p_equiv": math.nan, "sd": math.nan,
            "paired": False}
@@ -533,10 +533,9 @@ def _against(groups: dict[str, dict[tuple, pd.Series]], ref: str, lower: bool,
     adjusted = dict(zip(results, holm(pvalues)))
     levels = dict(zip(results, holm_levels(pvalues)))
     against_ref = [key for key in results if key[1] == ref]
-    equivalence = dict(zip(against_ref, holm([results[k]["p_equiv"] if results[k] else math.nan
-                                              for k in against_ref])))
-    equivalence_levels = dict(zip(against_ref, holm_levels([results[k]["p_equiv"] if results[k] else math.nan
-                                                            for k in against_ref])))
+    p_equiv = [r["p_equiv"] if (r := results[k]) else math.nan for k in against_ref]
+    equivalence = dict(zip(against_ref, holm(p_equiv)))
+    equivalence_levels = dict(zip(against_ref, holm_levels(p_equiv)))
     rows = []
     for level in groups:
         if level == ref:

@@ -11,6 +11,7 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import did_you_mean
 from .schema import is_architecture
@@ -75,7 +76,7 @@ def show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _describe_error(err: dict, raw, root) -> list[tuple[str, str]]:
+def _describe_error(err: ErrorDetails, raw, root) -> list[tuple[str, str]]:
     """One pydantic error as (key path, message) lines: key path, bad value, what is allowed."""
     path, _ = _walk(err["loc"], raw, root)
     bad = err.get("input")

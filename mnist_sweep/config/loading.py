@@ -10,10 +10,10 @@ import itertools
 import re
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, did_you_mean, excerpt
 from .describe import describe_errors, model_in, show
@@ -30,8 +30,9 @@ def _cnn_keys_without_cnn(raw: dict) -> list[str]:
     a conv the user wrote from the default one.
     """
     model = raw.get("model")
-    types = as_list(model.get("type", "mlp")) if isinstance(model, dict) else ["cnn"]
-    if any(t != "mlp" for t in types):  # a cnn among them, or a typo the schema reports
+    if not isinstance(model, dict):  # no model section of its own: no convolution key to report
+        return []
+    if any(t != "mlp" for t in as_list(model.get("type", "mlp"))):  # a cnn among them, or a typo the schema reports
         return []
     return [f"model.{key}: {key} applies to convolutional networks only, but model.type is mlp; set "
             f"model.type: cnn (or [mlp, cnn] to compare both), or remove {key} (got {show(model[key])})"
@@ -44,7 +45,9 @@ def uses_batch_norm(config: dict) -> bool:
     Without one, batch_norm_momentum changes nothing and is left out of sweep.yaml. It is not an
     error: `--set model.batch_norm=false` on a config that sets a momentum is an ordinary ablation.
     """
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    model = config.get("model")
+    if not isinstance(model, dict):
+        model = {}
     include = config.get("include") if isinstance(config.get("include"), list) else []
     for settings in [model, *({**model, **entry} for entry in include if isinstance(entry, dict))]:
         dense = as_list(settings.get("batch_norm", False))
@@ -160,7 +163,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         except ConfigError as exc:
             problems += exc.problems
     for path, value in parsed:
-        node, cls = raw, SweepConfig
+        node: dict = raw
+        cls: type[BaseModel] | None = SweepConfig
         for i, part in enumerate(path):
             keys = _section_keys(cls) if cls is not None else set()
             here = ".".join(path[: i + 1])
@@ -248,7 +252,7 @@ def read_yaml(path: str | Path) -> Any:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] = (), max_trials: int | None = None) -> SweepConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = (), max_trials: int | None = None) -> SweepConfig:
     """Read, override and validate a sweep config file (`max_trials`: see `validate_config`)."""
     raw = read_yaml(path)
     if isinstance(raw, dict) and overrides:

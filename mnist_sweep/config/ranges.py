@@ -122,9 +122,9 @@ def _range_problems(path: str, kind: str, spec: dict) -> list[str]:
     return problems
 
 
-def _range_paths(raw: dict) -> list[tuple[tuple, str, Any]]:
+def _range_paths(raw: dict) -> list[tuple[tuple, str | None, Any]]:
     """Every range-like mapping in a raw config: (key path, its RANGE_SETTINGS kind or None, the mapping)."""
-    found: list[tuple[tuple, str, Any]] = []
+    found: list[tuple[tuple, str | None, Any]] = []
     for section in ("model", "train"):
         block = raw.get(section)
         for key, value in (block.items() if isinstance(block, dict) else []):
@@ -190,7 +190,7 @@ def put_ranges(data: dict, ranges: dict[str, Range]) -> dict:
     data = copy.deepcopy(data)
     for where, spec in ranges.items():
         parts = [int(p) if p.isdigit() else p for p in where.split(".")]
-        node = data
+        node: Any = data
         for part in parts[:-1]:
             node = node[part]
         if parts[:2] == ["model", "hidden"] and isinstance(node[0], list):

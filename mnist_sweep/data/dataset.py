@@ -11,7 +11,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple, overload
 
 import numpy as np
 
@@ -25,8 +25,8 @@ IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # IDX data types by their code (the magic number's third byte), all big-endian; MNIST ships 0x08.
-IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_TYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+                                  0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IMAGES = 1_000_000  # per file; a bound on what a header or a CSV may make us allocate (about 0.8 GB)
 MAX_CELL = 32  # bytes per CSV value, separator included: a line longer than the columns allow is refused
 FULL_MNIST = (60_000, 10_000)  # real train/test sizes: the bundled fallback rescales requests up to these
@@ -197,6 +197,10 @@ def _check_npz_sizes(path: Path) -> None:
                                 "to allow more")
 
 
+@overload
+def read_kaggle_csv(path, labelled: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def read_kaggle_csv(path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
 def read_kaggle_csv(path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle digit-recognizer CSV: train.csv (label + 784 pixels) or test.csv (pixels only).
 
@@ -453,7 +457,7 @@ def _write_cache(cached: Path, **arrays: np.ndarray) -> None:
     from ..results.store import atomic_write
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle
     data = buffer.getvalue()
     try:
         atomic_write(cached, data)  # replaces a link at the name, never writes through it
@@ -472,7 +476,7 @@ def _keras_cache(name: str) -> Path:
 
 def _sizes(raw: _Raw, cfg, shrink: bool) -> tuple[int, int, list[str]]:
     """How many training and test images to draw, and notes on any default or adjustment."""
-    if raw.x_test is not None:
+    if raw.x_test is not None and raw.y_test is not None:  # a source's test split has both, or neither
         return (_at_most(cfg.n_train, len(raw.y_train), "n_train", f"training images in {raw.origin}"),
                 _at_most(cfg.n_test, len(raw.y_test), "n_test", f"test images in {raw.origin}"), [])
     total, notes = len(raw.y_train), []
@@ -511,10 +515,11 @@ def _at_most(wanted: int | None, available: int, key: str, what: str) -> int:
     return available if wanted is None else wanted
 
 
-def _draw(raw: _Raw, n_train: int, n_test: int, n_val: int, seed: int) -> tuple[np.ndarray, ...]:
+def _draw(raw: _Raw, n_train: int, n_test: int, n_val: int,
+          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded train/val/test draws; each split has its own random stream."""
     rng_test, rng_train, rng_val = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    if raw.x_test is not None:
+    if raw.x_test is not None and raw.y_test is not None:  # a source's test split has both, or neither
         test, _ = stratified_split(raw.y_test, n_test, rng_test)
         x_test, y_test = raw.x_test[test], raw.y_test[test]
         train, _ = stratified_split(raw.y_train, n_train, rng_train)

@@ -86,11 +86,11 @@ def auto_jobs(device: str, gpus: tuple[str, ...] = ()) -> int:
 
 def worker_env(options: Options, index: int, threads: Optional[int] = None) -> dict[str, str]:
     """Environment of worker `index`: backend, GPU share, and thread pools sized to its share of cores."""
-    threads = str(threads or max(1, cpu_count() // max(options.jobs, 1)))
-    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+    pool = str(threads or max(1, cpu_count() // max(options.jobs, 1)))
+    env = {"OMP_NUM_THREADS": pool, "TF_NUM_INTRAOP_THREADS": pool, "TF_NUM_INTEROP_THREADS": "1",
            "TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-           "MNIST_SWEEP_TORCH_THREADS": threads}
-    if threads == "1":
+           "MNIST_SWEEP_TORCH_THREADS": pool}
+    if pool == "1":
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     if options.backend:
         env["KERAS_BACKEND"] = options.backend
@@ -115,7 +115,7 @@ def share_arrays(data, folder: Path) -> Path:
         array = np.ascontiguousarray(getattr(data, name))
         with open(folder / f"{name}.npy", "wb") as handle:
             np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
-            handle.write(memoryview(array).cast("B"))
+            handle.write(array.data.cast("B"))  # the array's own buffer, as memoryview(array)
     return folder
 
 

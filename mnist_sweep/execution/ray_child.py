@@ -88,7 +88,7 @@ def _child_main(conn, stop, options: Options, folder: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a hang-up are the driver's to handle; SIGTERM
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # stays Ray's: the driver sends it to shut this child down
     ask = _asker(conn)
-    error = None
+    error: SweepError | str | None = None  # the driver raises a SweepError again, and shows a traceback (str)
     try:
         executor = RayExecutor(options)
         threading.Thread(target=_watch, args=(stop, executor, os.getppid()), daemon=True).start()

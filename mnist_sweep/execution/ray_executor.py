@@ -168,7 +168,7 @@ class RayExecutor:
         return cluster_where(self.options.ray_address)
 
     def _head_alive(self) -> bool:
-        return head_answers(self.head)
+        return self.head is not None and head_answers(self.head)  # asked only once connected
 
     def _nodes(self) -> list[dict]:
         """The live nodes. Asked from a thread: a head that dies mid-call would block this one for a

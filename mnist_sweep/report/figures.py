@@ -66,7 +66,7 @@ def _level_key(fig: Figure, axes, levels: Sequence[Any], colors, styles, title: 
     bar = fig.colorbar(mappable, ax=axes, location="right", shrink=0.9)
     step = max(1, math.ceil(len(levels) / 30))  # at most ~30 tick labels stay readable
     ticks = np.arange(len(levels))[::step]
-    bar.set_ticks(ticks + 0.5, labels=[names[i] for i in ticks])
+    bar.set_ticks((ticks + 0.5).tolist(), labels=[names[i] for i in ticks])
     bar.set_label(title)
 
 
@@ -289,7 +289,8 @@ def history_grid(summary, histories, trial_ids: Sequence[str] | None = None, col
     ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor="0.6", linewidth=0.8))
     ax.add_collection(LineCollection(guides, colors="0.85", linewidths=0.6, zorder=0.5))
     if best_points:
-        ax.scatter(*zip(*best_points), s=10, color=PALETTE[1], zorder=3, label="best validation epoch")
+        xs, ys = zip(*best_points)
+        ax.scatter(xs, ys, s=10, color=PALETTE[1], zorder=3, label="best validation epoch")
     handles = [Line2D([], [], color=PALETTE[0]), Line2D([], [], color=PALETTE[1], linestyle="--"),
                Line2D([], [], color=PALETTE[1], marker="o", markersize=3, linestyle="none")]
     height = fig.get_figheight()
@@ -584,10 +585,11 @@ def race_rounds(race: dict) -> Figure:
     ax.set_xlim(race["min"] - 0.5, race["max"] + 2.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seeds per configuration at the look (one look per seed count)")
+    outcome = str(race.get("outcome"))
     verdict = {"winner": f"winner: {race.get('winner')}", "indistinguishable": "no winner by max seeds",
                "equivalent": f"{race.get('winner')} left, the rest worse or equivalent within the margin",
                "resolved": "every comparison resolved", "unresolved": "comparisons still open at max seeds",
-               "running": "race not finished"}.get(race.get("outcome"), str(race.get("outcome")))
+               "running": "race not finished"}.get(outcome, outcome)
     ax.set_title(textwrap.shorten(f"Race on {race['metric']} ({race['mode']}): {verdict}; each look at level "
                                   f"{race['alpha_per_look']:.2g}", 110), fontsize=10)
     ax.legend(handles=[Line2D([], [], color=c, lw=6, label=t) for c, t in

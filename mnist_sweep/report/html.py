@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..results import containment
 from ..errors import OptionError, ResultsError
@@ -19,7 +19,7 @@ from ..metrics import title
 from ..analysis.race import describe as describe_race, read_race
 from ..results.store import search_method
 from ..analysis.show import by_validation, format_cell, trial_labels, varying_columns
-from ..records import Status
+from ..records import Status, TrialRecord
 
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
 
@@ -211,14 +211,14 @@ def _best_html(summary) -> tuple[str, str, str]:
     return best, how, accuracy
 
 
-def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: list[Drawn], notes: list[str],
+def render_report(sweep_dir: Path, summary, records: Mapping[str, TrialRecord], drawn: list[Drawn], notes: list[str],
                   findings_html: str = "") -> str:
     """The report as one HTML page: figures embedded as data URIs, no external resource, all text escaped.
 
     `findings_html` is trusted HTML (`render_findings`) placed at the top, under the title.
     """
     name = summary["sweep"].iloc[0] if "sweep" in summary.columns else sweep_dir.name
-    records = list(records.values())
+    runs = list(records.values())
     counts = summary["status"].value_counts()
     status_text = ", ".join(f"{n} {s}" for s, n in counts.items())
     best_text, ranking, ranked_by = _best_html(summary)
@@ -269,8 +269,8 @@ def render_report(sweep_dir: Path, summary, records: dict[str, dict], drawn: lis
 {"".join(figures_html) or "<p>No figures could be drawn yet.</p>"}
 </section>
 <section id="config"><h2>Config</h2><pre>{_e(config_text)}</pre></section>
-<section id="dataset"><h2>Dataset</h2>{_dataset_html(records)}</section>
-<section id="environment"><h2>Environment</h2>{_environment_html(records)}</section>
+<section id="dataset"><h2>Dataset</h2>{_dataset_html(runs)}</section>
+<section id="environment"><h2>Environment</h2>{_environment_html(runs)}</section>
 <section id="models"><h2>Models</h2>{_models_html(sweep_dir, summary)}</section>
 <script>{SORT_SCRIPT}</script>
 </body>

@@ -7,6 +7,7 @@ The page itself is written by `report_html.py`.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from ..results import containment
 from ..results.damage import report as report_damage
@@ -28,7 +29,7 @@ from .html import MIME, Drawn, render_findings, render_report
 from ..results.store import atomic_write, find_sweeps, load_histories, load_results, read_records
 from ..analysis.show import varying_columns
 from ..config.settings import ARCHITECTURE
-from ..records import Status
+from ..records import Status, TrialRecord
 
 FORMATS = ("png", "svg", "pdf")
 PER_TRIAL_FIGURES = 12  # up to this many trials get one history figure each; more share grid pages
@@ -60,7 +61,7 @@ class PlotOutcome:
     damaged: list[str] = field(default_factory=list)  # damaged files or rows left out, one line each
 
 
-def check_options(metric: str, setting: str | None, fmt: str) -> None:
+def check_options(metric: str | None, setting: str | None, fmt: str) -> None:
     """Reject an unknown metric, setting or format before reading anything."""
     from ..config import SECTIONS
 
@@ -142,7 +143,7 @@ def _plan(summary, histories, metric: str, setting: str | None,
         plan.append(FigurePlan(f"curves_{name}", "Learning curves per setting",
                      f"Loss and accuracy per epoch, one line per {name} level: the mean over its trials, with "
                      "a band for the 95% CI of that mean across seeds (none with one seed per configuration)",
-                     lambda f=name: plots.learning_curves(summary, done_histories, f)))
+                     functools.partial(plots.learning_curves, summary, done_histories, name)))
     if settings and has_metric.any():
         plan.append(FigurePlan("effects", "Setting effects", f"{metric} of each level minus its setting's best level, "
                      "matched on the other settings, with Holm-adjusted 95% intervals: the comparisons and numbers "
@@ -172,14 +173,14 @@ def _plan(summary, histories, metric: str, setting: str | None,
     if len(drawable) <= PER_TRIAL_FIGURES:
         for trial_id in drawable["trial_id"]:
             plan.append(FigurePlan(f"history_{trial_id}", "Per-trial history", f"Trial {trial_id}",
-                         lambda t=trial_id: plots.trial_history(drawable, histories, t)))
+                         functools.partial(plots.trial_history, drawable, histories, trial_id)))
     else:
         ids = list(drawable["trial_id"])
         pages = [ids[i:i + GRID_PAGE] for i in range(0, len(ids), GRID_PAGE)]
         for page, chunk in enumerate(pages, 1):
             plan.append(FigurePlan(f"history_grid_{page}", "Per-trial history",
                          f"Trials {GRID_PAGE * (page - 1) + 1}–{GRID_PAGE * (page - 1) + len(chunk)} of {len(ids)}",
-                         lambda c=chunk: plots.history_grid(drawable, histories, c)))
+                         functools.partial(plots.history_grid, drawable, histories, chunk)))
     if len(drawable) == 0:
         notes.append("no trial has a history yet: per-trial history skipped")
     return plan, notes
@@ -307,7 +308,7 @@ def plots_lock(sweep_dir: Path):
         os.close(fd)
 
 
-def draw_model_diagrams(records: dict[str, dict], out: Path, dpi: int = 100) -> tuple[list[Drawn], list[str]]:
+def draw_model_diagrams(records: Mapping[str, TrialRecord], out: Path, dpi: int = 100) -> tuple[list[Drawn], list[str]]:
     """One model_<n>.png per distinct architecture, drawn by Keras; needs pydot and graphviz's `dot`."""
     missing = []
     try:
@@ -318,7 +319,7 @@ def draw_model_diagrams(records: dict[str, dict], out: Path, dpi: int = 100) -> 
         missing.append("graphviz (apt-get install graphviz, or brew install graphviz)")
     if missing:
         return [], [f"model diagrams skipped: they need {' and '.join(missing)}"]
-    architectures: dict[str, list[dict]] = {}
+    architectures: dict[str, list[TrialRecord]] = {}
     for record in records.values():
         settings = record.get("settings") or {}
         if all(k in settings for k in ARCHITECTURE):

@@ -106,7 +106,7 @@ def read_summary(sweep_dir: Path):
     """summary.csv as a DataFrame without its damaged rows, or None when the file is unusable; and the damage."""
     path = sweep_dir / "summary.csv"
     text, broken = _text(path, sweep_dir)
-    if broken:
+    if text is None:
         return None, [broken]
     header, rows, damage = _rows(path, text)
     missing = [c for c in SUMMARY_REQUIRED if c not in header]
@@ -165,7 +165,7 @@ def read_history(path: Path, columns: tuple[str, ...], root: Path):
     import numpy as np
 
     text, broken = _text(path, root)
-    if broken:
+    if text is None:
         return None, broken
     header, rows, damage = _rows(path, text)
     if damage:
@@ -193,7 +193,7 @@ def read_trial(path: Path, root: Path) -> tuple[dict[str, Any] | None, Damage | 
     """One trial.json (inside the results directory `root`) as a mapping, or None and the Damage that makes
     it unusable."""
     text, broken = _text(path, root)
-    if broken:
+    if text is None:
         return None, broken
     try:
         record = json.loads(text)

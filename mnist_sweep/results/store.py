@@ -28,7 +28,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, cast
 
 import yaml
 
@@ -52,9 +52,12 @@ def atomic_write(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else
-              os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
-            handle.write(text)
+        if isinstance(text, bytes):
+            with os.fdopen(fd, "wb") as binary:
+                binary.write(text)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared and copied
         os.replace(tmp, path)
     except BaseException:
@@ -252,19 +255,19 @@ class ResultsStore:
         """Every readable trial.json, by trial id; unreadable ones are skipped (they get retrained)."""
         return read_records(self.dir)
 
-    def run_records(self) -> list[tuple[str, dict[str, Any]]]:
+    def run_records(self) -> list[tuple[str, TrialRecord]]:
         """(directory name, record) for every readable runs/*/trial.json, also one whose directory was
         renamed but whose record was not yet rewritten."""
         return list(_run_records(self.dir))
 
-    def finished_by_digest(self, fingerprint: str | None = None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    def finished_by_digest(self, fingerprint: str | None = None) -> dict[str, tuple[Path, TrialRecord]]:
         """Finished trials by the hash that ends their id: {hash: (directory, record)}, from runs/ first,
         then from superseded/ (trials set aside by an earlier run that the config may contain again).
 
         Unlike `read_records`, a record whose directory was renamed but not yet rewritten counts. With
         `fingerprint`, only trials trained on that data (or on data never fingerprinted) count.
         """
-        found: dict[str, tuple[Path, dict[str, Any]]] = {}
+        found: dict[str, tuple[Path, TrialRecord]] = {}
         for folder in (self.runs, self.dir / SUPERSEDED):
             for name, record in _run_records(self.dir, folder=folder):
                 if (record.get("status") == FINISHED and "-" in str(record.get("trial_id"))
@@ -313,7 +316,7 @@ def summary_row(record: TrialRecord, factors: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def data_fingerprint(record: dict[str, Any]) -> str | None:
+def data_fingerprint(record: Mapping[str, Any]) -> str | None:
     """The fingerprint of the data a trial was trained on, as its record says (None when it does not say)."""
     dataset = record.get("dataset")
     value = dataset.get("fingerprint") if isinstance(dataset, dict) else None
@@ -321,7 +324,7 @@ def data_fingerprint(record: dict[str, Any]) -> str | None:
 
 
 def _run_records(sweep_dir: Path, damaged: list | None = None,
-                 folder: Path | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+                 folder: Path | None = None) -> Iterator[tuple[str, TrialRecord]]:
     """(directory name, record) for every run directory (of runs/, or of `folder`) whose trial.json parses
     as a mapping.
 
@@ -334,8 +337,8 @@ def _run_records(sweep_dir: Path, damaged: list | None = None,
         record, damage = read_trial(path, Path(sweep_dir))
         if damage is not None and damaged is not None:
             damaged.append(damage)
-        if record is not None:
-            yield path.parent.name, record
+        if record is not None:  # a trial.json that parses as a mapping is taken as the record it was written as
+            yield path.parent.name, cast(TrialRecord, record)
 
 
 def read_records(sweep_dir: Path, damaged: list | None = None) -> dict[str, TrialRecord]:
@@ -356,7 +359,8 @@ def find_sweeps(path: str | Path, damaged: list | None = None) -> list[Path]:
         raise ResultsError(f"no results at {path}: run `mnist-sweep run CONFIG` first, or check the path")
     if (path / "sweep.yaml").exists() or (path / "runs").is_dir():
         return [path]
-    found, linked = [], []
+    found: list[Path] = []
+    linked: list[Path] = []
     for candidate in sorted(p.parent for p in path.glob("*/sweep.yaml")):
         (found if containment.problem(path, candidate) is None else linked).append(candidate)
     if damaged is not None:
@@ -389,7 +393,8 @@ def load_results(path: str | Path, damaged: list | None = None):
 
     from .damage import read_summary
 
-    frames, found = [], []
+    frames: list = []
+    found: list = []
     for sweep_dir in find_sweeps(path, found):
         bad_records: list = []
         records = read_records(sweep_dir, bad_records)
@@ -436,7 +441,8 @@ def load_histories(path: str | Path, damaged: list | None = None):
 
     from .damage import read_history
 
-    frames, found = [], []
+    frames: list = []
+    found: list = []
     for sweep_dir in find_sweeps(path, found):
         for history in sorted((sweep_dir / "runs").glob("*/history.csv")):
             frame, damage = read_history(history, HISTORY_COLUMNS, sweep_dir)

@@ -52,6 +52,15 @@ def make_sampler(optuna, config: SweepConfig, number: int = 0):
     return optuna.samplers.TPESampler(seed=(seed * 100_003 + number) % 2**32)  # numpy takes 32-bit seeds
 
 
+def sampled_trials(config: SweepConfig) -> int:
+    """search.trials of a sampled search, which validation makes sure is given."""
+    trials = config.search.trials
+    if trials is None:
+        raise ConfigError(f"search.trials: method {config.search.method} needs a number of configurations, "
+                          "such as trials: 20")
+    return trials
+
+
 TPE_STARTUP = 10  # Optuna's TPESampler draws its first 10 configurations at random, then models the results
 
 
@@ -65,7 +74,7 @@ def first_configurations(config: SweepConfig) -> list[list[Trial]]:
     else:
         study = optuna.create_study()
         drawn = []
-        for number in range(min(config.search.trials, TPE_STARTUP)):
+        for number in range(min(sampled_trials(config), TPE_STARTUP)):
             study.sampler = make_sampler(optuna, config, number)
             trial = study.ask()
             space.settings(trial)
@@ -110,7 +119,7 @@ def draw_configurations(config: SweepConfig, count: Optional[int] = None) -> lis
     """
     optuna = load_optuna(config.search.method)
     space = SearchSpace(config)
-    count = config.search.trials if count is None else count
+    count = sampled_trials(config) if count is None else count
     study = optuna.create_study(sampler=make_sampler(optuna, config))
     drawn: dict[str, dict[str, Any]] = {}
     repeats = 0
@@ -155,7 +164,7 @@ def check_budget(config: SweepConfig) -> None:
     """random and qmc draw without repeats: a space of lists must hold at least `trials` configurations."""
     if config.search.method in ("random", "qmc"):
         distinct = SearchSpace(config).distinct_count()
-        if distinct < config.search.trials:
+        if distinct < sampled_trials(config):
             raise ConfigError(f"search.trials: {config.search.trials} configurations asked for, but the lists and "
                               f"stepped ranges hold only {int(distinct)} distinct ones; lower trials to "
                               f"{int(distinct)} or less, widen the space, or use method: grid")

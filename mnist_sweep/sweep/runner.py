@@ -241,8 +241,8 @@ class Sweep:
             renamed = record["trial_id"]
             note = (f"brought back from {SUPERSEDED}/{folder.name}: the config contains it again" if aside else
                     f"renamed from {renamed}: the grid's varying settings changed, this trial's did not")
-            record = dict(record, trial_id=trial.trial_id, factors=trial.factors,
-                          notes=list(record.get("notes") or []) + [note])
+            record = {**record, "trial_id": trial.trial_id, "factors": trial.factors,
+                      "notes": list(record.get("notes") or []) + [note]}
             self.store.write_record(record)
             if not aside:
                 self.records.pop(renamed, None)
@@ -309,7 +309,7 @@ class Sweep:
         return self.schedule.prune(trial, self.histories)
 
     def _finish(self, trial: Trial, result: TrialResult) -> None:
-        record: dict[str, Any] = dict(self.records.get(trial.trial_id) or {})
+        record: TrialRecord = {**(self.records.get(trial.trial_id) or {})}
         history = result.pop("history", None) or self.histories.pop(trial.trial_id, [])
         halt = result.pop("halt", None)  # the machine had no room for what the trial wrote
         summary_text = result.pop("model_summary", None)
@@ -322,8 +322,9 @@ class Sweep:
         record.update(result)
         if self.halting and record["status"] == Status.FAILED:
             # Ctrl-C landing inside TensorFlow's tracing surfaces as an arbitrary error, not KeyboardInterrupt.
-            record.update(status=Status.INTERRUPTED, error=INTERRUPTED.format(self._stopped_by), traceback=None,
-                          notes=record["notes"] + [f"the interrupt surfaced as: {result.get('error')}"])
+            record.update({"status": Status.INTERRUPTED, "error": INTERRUPTED.format(self._stopped_by),
+                           "traceback": None,
+                           "notes": record["notes"] + [f"the interrupt surfaced as: {result.get('error')}"]})
         record["finished_at"] = _now()
         self._write(record)
         if halt is not None:  # every later trial would fail the same way: stop, as a full results disk does
@@ -340,7 +341,9 @@ class Sweep:
         """Record what an executor reports (an epoch's answer is the pruning verdict); a write that fails
         stops the sweep with a clear error. A stop signal waits until the event's files are written."""
         trial = self._trial(trial_id)
-        handler = {"started": self._begin, "epoch": self._epoch, "done": self._finish}[kind]
+        handlers: dict[str, Callable[[Trial, Any], Any]] = {"started": self._begin, "epoch": self._epoch,
+                                                            "done": self._finish}
+        handler = handlers[kind]
         with self._whole():
             try:
                 answer = handler(trial, payload)
@@ -362,10 +365,10 @@ class Sweep:
         reason = reason or INTERRUPTED.format(self._stopped_by)
         self._holding += 1  # a stop signal now would cut this short: the sweep is stopping anyway
         try:
-            for record in list(self.records.values()):
-                if record.get("status") == Status.RUNNING:
-                    record = dict(record, status=Status.INTERRUPTED, error=reason,
-                                  finished_at=_now())
+            for kept in list(self.records.values()):
+                if kept.get("status") == Status.RUNNING:
+                    record: TrialRecord = {**kept, "status": Status.INTERRUPTED, "error": reason,
+                                           "finished_at": _now()}
                     self.store.write_record(record)
                     self.records[record["trial_id"]] = record
             self._write_summary()

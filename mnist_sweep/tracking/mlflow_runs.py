@@ -20,7 +20,7 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
@@ -33,8 +33,8 @@ from ..records import FINISHED, Status
 
 ROLE = "mnist_sweep.role"  # "sweep" on a parent run, "trial" on a trial's run
 DIGEST = "mnist_sweep.digest"  # what the run was written from: unchanged results are not written again
-RUN_STATUS = {FINISHED: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED", Status.TIMEOUT: "FAILED",
-              Status.INTERRUPTED: "KILLED"}
+RUN_STATUS: dict[str, str] = {FINISHED: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED",
+                              Status.TIMEOUT: "FAILED", Status.INTERRUPTED: "KILLED"}
 ARTIFACTS = "mlflow-artifacts"  # next to a SQLite tracking database
 # MLflow 3's UI opens an experiment of no stated kind as a GenAI one (traces); this opens its runs.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -186,11 +186,16 @@ def param_value(key: str, value: Any) -> str:
     return "none" if value is None else str(label(key, value))
 
 
+def _millis(timestamp: float) -> int:
+    """Seconds since the epoch as MLflow's milliseconds."""
+    return int(timestamp * 1000)
+
+
 def _ms(timestamp: float | None) -> int | None:
-    return None if timestamp is None else int(timestamp * 1000)
+    return None if timestamp is None else _millis(timestamp)
 
 
-def _results_digest(record: dict[str, Any], history: list[dict], model: Path | None) -> str:
+def _results_digest(record: Mapping[str, Any], history: list[dict], model: Path | None) -> str:
     data = {"record": record, "history": history, "model": model.stat().st_size if model is not None else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -221,7 +226,8 @@ class MlflowExport:
         return experiment.experiment_id
 
     def _runs(self, experiment_id: str) -> list:
-        runs, token = [], None
+        runs: list = []
+        token = None
         while True:
             page = self.client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
                                            page_token=token)
@@ -281,7 +287,7 @@ class MlflowExport:
         self._sweep_run(sweep, parent_id, done)
         return done
 
-    def _trial(self, sweep: SweepResults, record: dict, parent_id: str, experiment_id: str, existing,
+    def _trial(self, sweep: SweepResults, record: Mapping[str, Any], parent_id: str, experiment_id: str, existing,
                done: ExportedSweep) -> None:
         trial_id = record["trial_id"]
         history = sweep.history(trial_id)
@@ -311,11 +317,12 @@ class MlflowExport:
         for row in history:
             step = row.get("epoch_seconds")
             wall += step if isinstance(step, float) and math.isfinite(step) else 0.0
-            metrics += [Metric(key, float(row[key]), _ms(wall), int(row["epoch"])) for key in EPOCH_METRICS
+            metrics += [Metric(key, float(row[key]), _millis(wall), int(row["epoch"])) for key in EPOCH_METRICS
                         if isinstance(row.get(key), float)]
         end = seconds(record.get("finished_at")) or wall
         last = int(history[-1]["epoch"]) if history else 0
-        metrics += [Metric(FINAL_PREFIX + key, value, _ms(end), last) for key, value in final_metrics(record).items()]
+        metrics += [Metric(FINAL_PREFIX + key, value, _millis(end), last)
+                    for key, value in final_metrics(record).items()]
         self._log(run_id, metrics, [Param(k, v) for k, v in params.items()])
         for name in ("model.keras", "model.txt"):
             artifact = sweep.file("runs", trial_id, name)

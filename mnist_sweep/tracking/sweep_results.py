@@ -9,13 +9,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..results import containment
 from ..results.damage import report
 from ..errors import ResultsError
 from ..plan.grid import label
-from ..records import FINISHED
+from ..records import FINISHED, TrialRecord
 from ..results.store import HISTORY_COLUMNS, find_sweeps, read_records
 
 # Per-epoch values, named as in history.csv; `epoch` is the step.
@@ -65,7 +65,7 @@ def hparams_of(factors: dict[str, Any], columns: dict[str, list[Scalar]]) -> dic
     return values
 
 
-def final_metrics(record: dict[str, Any]) -> dict[str, float]:
+def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     """A trial's final metrics and times that are numbers (a failed trial has none)."""
     found = {**(record.get("metrics") or {}), **(record.get("timing") or {})}
     return {name: float(found[name]) for name in FINAL_METRICS
@@ -103,7 +103,7 @@ class SweepResults:
 
     directory: Path
     name: str
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[TrialRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # files left out: links (not followed), damaged records
 
     def run_dir(self, trial_id: str) -> Path:

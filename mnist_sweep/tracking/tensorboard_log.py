@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata, plugin_data_pb2
@@ -38,9 +38,11 @@ from ..records import FINISHED, Status
 SUFFIX = ".mnist-sweep"
 # The final metrics shown as columns of the HParams table (all of FINAL_METRICS are logged as scalars).
 HPARAMS_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "epochs_run", "wall_seconds")
-SESSION_STATUS = {FINISHED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE,
-                  Status.DIVERGED: api_pb2.STATUS_FAILURE, Status.TIMEOUT: api_pb2.STATUS_FAILURE,
-                  Status.INTERRUPTED: api_pb2.STATUS_UNKNOWN}
+# Looked up with a record's status as written (None where it has none).
+SESSION_STATUS: dict[str | None, int] = {FINISHED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE,
+                                          Status.DIVERGED: api_pb2.STATUS_FAILURE,
+                                          Status.TIMEOUT: api_pb2.STATUS_FAILURE,
+                                          Status.INTERRUPTED: api_pb2.STATUS_UNKNOWN}
 _file_numbers = itertools.count()
 
 
@@ -114,7 +116,7 @@ class TrialLog:
         self.last_epoch = max(self.last_epoch, int(row["epoch"]))
         self.events.add(_scalars(values), int(row["epoch"]), wall_time)
 
-    def end(self, record: dict[str, Any], end_time: float | None = None) -> None:
+    def end(self, record: Mapping[str, Any], end_time: float | None = None) -> None:
         end_time = end_time or time.time()
         finals = final_metrics(record)
         if finals:
@@ -125,7 +127,7 @@ class TrialLog:
         self.events.close()
 
 
-def write_trial(root: Path, record: dict[str, Any], history: list[dict], columns: dict[str, list]) -> None:
+def write_trial(root: Path, record: Mapping[str, Any], history: list[dict], columns: dict[str, list]) -> None:
     """A recorded trial, whole: its session, its history (timed from its start) and its end."""
     start = seconds(record.get("started_at")) or time.time()
     log = TrialLog(root / record["trial_id"], hparams_of(record.get("factors") or {}, columns),
