@@ -262,7 +262,7 @@ class _GroupCallback(keras.callbacks.Callback):
             self.form.drop(still)
 
     def _early_stop(self, epoch, b: _Branch, row, weights):
-        if b.tracker is None:
+        if b.tracker is None or b.spec is None:  # one without the other: never
             return
         value = row[b.spec["monitor"]]
         if b.tracker.best is None or b.tracker.improved(value):
@@ -274,10 +274,10 @@ class _GroupCallback(keras.callbacks.Callback):
 
 
 def _metrics(b: _Branch) -> dict[str, Any]:
-    tracked = b.tracker is not None
-    return summarize_history(b.rows, b.tracker.best_epoch if tracked else None,
-                             restore=tracked and b.spec["restore_best_weights"],
-                             stopped_early=tracked and b.tracker.stopped_epoch is not None)
+    if b.tracker is None or b.spec is None:  # both or neither: without early stopping
+        return summarize_history(b.rows, None, restore=False, stopped_early=False)
+    return summarize_history(b.rows, b.tracker.best_epoch, restore=b.spec["restore_best_weights"],
+                             stopped_early=b.tracker.stopped_epoch is not None)
 
 
 def _final_weights(b: _Branch):
@@ -301,7 +301,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     form_name = form or group_form(trials)
     if len({optimizer_key(t.settings["optimizer"], form_name == "stacked") for t in trials}) > 1:
         raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
-    common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
+    common: TrialResult = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
@@ -323,7 +323,8 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the whole group failed: every branch is recorded with the error
-        error = {"status": Status.FAILED, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        error: TrialResult = {"status": Status.FAILED, "error": f"{type(exc).__name__}: {exc}",
+                              "traceback": traceback.format_exc()}
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}

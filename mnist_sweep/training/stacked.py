@@ -171,13 +171,15 @@ class StackedModel(keras.Model):
     part of the shuffling sequence on backends that shuffle with numpy's generator (JAX).
     """
 
+    optimizer: Any  # set by compile, replaced by restack
+
     def __init__(self, ids: list[int], settings: list[dict[str, Any]], twins: list, input_shape):
         super().__init__(name="stacked")
         self.input_dims = int(np.prod(input_shape))
         self.plan: Optional[_Plan] = None
         self.var_names: list[str] = []
-        self.branch_metrics = None
-        self.seed_generators = []  # one per branch and dropout layer, copied from the twins
+        self.branch_metrics: Optional[BranchMetrics] = None
+        self.seed_generators: list = []  # one per branch and dropout layer, copied from the twins
         self.generator_of: dict = {}
         normalize = twin_parts(twins[0])["normalize"]
         self.norm = None if not normalize else (

@@ -165,14 +165,15 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
         status = Status.TIMEOUT if guard is not None and guard.fired else outcome.status
         notes = outcome.notes + ([f"stopped after {timeout_seconds:g} s (train.timeout_seconds)"]
                                  if status == Status.TIMEOUT else [])
-        result.update(status=status, history=outcome.history, metrics=outcome.metrics, params=outcome.params,
-                      model_summary=outcome.model_summary, notes=notes,
-                      timing={"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs})
+        result["status"], result["history"], result["metrics"] = status, outcome.history, outcome.metrics
+        result["params"], result["model_summary"], result["notes"] = outcome.params, outcome.model_summary, notes
+        result["timing"] = {"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs}
         if save_model and status == Status.OK:
             attach_model(result, outcome.model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded as a failed trial; the sweep goes on
-        result.update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        result["status"], result["error"] = Status.FAILED, f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
     result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
     return result
