@@ -1,7 +1,8 @@
 """The one place that imports Keras: picks the backend and device before the import.
 
-Everything else calls `get_keras()`, so `mnist-sweep --help` and config validation
-never pay for loading TensorFlow.
+Everything else gets Keras through `get_keras()` (training/'s modules, which `import keras` at the top,
+through `training/_quiet_import.py`), so `mnist-sweep --help` and config validation never pay for
+loading TensorFlow.
 """
 
 from __future__ import annotations

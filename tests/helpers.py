@@ -1,5 +1,7 @@
 """Helpers the tests share: import them as `from tests.helpers import tiny_config`."""
 
+from importlib import import_module
+
 # Model settings that make a trial diverge in its first training step on any CPU and backend: the L2
 # penalty, 1e38 x (sum of squared kernel weights, about 16 for a glorot-initialized 784x8 layer),
 # overflows float32 to +inf in one multiplication and is added to the loss. No NaN has to pass
@@ -24,3 +26,14 @@ def tiny_config(name="tiny", **sections):
         else:
             config[key] = value
     return config
+
+
+def lazy(module: str, name: str):
+    """`module.name`, imported on first call: training/'s modules load Keras, and collecting a test file
+    (as `make test-quick` does for every file) must not."""
+
+    def call(*args, **kwargs):
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call

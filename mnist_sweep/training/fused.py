@@ -16,13 +16,20 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..backend import fresh_session, get_keras
+from . import _quiet_import  # noqa: F401  (first: Keras is loaded through backend.get_keras)
+import keras
+
+from ..backend import fresh_session, resolve_device, versions
 from ..plan.grouping import group_form, group_id, optimizer_key
-from ..records import Status, Trial
-from .models import build_model, count_params, summary_text
-from ..records import TrialResult
+from ..records import Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
+from .models import build_model, build_optimizer, compile_model, count_params, summary_text
+from .saving import attach_model
+from .stacked import StackedModel, build_twins, set_branch_weights
 from .train import EVAL_BATCH, stop_mode, summarize_history
+
+ops = keras.ops
+
 
 class EarlyStopTracker:
     """Keras' EarlyStopping rule for one branch, fed one epoch's monitored value at a time."""
@@ -53,13 +60,11 @@ class EarlyStopTracker:
 
 
 def _hidden_dense(model) -> list:
-    keras = get_keras()
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
 
 
 def _branch(settings: dict[str, Any], x_train, k: int):
     """One branch: the trial's own model, also returning its hidden activations for activity penalties."""
-    keras = get_keras()
     plain = dict(settings, activity_l1=0.0, activity_l2=0.0)  # activity penalties are added in compute_loss
     model = build_model(plain, input_shape=x_train.shape[1:], name=f"b{k}", x_train=x_train)
     activations = [layer.output for layer in _hidden_dense(model)] if (
@@ -67,59 +72,59 @@ def _branch(settings: dict[str, Any], x_train, k: int):
     return keras.Model(model.inputs, [model.output, *activations], name=f"branch{k}"), model
 
 
+class FusedModel(keras.Model):
+    """K branch sub-models side by side; the loss is the sum of theirs, each tracked on its own."""
+
+    def __init__(self, branches, plain_models, settings):
+        super().__init__(name="fused")
+        self.branches = branches
+        self.plain_models = plain_models
+        self.settings = settings
+        self.total_tracker = keras.metrics.Mean(name="loss")
+        self.loss_trackers = [keras.metrics.Mean(name=f"b{k}_loss") for k in range(len(branches))]
+        self.acc_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"b{k}_accuracy")
+                             for k in range(len(branches))]
+
+    def call(self, x, training=False):
+        return [branch(x, training=training) for branch in self.branches]
+
+    def branch_loss(self, k, y, outputs):
+        probs, *activations = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+        s = self.settings[k]
+        for layer in _hidden_dense(self.plain_models[k]):
+            if layer.kernel_regularizer is not None:
+                loss = loss + layer.kernel_regularizer(layer.kernel)
+        for a in activations:  # Keras' activity penalty: the regularizer over the batch / batch size
+            loss = loss + (s["activity_l1"] * ops.mean(ops.sum(ops.abs(a), axis=-1))
+                           + s["activity_l2"] * ops.mean(ops.sum(ops.square(a), axis=-1)))
+        return loss, probs
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = 0.0
+        size = ops.cast(ops.shape(y)[0], "float32")  # Keras weights the loss mean by batch size
+        for k, outputs in enumerate(y_pred):
+            loss, probs = self.branch_loss(k, y, outputs)
+            self.loss_trackers[k].update_state(loss, sample_weight=size)
+            self.acc_trackers[k].update_state(y, probs)
+            total = total + loss
+        self.total_tracker.update_state(total, sample_weight=size)
+        return total
+
+    @property
+    def metrics(self):
+        return [self.total_tracker, *self.loss_trackers, *self.acc_trackers]
+
+
 def make_fused_model(trials: list[Trial], x_train):
     """The fused model: every trial a branch, built right after seeding as its isolated twin would be."""
-    keras = get_keras()
-    ops = keras.ops
-
-    class FusedModel(keras.Model):
-        def __init__(self, branches, plain_models, settings):
-            super().__init__(name="fused")
-            self.branches = branches
-            self.plain_models = plain_models
-            self.settings = settings
-            self.total_tracker = keras.metrics.Mean(name="loss")
-            self.loss_trackers = [keras.metrics.Mean(name=f"b{k}_loss") for k in range(len(branches))]
-            self.acc_trackers = [keras.metrics.SparseCategoricalAccuracy(name=f"b{k}_accuracy")
-                                 for k in range(len(branches))]
-
-        def call(self, x, training=False):
-            return [branch(x, training=training) for branch in self.branches]
-
-        def branch_loss(self, k, y, outputs):
-            probs, *activations = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
-            s = self.settings[k]
-            for layer in _hidden_dense(self.plain_models[k]):
-                if layer.kernel_regularizer is not None:
-                    loss = loss + layer.kernel_regularizer(layer.kernel)
-            for a in activations:  # Keras' activity penalty: the regularizer over the batch / batch size
-                loss = loss + (s["activity_l1"] * ops.mean(ops.sum(ops.abs(a), axis=-1))
-                               + s["activity_l2"] * ops.mean(ops.sum(ops.square(a), axis=-1)))
-            return loss, probs
-
-        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            total = 0.0
-            size = ops.cast(ops.shape(y)[0], "float32")  # Keras weights the loss mean by batch size
-            for k, outputs in enumerate(y_pred):
-                loss, probs = self.branch_loss(k, y, outputs)
-                self.loss_trackers[k].update_state(loss, sample_weight=size)
-                self.acc_trackers[k].update_state(y, probs)
-                total = total + loss
-            self.total_tracker.update_state(total, sample_weight=size)
-            return total
-
-        @property
-        def metrics(self):
-            return [self.total_tracker, *self.loss_trackers, *self.acc_trackers]
-
     branches, plain = [], []
     for k, trial in enumerate(trials):
         keras.utils.set_random_seed(trial.seed)  # same initial weights as the isolated trial
         branch, model = _branch(trial.settings, x_train, k)
         branches.append(branch)
         plain.append(model)
-    return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as stacked.py says
+    return FusedModel(branches, plain, [t.settings for t in trials])  # fit builds it, as StackedModel says
 
 
 class BranchForm:
@@ -151,12 +156,10 @@ class StackedForm:
     kind = "stacked"
 
     def __init__(self, trials: list[Trial], x_train):
-        from .stacked import build_twins, make_stacked_model
-
         self.trials = trials
         self.twins = build_twins(trials, x_train)
-        self.model = make_stacked_model(list(range(len(trials))), [t.settings for t in trials], self.twins,
-                                        x_train.shape[1:])
+        self.model = StackedModel(list(range(len(trials))), [t.settings for t in trials], self.twins,
+                                  x_train.shape[1:])
 
     def snapshot(self, ids: list[int]) -> dict[int, Any]:
         slices = self.model.branch_slices()
@@ -170,8 +173,6 @@ class StackedForm:
 
     def finish(self, final: dict[int, Any]) -> None:
         """Every branch back in the stack with the weights it ends with, for one evaluation; and in its twin."""
-        from .stacked import set_branch_weights
-
         current = self.model.branch_slices()
         weights = [final.get(i) or current[i] for i in range(len(self.trials))]
         for twin, w in zip(self.twins, weights):
@@ -205,71 +206,78 @@ class _Branch:
         self.left_after: Optional[int] = None  # the epoch after which it left the stack
 
 
-def _group_callback(form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
-    keras = get_keras()
-    model = form.model
+class _GroupCallback(keras.callbacks.Callback):
+    """Each branch's epochs, early stopping, divergence, pruning and time limit, and when to re-stack."""
 
-    class GroupCallback(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
+    def __init__(self, form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
+        super().__init__()
+        self.form = form
+        self.group_model = form.model  # not `model`, which fit sets; the form keeps this one while it re-stacks
+        self.branches = branches
+        self.on_epoch = on_epoch
+        self.deadline = deadline
+        self.epochs = epochs
+        self.start = 0.0
 
-        def on_train_batch_end(self, batch, logs=None):
-            if deadline is not None and time.perf_counter() > deadline:
-                for b in branches:
-                    b.timed_out = b.status is None
-                model.stop_training = True
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            seconds = time.perf_counter() - self.start
-            live = [b for b in branches if b.status is None]
-            rows, pruned = {}, {}
-            for b in live:
-                row = {"epoch": epoch + 1, "epoch_seconds": seconds}
-                for key in HISTORY_COLUMNS[1:-1]:
-                    name = f"val_b{b.index}_{key[4:]}" if key.startswith("val_") else f"b{b.index}_{key}"
-                    row[key] = float(logs[name]) if name in logs else math.nan
-                b.rows.append(row)
-                rows[b.index] = row
-                pruned[b.index] = bool(on_epoch(b.trial, b.rows)) if on_epoch is not None else False
-            weights = form.snapshot([b.index for b in live])
-            for b in live:
-                row = rows[b.index]
-                if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
-                    b.status, b.weights = Status.DIVERGED, weights[b.index]
-                    continue
-                if pruned[b.index]:  # the search's pruner stops this branch; the others go on
-                    b.status, b.weights = Status.PRUNED, weights[b.index]
-                    continue
-                self._early_stop(epoch, b, row, weights)
-            still = [b.index for b in branches if b.status is None]
-            if not still:
-                model.stop_training = True
-            elif epoch + 1 < epochs and not model.stop_training and _restack_due(len(still), form.size()):
-                for b in branches:
-                    if b.status is not None and b.left_after is None:
-                        b.left_after = epoch + 1
-                form.drop(still)
+    def on_train_batch_end(self, batch, logs=None):
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            for b in self.branches:
+                b.timed_out = b.status is None
+            self.group_model.stop_training = True
 
-        def _early_stop(self, epoch, b: _Branch, row, weights):
-            if b.tracker is None:
-                return
-            value = row[b.spec["monitor"]]
-            if b.tracker.best is None or b.tracker.improved(value):
-                if b.spec["restore_best_weights"]:
-                    b.best_weights = weights[b.index]
-            if b.tracker.update(epoch, value):
-                b.status = Status.OK
-                b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.perf_counter() - self.start
+        live = [b for b in self.branches if b.status is None]
+        rows, pruned = {}, {}
+        for b in live:
+            row = {"epoch": epoch + 1, "epoch_seconds": seconds}
+            for key in HISTORY_COLUMNS[1:-1]:
+                name = f"val_b{b.index}_{key[4:]}" if key.startswith("val_") else f"b{b.index}_{key}"
+                row[key] = float(logs[name]) if name in logs else math.nan
+            b.rows.append(row)
+            rows[b.index] = row
+            pruned[b.index] = bool(self.on_epoch(b.trial, b.rows)) if self.on_epoch is not None else False
+        weights = self.form.snapshot([b.index for b in live])
+        for b in live:
+            row = rows[b.index]
+            if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
+                b.status, b.weights = Status.DIVERGED, weights[b.index]
+                continue
+            if pruned[b.index]:  # the search's pruner stops this branch; the others go on
+                b.status, b.weights = Status.PRUNED, weights[b.index]
+                continue
+            self._early_stop(epoch, b, row, weights)
+        still = [b.index for b in self.branches if b.status is None]
+        if not still:
+            self.group_model.stop_training = True
+        elif (epoch + 1 < self.epochs and not self.group_model.stop_training
+              and _restack_due(len(still), self.form.size())):
+            for b in self.branches:
+                if b.status is not None and b.left_after is None:
+                    b.left_after = epoch + 1
+            self.form.drop(still)
 
-    return GroupCallback()
+    def _early_stop(self, epoch, b: _Branch, row, weights):
+        if b.tracker is None or b.spec is None:  # one without the other: never
+            return
+        value = row[b.spec["monitor"]]
+        if b.tracker.best is None or b.tracker.improved(value):
+            if b.spec["restore_best_weights"]:
+                b.best_weights = weights[b.index]
+        if b.tracker.update(epoch, value):
+            b.status = Status.OK
+            b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
 
 
 def _metrics(b: _Branch) -> dict[str, Any]:
-    tracked = b.tracker is not None
-    return summarize_history(b.rows, b.tracker.best_epoch if tracked else None,
-                             restore=tracked and b.spec["restore_best_weights"],
-                             stopped_early=tracked and b.tracker.stopped_epoch is not None)
+    if b.tracker is None or b.spec is None:  # both or neither: without early stopping
+        return summarize_history(b.rows, None, restore=False, stopped_early=False)
+    return summarize_history(b.rows, b.tracker.best_epoch, restore=b.spec["restore_best_weights"],
+                             stopped_early=b.tracker.stopped_epoch is not None)
 
 
 def _final_weights(b: _Branch):
@@ -288,16 +296,12 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
 
     `form` is "stacked" or "branches"; by default the fastest the group allows (`group_form`).
     """
-    from ..backend import resolve_device, versions
-    from .models import build_optimizer
-
-    keras = get_keras()
     start = time.perf_counter()
     gid = group_id(trials)
     form_name = form or group_form(trials)
     if len({optimizer_key(t.settings["optimizer"], form_name == "stacked") for t in trials}) > 1:
         raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
-    common = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
+    common: TrialResult = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
@@ -306,7 +310,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         model.compile(optimizer=build_optimizer(settings["optimizer"]))
         branches = [_Branch(t, k) for k, t in enumerate(trials)]
         deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
-        callback = _group_callback(fused, branches, on_epoch, deadline, settings["epochs"])
+        callback = _GroupCallback(fused, branches, on_epoch, deadline, settings["epochs"])
         keras.utils.set_random_seed(trials[0].seed)
         validation = (data.x_val, data.y_val) if len(data.x_val) else None
         fit_start = time.perf_counter()
@@ -319,7 +323,8 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the whole group failed: every branch is recorded with the error
-        error = {"status": Status.FAILED, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        error: TrialResult = {"status": Status.FAILED, "error": f"{type(exc).__name__}: {exc}",
+                              "traceback": traceback.format_exc()}
         wall = time.perf_counter() - start
         return {t.trial_id: {**common, **error, "timing": {"wall_seconds": wall, "group_seconds": wall}}
                 for t in trials}
@@ -352,8 +357,5 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
                        "group_seconds": group_seconds, "wall_seconds": (time.perf_counter() - start) / len(trials)},
         }
         if save_model and status == Status.OK:  # the branch alone, as an ordinary model
-            from .models import compile_model
-            from .saving import attach_model
-
             attach_model(results[b.trial.trial_id], compile_model(twin, b.trial.settings))
     return results

@@ -56,7 +56,7 @@ def attach_model(result: TrialResult, model) -> None:
     try:
         result["model_file"] = model_to_bytes(model)
     except LimitError as exc:
-        result.update(status="interrupted", error=f"stopped: {exc}", halt=str(exc))
+        result["status"], result["error"], result["halt"] = "interrupted", f"stopped: {exc}", str(exc)
 
 
 def load_model(path: str | Path):

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..backend import fresh_session, get_keras
-from ..records import Trial
+from . import _quiet_import  # noqa: F401  (first: Keras is loaded through backend.get_keras)
+import keras
+
+from ..backend import fresh_session, resolve_device, versions
 from ..metrics import higher_is_better
-from .models import build_model, compile_model, count_params, summary_text
-from ..records import Status, TrialResult
+from ..records import Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
+from .models import build_model, compile_model, count_params, summary_text
+from .saving import attach_model
 
 EVAL_BATCH = 1024  # evaluation batch: large, since it does not affect the result
 
@@ -34,32 +38,30 @@ class TrialOutcome:
     model: Any = field(default=None, repr=False)  # the trained Keras model, for saving
 
 
-def _epoch_recorder(trial: Trial, hook: Optional[EpochHook]):
+class _EpochRecorder(keras.callbacks.Callback):
     """A Keras callback that times each epoch and records its logs as one history row."""
-    keras = get_keras()
 
-    class EpochRecorder(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rows: list[dict[str, float]] = []
-            self._start = 0.0
-            self.pruned = False
+    def __init__(self, trial: Trial, hook: Optional[EpochHook]):
+        super().__init__()
+        self.trial = trial
+        self.hook = hook
+        self.rows: list[dict[str, float]] = []
+        self._start = 0.0
+        self.pruned = False
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            row = {"epoch": epoch + 1}
-            for key in HISTORY_COLUMNS[1:-1]:
-                row[key] = float(logs[key]) if key in logs else math.nan
-            row["epoch_seconds"] = time.perf_counter() - self._start
-            self.rows.append(row)
-            if hook is not None and hook(trial, self.rows) and math.isfinite(row["loss"]):
-                self.pruned = True
-                self.model.stop_training = True
-
-    return EpochRecorder()
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch + 1}
+        for key in HISTORY_COLUMNS[1:-1]:
+            row[key] = float(logs[key]) if key in logs else math.nan
+        row["epoch_seconds"] = time.perf_counter() - self._start
+        self.rows.append(row)
+        if self.hook is not None and self.hook(self.trial, self.rows) and math.isfinite(row["loss"]):
+            self.pruned = True
+            self.model.stop_training = True
 
 
 def stop_mode(monitor: str) -> str:
@@ -94,11 +96,10 @@ def _best_index(rows, monitor: str) -> int:
 
 def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_callbacks=()) -> TrialOutcome:
     """Seed, build, fit with EarlyStopping and TerminateOnNaN, then evaluate on the test split."""
-    keras = get_keras()
     settings = trial.settings
     keras.utils.set_random_seed(trial.seed)
     model = compile_model(build_model(settings, input_shape=data.x_train.shape[1:], x_train=data.x_train), settings)
-    recorder = _epoch_recorder(trial, on_epoch)
+    recorder = _EpochRecorder(trial, on_epoch)
     callbacks = [recorder, keras.callbacks.TerminateOnNaN(), *extra_callbacks]
     stopper = None
     if settings["early_stopping"]:
@@ -132,22 +133,18 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_
     return TrialOutcome(status, rows, metrics, count_params(model), fit_seconds, summary_text(model), notes, model)
 
 
-def _timeout_guard(seconds: float):
+class _Timeout(keras.callbacks.Callback):
     """A callback that stops training once a trial has run past its time limit."""
-    keras = get_keras()
 
-    class Timeout(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.deadline = time.perf_counter() + seconds
-            self.fired = False
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.deadline = time.perf_counter() + seconds
+        self.fired = False
 
-        def on_train_batch_end(self, batch, logs=None):
-            if time.perf_counter() > self.deadline:
-                self.fired = True
-                self.model.stop_training = True
-
-    return Timeout()
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() > self.deadline:
+            self.fired = True
+            self.model.stop_training = True
 
 
 @fresh_session()  # also on failure: the next trial starts clean
@@ -158,30 +155,25 @@ def execute_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None,
     With `save_model`, a trial that ends ok also returns its `.keras` file as bytes (`model_file`),
     for the driver to write: workers need no access to the results directory.
     """
-    import traceback
-
-    from ..backend import resolve_device, versions
-
     start = time.perf_counter()
     result: TrialResult = {"versions": versions()}
     try:
         result["device"] = resolve_device("auto")
-        guard = _timeout_guard(timeout_seconds) if timeout_seconds else None
+        guard = _Timeout(timeout_seconds) if timeout_seconds else None
         outcome = train_trial(trial, data, on_epoch=on_epoch, extra_callbacks=[guard] if guard else ())
         epochs = max(outcome.metrics["epochs_run"], 1)
         status = Status.TIMEOUT if guard is not None and guard.fired else outcome.status
         notes = outcome.notes + ([f"stopped after {timeout_seconds:g} s (train.timeout_seconds)"]
                                  if status == Status.TIMEOUT else [])
-        result.update(status=status, history=outcome.history, metrics=outcome.metrics, params=outcome.params,
-                      model_summary=outcome.model_summary, notes=notes,
-                      timing={"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs})
+        result["status"], result["history"], result["metrics"] = status, outcome.history, outcome.metrics
+        result["params"], result["model_summary"], result["notes"] = outcome.params, outcome.model_summary, notes
+        result["timing"] = {"fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / epochs}
         if save_model and status == Status.OK:
-            from .saving import attach_model
-
             attach_model(result, outcome.model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded as a failed trial; the sweep goes on
-        result.update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        result["status"], result["error"] = Status.FAILED, f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
     result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - start
     return result

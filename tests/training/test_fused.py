@@ -14,11 +14,14 @@ from mnist_sweep.cli import cli
 from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.plan.grouping import group_trials
-from mnist_sweep.training.fused import EarlyStopTracker, execute_group
 from mnist_sweep.plan.grid import expand
 from mnist_sweep.sweep.runner import run_sweep
-from mnist_sweep.training.train import execute_trial, stop_mode
-from tests.helpers import DIVERGING, tiny_config
+from tests.helpers import DIVERGING, lazy, tiny_config
+
+EarlyStopTracker = lazy("mnist_sweep.training.fused", "EarlyStopTracker")
+execute_group = lazy("mnist_sweep.training.fused", "execute_group")
+execute_trial = lazy("mnist_sweep.training.train", "execute_trial")
+stop_mode = lazy("mnist_sweep.training.train", "stop_mode")
 
 
 def _keras_stop_epoch(values, monitor, patience, min_delta):

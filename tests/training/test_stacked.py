@@ -9,12 +9,14 @@ from mnist_sweep.backend import get_keras
 from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.plan.grouping import describe_groups, group_form, group_trials
-from mnist_sweep.training.fused import StackedForm, execute_group
 from mnist_sweep.plan.grid import expand
 from mnist_sweep.training.models import build_optimizer
 from mnist_sweep.training.saving import model_to_bytes
-from mnist_sweep.training.train import execute_trial
-from tests.helpers import DIVERGING, tiny_config
+from tests.helpers import DIVERGING, lazy, tiny_config
+
+StackedForm = lazy("mnist_sweep.training.fused", "StackedForm")
+execute_group = lazy("mnist_sweep.training.fused", "execute_group")
+execute_trial = lazy("mnist_sweep.training.train", "execute_trial")
 
 FIRST_EPOCH_TOLERANCE = 1e-5  # the bound on a branch's first-epoch losses against its twin
 

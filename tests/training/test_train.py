@@ -8,8 +8,9 @@ import pytest
 
 from mnist_sweep.config import validate_config
 from mnist_sweep.plan.grid import expand
-from mnist_sweep.training.train import train_trial
-from tests.helpers import DIVERGING, tiny_config
+from tests.helpers import DIVERGING, lazy, tiny_config
+
+train_trial = lazy("mnist_sweep.training.train", "train_trial")
 
 pytestmark = pytest.mark.keras  # every test here builds or trains a Keras model
 
