@@ -9,24 +9,25 @@ and each branch early-stops, diverges and is evaluated on its own.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
 from typing import Any, Optional
 
-import numpy as np
 
 from . import _quiet_import  # noqa: F401  (first: Keras is loaded through backend.get_keras)
 import keras
 
 from ..backend import fresh_session, resolve_device, versions
-from ..plan.grouping import group_form, group_id, optimizer_key
-from ..records import Status, Trial, TrialResult
+from ..plan.grouping import group_form, group_id
+from ..records import Form, Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
 from .models import build_model, build_optimizer, compile_model, count_params, summary_text
 from .saving import attach_model
-from .stacked import StackedModel, build_twins, set_branch_weights
-from .train import EVAL_BATCH, stop_mode, summarize_history
+from .engine import StackEngine
+from .engine import supported as engine_supported
+from .train import EVAL_BATCH, execute_trial, stop_mode, summarize_history
 
 ops = keras.ops
 
@@ -150,43 +151,28 @@ class BranchForm:
             self.twins[i].set_weights(weights)
 
 
-class StackedForm:
-    """The stacked form: one model whose weights carry a branch axis; stopped branches leave it."""
+class EngineForm:
+    """The stacked form: the group as one compiled model (`engine.StackEngine`); stopped branches may leave it."""
 
     kind = "stacked"
 
-    def __init__(self, trials: list[Trial], x_train):
-        self.trials = trials
-        self.twins = build_twins(trials, x_train)
-        self.model = StackedModel(list(range(len(trials))), [t.settings for t in trials], self.twins,
-                                  x_train.shape[1:])
+    def __init__(self, trials: list[Trial], data):
+        self.engine = StackEngine(trials, data)
+        self.twins = self.engine.twins
+        self.stop_training = False
+        self.model = self  # what the group callback stops
 
     def snapshot(self, ids: list[int]) -> dict[int, Any]:
-        slices = self.model.branch_slices()
-        return {i: slices[i] for i in ids}
+        return self.engine.snapshot(ids)
 
     def size(self) -> int:
-        return len(self.model.plan.ids)
+        return self.engine.size()
 
     def drop(self, live: list[int]) -> None:
-        self.model.restack(live)
+        self.engine.drop(live)
 
     def finish(self, final: dict[int, Any]) -> None:
-        """Every branch back in the stack with the weights it ends with, for one evaluation; and in its twin."""
-        current = self.model.branch_slices()
-        weights = [final.get(i) or current[i] for i in range(len(self.trials))]
-        for twin, w in zip(self.twins, weights):
-            set_branch_weights(twin, w)
-        stacked = {name: np.stack([w[name] for w in weights]) for name in weights[0]}
-        if self.model.plan.ids == list(range(len(self.trials))):  # nobody left: keep the traced test step
-            self.model.assign(stacked)
-        else:
-            self.model.load(list(range(len(self.trials))), [t.settings for t in self.trials], stacked)
-
-
-def _restack_due(live: int, stacked: int) -> bool:
-    """Re-stacking costs one retrace: worth it once a quarter of the stack has stopped."""
-    return 0 < live < stacked and stacked - live >= max(1, stacked // 4)
+        self.engine.finish(final)
 
 
 class _Branch:
@@ -206,8 +192,17 @@ class _Branch:
         self.left_after: Optional[int] = None  # the epoch after which it left the stack
 
 
+def _restack_due(live: int, stacked: int) -> bool:
+    """Dropping stopped branches costs one retrace: worth it once a quarter of the stack has stopped."""
+    return 0 < live < stacked and stacked - live >= max(1, stacked // 4)
+
+
 class _GroupCallback(keras.callbacks.Callback):
-    """Each branch's epochs, early stopping, divergence, pruning and time limit, and when to re-stack."""
+    """Each branch's epochs, early stopping, divergence, pruning and time limit, and when to re-stack.
+
+    A Keras callback for branch sub-models' `fit`, and the stacked engine's callback (which reads
+    `stop_training` on it after each epoch).
+    """
 
     def __init__(self, form, branches: list[_Branch], on_epoch, deadline: Optional[float], epochs: int):
         super().__init__()
@@ -218,59 +213,69 @@ class _GroupCallback(keras.callbacks.Callback):
         self.deadline = deadline
         self.epochs = epochs
         self.start = 0.0
+        self.stop_training = False
+
+    def _stop(self) -> None:
+        self.stop_training = True
+        self.group_model.stop_training = True
+
+    def _past_deadline(self) -> bool:
+        if self.deadline is None or time.perf_counter() <= self.deadline:
+            return False
+        for b in self.branches:
+            b.timed_out = b.status is None
+        self._stop()
+        return True
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.deadline is not None and time.perf_counter() > self.deadline:
-            for b in self.branches:
-                b.timed_out = b.status is None
-            self.group_model.stop_training = True
+        self._past_deadline()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.perf_counter() - self.start
         live = [b for b in self.branches if b.status is None]
-        rows, pruned = {}, {}
+        ends: dict[int, str] = {}  # branch -> the status it stops with now
+        keep_best: list[_Branch] = []
         for b in live:
             row = {"epoch": epoch + 1, "epoch_seconds": seconds}
             for key in HISTORY_COLUMNS[1:-1]:
                 name = f"val_b{b.index}_{key[4:]}" if key.startswith("val_") else f"b{b.index}_{key}"
                 row[key] = float(logs[name]) if name in logs else math.nan
             b.rows.append(row)
-            rows[b.index] = row
-            pruned[b.index] = bool(self.on_epoch(b.trial, b.rows)) if self.on_epoch is not None else False
-        weights = self.form.snapshot([b.index for b in live])
-        for b in live:
-            row = rows[b.index]
+            pruned = bool(self.on_epoch(b.trial, b.rows)) if self.on_epoch is not None else False
             if not math.isfinite(row["loss"]):  # cut off this branch; the others go on
-                b.status, b.weights = Status.DIVERGED, weights[b.index]
-                continue
-            if pruned[b.index]:  # the search's pruner stops this branch; the others go on
-                b.status, b.weights = Status.PRUNED, weights[b.index]
-                continue
-            self._early_stop(epoch, b, row, weights)
+                ends[b.index] = Status.DIVERGED
+            elif pruned:  # the search's pruner stops this branch; the others go on
+                ends[b.index] = Status.PRUNED
+            elif b.tracker is not None and b.spec is not None:
+                value = row[b.spec["monitor"]]
+                if b.spec["restore_best_weights"] and (b.tracker.best is None or b.tracker.improved(value)):
+                    keep_best.append(b)
+                if b.tracker.update(epoch, value):
+                    ends[b.index] = Status.OK
+        # Only the weights someone needs are read out of the stack.
+        weights = self.form.snapshot(sorted({*ends, *(b.index for b in keep_best)}))
+        for b in keep_best:
+            b.best_weights = weights[b.index]
+        for b in live:
+            if b.index in ends:
+                b.status = ends[b.index]
+                restore = b.status == Status.OK and b.spec is not None and b.spec["restore_best_weights"]
+                b.weights = b.best_weights if restore else weights[b.index]
         still = [b.index for b in self.branches if b.status is None]
         if not still:
-            self.group_model.stop_training = True
-        elif (epoch + 1 < self.epochs and not self.group_model.stop_training
+            self._stop()
+        elif self._past_deadline():
+            return
+        elif (epoch + 1 < self.epochs and not self.stop_training and not self.group_model.stop_training
               and _restack_due(len(still), self.form.size())):
             for b in self.branches:
                 if b.status is not None and b.left_after is None:
                     b.left_after = epoch + 1
             self.form.drop(still)
-
-    def _early_stop(self, epoch, b: _Branch, row, weights):
-        if b.tracker is None or b.spec is None:  # one without the other: never
-            return
-        value = row[b.spec["monitor"]]
-        if b.tracker.best is None or b.tracker.improved(value):
-            if b.spec["restore_best_weights"]:
-                b.best_weights = weights[b.index]
-        if b.tracker.update(epoch, value):
-            b.status = Status.OK
-            b.weights = b.best_weights if b.spec["restore_best_weights"] else weights[b.index]
 
 
 def _metrics(b: _Branch) -> dict[str, Any]:
@@ -289,6 +294,15 @@ def _final_weights(b: _Branch):
     return None
 
 
+def _together_note(fused, size: int, gid: str) -> str:
+    if fused.kind == "stacked":
+        shape = fused.engine.describe()
+        return (f"trained in one compiled model with {size - 1} other trial(s) (group {gid}: {shape['branches']} "
+                f"branches in {shape['substacks']} stack(s), {shape['seeds']} seed(s)): times are the group's, shared")
+    return (f"trained fused (branch sub-models) with {size - 1} other trial(s) in group {gid}: "
+            "times are the group's, shared")
+
+
 @fresh_session()
 def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Optional[float] = None,
                   save_model: bool = False, form: Optional[str] = None) -> dict[str, TrialResult]:
@@ -296,30 +310,44 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
 
     `form` is "stacked" or "branches"; by default the fastest the group allows (`group_form`).
     """
+    if (form or group_form(trials)) == Form.STACKED and not engine_supported():  # torch: each trial alone
+        return {t.trial_id: execute_trial(t, data, on_epoch, timeout_seconds, save_model) for t in trials}
     start = time.perf_counter()
     gid = group_id(trials)
     form_name = form or group_form(trials)
-    if len({optimizer_key(t.settings["optimizer"], form_name == "stacked") for t in trials}) > 1:
+    if form_name != Form.STACKED and len({json.dumps(t.settings["optimizer"], sort_keys=True) for t in trials}) > 1:
         raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
     common: TrialResult = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
         common["device"] = resolve_device("auto")
         settings = trials[0].settings
-        fused = (StackedForm if form_name == "stacked" else BranchForm)(trials, data.x_train)
-        model = fused.model
-        model.compile(optimizer=build_optimizer(settings["optimizer"]))
         branches = [_Branch(t, k) for k, t in enumerate(trials)]
         deadline = time.perf_counter() + timeout_seconds if timeout_seconds else None
-        callback = _GroupCallback(fused, branches, on_epoch, deadline, settings["epochs"])
-        keras.utils.set_random_seed(trials[0].seed)
-        validation = (data.x_val, data.y_val) if len(data.x_val) else None
-        fit_start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
-                  batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
-        group_seconds = time.perf_counter() - fit_start
-        fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
-        model = fused.model
-        test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        fused: EngineForm | BranchForm
+        if form_name == Form.STACKED:
+            fused = EngineForm(trials, data)
+            callback = _GroupCallback(fused, branches, on_epoch, deadline, settings["epochs"])
+            fit_start = time.perf_counter()
+            fused.engine.fit(settings["epochs"], callback)
+            group_seconds = time.perf_counter() - fit_start
+            fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
+            test = {}
+            for k, (loss, accuracy) in fused.engine.score(data.x_test, data.y_test).items():
+                test[f"b{k}_loss"], test[f"b{k}_accuracy"] = loss, accuracy
+            common["stacking"] = fused.engine.describe()
+        else:
+            fused = BranchForm(trials, data.x_train)
+            model = fused.model
+            model.compile(optimizer=build_optimizer(settings["optimizer"]))
+            callback = _GroupCallback(fused, branches, on_epoch, deadline, settings["epochs"])
+            keras.utils.set_random_seed(trials[0].seed)
+            validation = (data.x_val, data.y_val) if len(data.x_val) else None
+            fit_start = time.perf_counter()
+            model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
+                      batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
+            group_seconds = time.perf_counter() - fit_start
+            fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
+            test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the whole group failed: every branch is recorded with the error
@@ -330,13 +358,11 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
                 for t in trials}
     results: dict[str, TrialResult] = {}
     share = group_seconds / len(trials)
-    how = "stacked weights" if fused.kind == "stacked" else "branch sub-models"
     for k, b in enumerate(branches):
         twin = fused.twins[k]
         metrics = _metrics(b)
         status = Status.TIMEOUT if b.timed_out else (b.status or Status.OK)
-        notes = [f"trained fused ({how}) with {len(trials) - 1} other trial(s) in group {gid}: "
-                 "times are the group's, shared"]
+        notes = [_together_note(fused, len(trials), gid)]
         if status == Status.DIVERGED:
             metrics.update(test_loss=math.nan, test_accuracy=math.nan)
             notes.append(f"loss became NaN or infinite at epoch {len(b.rows)}; this branch was cut off, "
