@@ -332,8 +332,9 @@ class _Nadam(BranchOptimizer):
         m = ops.add(slots["momentum"], ops.multiply(ops.subtract(grad, slots["momentum"]), one_minus_beta_1))
         v = ops.add(slots["velocity"], ops.multiply(ops.subtract(ops.square(grad), slots["velocity"]),
                                                     one_minus_beta_2))
-        m_hat = ops.add(ops.divide(ops.multiply(col["u_t_1"], m), ops.subtract(1, col["u_product_t_1"])),
-                        ops.divide(ops.multiply(ops.subtract(1, col["u_t"]), grad), ops.subtract(1, col["u_product_t"])))
+        m_hat = ops.add(
+            ops.divide(ops.multiply(col["u_t_1"], m), ops.subtract(1, col["u_product_t_1"])),
+            ops.divide(ops.multiply(ops.subtract(1, col["u_t"]), grad), ops.subtract(1, col["u_product_t"])))
         v_hat = ops.divide(v, ops.subtract(1, col["beta_2_power"]))
         update = ops.divide(ops.multiply(m_hat, lr), self._plus(ops.sqrt(v_hat), self._col("epsilon", param)))
         return ops.subtract(param, update), {"momentum": m, "velocity": v}
