@@ -110,8 +110,8 @@ class BranchOptimizer:
             lr = self._col("learning_rate", param)
             if self.structure["weight_decay"]:  # base_optimizer._apply_weight_decay, before the update
                 param = ops.subtract(param, ops.multiply(ops.multiply(param, self._col("weight_decay", param)), lr))
-            slots = {slot: state[f"{name}/{slot}"] for slot in self._slots_of(param)}
-            new_params[name], slots = self._update(param, grad, lr, slots, per_step, step)
+            slots = {slot: state[f"{name}/{slot}"] for slot in self._slot_names()}
+            new_params[name], slots = self._update(param, grad, lr, slots, per_step)
             new_state.update({f"{name}/{slot}": value for slot, value in slots.items()})
         return new_params, new_state
 
@@ -125,9 +125,6 @@ class BranchOptimizer:
     def _slots(self, param) -> Tensors:
         return {slot: ops.zeros_like(param) for slot in self._slot_names()}
 
-    def _slots_of(self, param) -> tuple[str, ...]:
-        return self._slot_names()
-
     def _global_slots(self, params: Tensors) -> Tensors:
         return {}
 
@@ -135,7 +132,7 @@ class BranchOptimizer:
         """Per-branch (K,) values that every weight's update shares in one step."""
         return {}
 
-    def _update(self, param, grad, lr, slots: Tensors, per_step: dict[str, Any], step):
+    def _update(self, param, grad, lr, slots: Tensors, per_step: dict[str, Any]):
         raise NotImplementedError
 
     # Helpers.
@@ -192,7 +189,7 @@ class _SGD(BranchOptimizer):
     def _slot_names(self):
         return ("momentum",) if self.structure["momentum"] else ()
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         if not self.structure["momentum"]:
             return ops.subtract(param, ops.multiply(grad, lr)), slots
         momentum = self._col("momentum", param)
@@ -216,7 +213,7 @@ class _RMSprop(BranchOptimizer):
     def _slot_names(self):
         return ("velocity", "momentum") if self.structure["momentum"] else ("velocity",)
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         rho = self._col("rho", param)
         velocity = ops.add(ops.multiply(rho, slots["velocity"]),
                            ops.multiply(self._col("rho", param, 1 - self.h["rho"]), ops.square(grad)))
@@ -237,7 +234,7 @@ class _Adagrad(BranchOptimizer):
     def _slots(self, param):
         return {"accumulator": ops.multiply(ops.ones_like(param), self._col("initial_accumulator_value", param))}
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         accumulator = ops.add(slots["accumulator"], ops.square(grad))
         param = ops.subtract(param, ops.divide(ops.multiply(lr, grad),
                                                ops.sqrt(self._plus(accumulator, self._col("epsilon", param)))))
@@ -250,7 +247,7 @@ class _Adadelta(BranchOptimizer):
     def _slot_names(self):
         return ("accumulated_grad", "accumulated_delta_var")
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         rho, one_minus_rho = self._col("rho", param), self._col("rho", param, 1 - self.h["rho"])
         epsilon = self._col("epsilon", param)
 
@@ -281,7 +278,7 @@ class _Adam(BranchOptimizer):
         alpha = ops.divide(ops.multiply(lr, ops.sqrt(ops.subtract(1, beta_2_power))), ops.subtract(1, beta_1_power))
         return {"alpha": alpha}
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         one_minus_beta_1 = self._col("beta_1", param, 1 - self.h["beta_1"])  # Keras' `1 - self.beta_1`, in double
         one_minus_beta_2 = self._col("beta_2", param, 1 - self.h["beta_2"])
         m = ops.add(slots["momentum"], ops.multiply(ops.subtract(grad, slots["momentum"]), one_minus_beta_1))
@@ -322,7 +319,7 @@ class _Nadam(BranchOptimizer):
                 "u_product_t_1": ops.multiply(u_product, u_t_1),
                 "beta_2_power": self._power("beta_2", dtype, local_step)}
 
-    def _update(self, param, grad, lr, slots, per_step, step):
+    def _update(self, param, grad, lr, slots, per_step):
         col = {key: self._bcast(value, param) for key, value in per_step.items()}
         dtype = keras.backend.standardize_dtype(param.dtype)
         # Here Keras casts the betas first, so `1 - beta` is a float32 subtraction, unlike Adam's.
