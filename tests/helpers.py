@@ -37,3 +37,49 @@ def lazy(module: str, name: str):
 
     call.__name__ = name
     return call
+
+
+_CHILD_OUTCOMES: dict = {}
+
+
+def ran_on_backend(backend: str, request) -> bool:
+    """Run a test parametrized by Keras backend: False when `backend` is this process's (run the body here);
+    True when the test ran in a child process on that backend and passed there (it fails or skips as it did there).
+
+    Keras' backend is fixed per process, so the first such test of a file runs every test of the file whose id
+    names `backend` in one child (`-k backend`), and each parent test reports its own outcome from there.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import xml.etree.ElementTree as ElementTree
+
+    import pytest
+
+    from mnist_sweep.backend import backend_name
+
+    if backend == backend_name():
+        return False
+    pytest.importorskip(backend)
+    path = str(request.node.path)
+    if (path, backend) not in _CHILD_OUTCOMES:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = os.path.join(tmp, "report.xml")
+            done = subprocess.run([sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                   "-k", backend, f"--junitxml={report}"], capture_output=True, text=True,
+                                  env={**os.environ, "KERAS_BACKEND": backend}, timeout=1200)
+            outcomes = {}
+            if os.path.exists(report):
+                for case in ElementTree.parse(report).iter("testcase"):
+                    problem = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+                    outcomes[case.get("name")] = ("passed", "") if problem is None else (
+                        problem.tag, (problem.get("message") or "") + "\n" + (problem.text or ""))
+            _CHILD_OUTCOMES[(path, backend)] = (outcomes, done.stdout[-4000:] + done.stderr[-4000:])
+    outcomes, output = _CHILD_OUTCOMES[(path, backend)]
+    outcome, message = outcomes.get(request.node.name, ("missing", ""))
+    if outcome == "skipped":
+        pytest.skip(message)
+    if outcome != "passed":
+        pytest.fail(f"on {backend} ({outcome}): {message}\n{output}")
+    return True

@@ -29,6 +29,15 @@ BN_EPSILON = 1e-3  # BatchNormalization's default
 MOVING = ("_mean", "_var")  # batch normalization's moving statistics: state, not trained
 
 
+def plus(x, y):
+    """`x + y` where `y` broadcasts over `x`: broadcast first when `y` has one non-unit axis, because Keras'
+    TensorFlow `ops.add` takes such an operand for a bias and adds it along `x`'s first or last axis
+    (a (K, 1, 1) column with K equal to the batch size would be added to the wrong rows)."""
+    if sum(1 for d in y.shape if d != 1) == 1 and tuple(y.shape) != tuple(x.shape):
+        y = ops.broadcast_to(y, ops.shape(x))
+    return x + y
+
+
 def _column(settings: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([s[key] for s in settings], dtype="float32")
 
@@ -122,7 +131,7 @@ class SubStack:
         else:
             mean, var = moving[f"{prefix}_mean"], moving[f"{prefix}_var"]
         inv = ops.rsqrt(var[:, None, :] + BN_EPSILON) * gamma
-        return x * inv + (beta - mean[:, None, :] * inv)
+        return plus(x * inv, beta - mean[:, None, :] * inv)
 
     @staticmethod
     def _masked(x, y, mask: np.ndarray):
@@ -152,7 +161,7 @@ class SubStack:
         activity = None
         for j in range(self.layers):
             z = ops.einsum("kbi,kio->kbo" if stacked else "bi,kio->kbo", h, params[f"kernel{j}"])
-            z = z + params[f"bias{j}"][:, None, :]
+            z = plus(z, params[f"bias{j}"][:, None, :])
             stacked = True
             if self.active:  # Keras' activity penalty on the Dense output: the sum over units, averaged over the batch
                 term = (ops.convert_to_tensor(self.activity_l1) * ops.mean(ops.sum(ops.abs(z), axis=-1), axis=1)
@@ -172,7 +181,7 @@ class SubStack:
             h = z
         out = self.layers
         logits = ops.einsum("kbi,kio->kbo" if stacked else "bi,kio->kbo", h, params[f"kernel{out}"])
-        probs = keras.activations.softmax(logits + params[f"bias{out}"][:, None, :])
+        probs = keras.activations.softmax(plus(logits, params[f"bias{out}"][:, None, :]))
         return probs, activity, new_moving
 
     def losses(self, params, probs, activity, y):
