@@ -11,6 +11,7 @@ import click
 from .errors import (ConfigError, DamagedResultsError, DataError, MissingExtraError, OptionError, SetupError,
                      SweepError)
 from .metrics import METRICS
+from .records import DEFAULT_MAX_BRANCHES
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -72,6 +73,22 @@ def named_as_typed(exc: OptionError) -> str:
     return typed + str(exc)[len(exc.option):]  # OptionError's text is "OPTION: message"
 
 
+class Size(click.ParamType):
+    """A size in bytes: 2GiB, 512MiB, 1.5G, 2GB or plain bytes."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from .plan.grouping import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnist-sweep")
 def cli():
@@ -107,10 +124,17 @@ def cli():
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Ray: GPUs (fractions allowed) each trial (or fused group) reserves.")
 @click.option("--fuse/--no-fuse", default=None,
-              help="Train compatible trials (same seed, batch size, epochs, optimizer) as one model, each with "
-                   "its own weights and results, or each alone. Default: the config's `execution` (auto: fused).")
-@click.option("--max-branches", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most trials in one fused model.")
+              help="Train compatible trials as one model, each with its own weights and results, or each alone: "
+                   "dense ones that share batch size and epochs stack, convolutional or augmented ones that "
+                   "share seed, batch size, epochs and optimizer are branch sub-models. "
+                   "Default: the config's `execution` (auto: fused).")
+@click.option("--max-branches", type=click.IntRange(min=1), default=DEFAULT_MAX_BRANCHES, show_default=True,
+              help="Most trials in one fused model; with --stack-memory, both limits apply.")
+@click.option("--stack-memory", type=Size(), default="2GiB",  # records.DEFAULT_STACK_MEMORY
+              metavar="SIZE", show_default=True,
+              help="Most memory one stacked model may need while training, estimated before it is built; "
+                   "a larger group is split, a larger trial trains alone. E.g. --stack-memory 512MiB "
+                   "(K, M, G, T are binary; KB, MB, GB decimal; plain numbers are bytes).")
 @click.option("--tensorboard", "tensorboard", metavar="DIR", type=click.Path(file_okay=False),
               help="Write each trial's curves and HParams session to DIR/<name>/ as it trains "
                    "(`tensorboard --logdir DIR`; needs mnist-sweep[tensorboard]).")
@@ -119,7 +143,7 @@ def cli():
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @reports_errors
 def run(config, overrides, dry_run, out, force, device, jobs, executor, backend, gpus, ray_address,
-        cpus_per_trial, gpus_per_trial, fuse, max_branches, tensorboard, max_trials, quiet):
+        cpus_per_trial, gpus_per_trial, fuse, max_branches, stack_memory, tensorboard, max_trials, quiet):
     """Train every trial of a sweep CONFIG and record the results.
 
     Trials already finished in OUT/<name>/ are skipped, so an interrupted
@@ -133,6 +157,7 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
         mnist-sweep run configs/smoke.yaml --set train.epochs=2 --dry-run
         mnist-sweep run configs/regularization.yaml --jobs auto
         mnist-sweep run configs/regularization.yaml --no-fuse --jobs 2
+        mnist-sweep run configs/regularization.yaml --stack-memory 512MiB --dry-run
         mnist-sweep run configs/regularization.yaml --executor ray --ray-address 10.0.0.5:6379
         mnist-sweep run configs/regularization.yaml --tensorboard runs/tb
     """
@@ -141,15 +166,22 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
 
     keep_going_without_output()  # a closed pipe (`2>&1 | head`) or terminal drops the output, never the sweep
     sweep_config = load_config(config, overrides, max_trials)
+    from .execution.executors import Options
+
+    gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     try:
         if dry_run:
             if sweep_config.search.method != "grid":
                 _print_search(sweep_config)
             else:
                 _print_trials(sweep_config, max_trials)
+            from .sweep.runner import planned_grouping
+
+            for line in planned_grouping(sweep_config, Options(fuse=fuse, max_branches=max_branches,
+                                                               stack_memory=stack_memory), max_trials):
+                click.echo(line)
             return
         from .backend import check_backend
-        from .execution.executors import Options
         from .sweep.progress import make_progress
 
         check_backend(backend)  # KERAS_BACKEND=bogus or uninstalled: exit 2 before anything is written
@@ -160,10 +192,9 @@ def run(config, overrides, dry_run, out, force, device, jobs, executor, backend,
     except ConfigError as exc:  # found after loading (too many trials): name the file all the same
         raise ConfigError(exc.problems, exc.source or config) from None
 
-    gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     options = Options(jobs=_parse_jobs(jobs, device, gpu_list), backend=backend, device=device, gpus=gpu_list,
                       ray_address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                      fuse=fuse, max_branches=max_branches)
+                      fuse=fuse, max_branches=max_branches, stack_memory=stack_memory)
     try:
         report = sweep.run(force=force, options=options, executor=executor, warn=_warn)
     except KeyboardInterrupt:  # a stop signal before the first trial (nothing kept) or while finishing up

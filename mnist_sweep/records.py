@@ -41,8 +41,8 @@ class Form(str, Enum):
     """How a task trains its trials: one model, one stacked model, or branch sub-models of one model."""
 
     ISOLATED = "isolated"
-    STACKED = "stacked"  # dense networks of one shape: weights with a branch axis, one batched matmul a layer
-    BRANCHES = "branches"  # any other compatible trials: a sub-model each, trained together
+    STACKED = "stacked"  # dense networks: weights with a branch axis, sub-stacks of one shape and optimizer
+    BRANCHES = "branches"  # convolutional or augmented trials: a sub-model each, trained together
 
     __str__ = str.__str__
     __format__ = str.__format__  # type: ignore[assignment]
@@ -182,6 +182,20 @@ class Executor(Protocol):
     def stop(self) -> None: ...
 
 
+DEFAULT_MAX_BRANCHES = 64  # most trials in one fused model: past this a step's launch overhead is already shared
+DEFAULT_STACK_MEMORY = 2 * 1024**3  # bytes one stacked model may need while training: fits any GPU and CPU here
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How big one fused model may be (`--max-branches`, `--stack-memory`), and the data it is sized for."""
+
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    stack_memory: int = DEFAULT_STACK_MEMORY
+    n_train: int = 60_000  # training rows: the runner gives the loaded data's, --dry-run the config's
+    input_dims: int = 784  # values per image (28 x 28)
+
+
 @dataclass
 class Run:
     """What a schedule is told as a sweep starts: the records kept so far and how tasks are formed."""
@@ -189,7 +203,7 @@ class Run:
     records: dict[str, TrialRecord]  # the driver's own records, updated as trials finish
     force: bool = False  # --force: finished trials run again and count only when run again
     fuse: bool = True
-    max_branches: int = 16
+    sizing: Sizing = field(default_factory=Sizing)
     jobs: int = 1
     executor: str = "auto"
     say: Callable[[str], None] = print  # a line for the user (progress.message)

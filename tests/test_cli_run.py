@@ -147,6 +147,15 @@ def test_dry_run_lists_trials_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.keras
+def test_the_run_prints_the_plan_its_dry_run_printed(tmp_path, two_trial_config):
+    for options in ((), ("--max-branches", "1")):
+        planned = _run(two_trial_config, "--dry-run", *options).output.splitlines()[-1]
+        result = _run(two_trial_config, "--out", tmp_path / "r", "--force", *options)
+        assert result.exit_code == 0, result.output
+        assert planned in result.output.splitlines()
+
+
+@pytest.mark.keras
 def test_set_overrides_reach_the_trials(tmp_path, two_trial_config):
     out = tmp_path / "r"
     result = _run(two_trial_config, "--out", out, "--set", "train.epochs=1", "--set", "model.activation=sigmoid")

@@ -400,8 +400,9 @@ class SweepConfig(Strict):
     # The smallest difference that matters, in the metric's units as `compare` prints them (points for
     # accuracies): closer than this is "equivalent" in `compare`, and leaves a race. None: no such verdict.
     smallest_difference: Optional[float] = None
-    # fused: train compatible trials (same seed, batch size, epochs, optimizer) as one model, each trial a
-    # branch with its own weights, loss, early stopping and saved model. auto (default): fused, since a
+    # fused: train compatible trials as one model (dense ones sharing batch size and epochs; convolutional or
+    # augmented ones sharing seed, batch size, epochs and optimizer), each trial a branch with its own
+    # weights, loss, early stopping and saved model. auto (default): fused, since a
     # branch gives its isolated twin's results; isolated: one model per trial.
     execution: Literal["auto", "isolated", "fused"] = "auto"
     # A TensorBoard log directory: each trial's curves and HParams session go to <tensorboard>/<name>/ live.

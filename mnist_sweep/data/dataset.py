@@ -297,6 +297,13 @@ def scale_images(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32) / np.float32(255)
 
 
+def expected_train_rows(cfg) -> int:
+    """The training rows a dataset config asks for, without reading the data: its n_train (or all of MNIST's
+    60,000) less the validation split. The loaded data has as many, or fewer where the source is smaller."""
+    n_train = cfg.n_train if cfg.n_train is not None else FULL_MNIST[0]
+    return n_train - int(round(n_train * cfg.validation_split))
+
+
 # ---------------------------------------------------------------- sources
 
 def load_dataset(cfg, warn: Callable[[str], None] | None = None) -> Dataset:

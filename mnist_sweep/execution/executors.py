@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import LimitError, SetupError, SweepError, out_of_room, room_remedy
 from ..records import Emit as Event
-from ..records import Form, Status, Task, TaskQueue, Trial
+from ..records import DEFAULT_MAX_BRANCHES, DEFAULT_STACK_MEMORY, Form, Status, Task, TaskQueue, Trial
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 HANG_GRACE_SECONDS = 30.0  # past timeout_seconds + this, a worker that did not stop itself is killed
@@ -46,7 +46,8 @@ class Options:
     gpus_per_trial: float = 0.0
     fuse: Optional[bool] = None  # train compatible trials as one model; None: the config's `execution`
     save_model: bool = False  # return each ok trial's .keras file to the driver (train.save_model best/all)
-    max_branches: int = 16
+    max_branches: int = DEFAULT_MAX_BRANCHES  # --max-branches
+    stack_memory: int = DEFAULT_STACK_MEMORY  # --stack-memory, in bytes
     prune: bool = False  # a worker waits for the driver's verdict after each epoch (search with `prune:`)
 
 

@@ -15,7 +15,7 @@ from ..analysis.race import RACE_FILE, RacePlan, describe, plan_for, round_messa
 from ..config import SweepConfig
 from ..records import FINISHED, Ending, Opening, Run, Status, Task, Trial, TrialRecord
 from .grid import expand, varying_settings
-from .grouping import describe_groups, make_tasks
+from .grouping import describe_plan, make_tasks
 
 
 class GridSchedule:
@@ -51,15 +51,12 @@ class GridSchedule:
         self.run = run
         todo = self.order([t for t in self.trials if run.force or run.records.get(t.trial_id, {}).get("status")
                            != FINISHED])
-        self.tasks = make_tasks(todo, run.fuse, run.max_branches)
+        self.tasks = make_tasks(todo, run.fuse, run.sizing)
         return Opening(len(self.trials), len(todo), len(self.trials) - len(todo), self.grouping(todo))
 
     def grouping(self, todo: list[Trial]) -> list[str]:
         """How the tasks were formed, for the run's output."""
-        if not todo:
-            return []
-        return [describe_groups(self.tasks) if self.run.fuse else
-                f"isolated: {len(todo)} trial(s), each its own model (execution: isolated)"]
+        return describe_plan(self.tasks, self.run.fuse, self.run.sizing) if todo else []
 
     def next_tasks(self) -> list[Task]:
         tasks, self.tasks = self.tasks, []
@@ -124,7 +121,7 @@ class RaceSchedule(GridSchedule):
         if race.finished:
             return []
         one_seed = [t for t in self.trials if t.config_id in race.racing and t.seed == race.plan.seeds[0]]
-        per_seed = len(make_tasks(one_seed, self.run.fuse, self.run.max_branches))
+        per_seed = len(make_tasks(one_seed, self.run.fuse, self.run.sizing))
         batch = max(1, self.run.jobs // max(per_seed, 1))
         need = race.needed(batch)
         return [t for t in self.trials if t.seed in need.get(t.config_id, ()) and not self.counts(t)]
@@ -134,7 +131,7 @@ class RaceSchedule(GridSchedule):
         todo = self.round()
         self.outstanding = {t.trial_id for t in todo}
         skipped = sum(1 for t in self.trials if self.counts(t))
-        self.tasks = make_tasks(todo, run.fuse, run.max_branches)
+        self.tasks = make_tasks(todo, run.fuse, run.sizing)
         p = self.plan
         racing = (f"Racing {len(set(t.config_id for t in self.trials))} configurations on {p.metric} ({p.mode}): "
                   f"{p.minimum} to {p.maximum} seeds each, each look at level {p.alpha:.4f}; "
@@ -150,7 +147,7 @@ class RaceSchedule(GridSchedule):
         self.outstanding = {t.trial_id for t in more}
         if more:
             self.run.added(len(more))
-        return make_tasks(more, self.run.fuse, self.run.max_branches)
+        return make_tasks(more, self.run.fuse, self.run.sizing)
 
     def finished(self, trial: Trial, record: TrialRecord) -> None:
         self.ended_here.add(trial.trial_id)

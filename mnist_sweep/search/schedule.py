@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import SweepConfig
-from ..plan.grouping import make_tasks
+from ..plan.grouping import describe_plan, make_tasks
 from ..records import SEARCH_DONE, Ending, Opening, Run, Task, Trial, TrialRecord
 from .study import Configuration, Search, draw_configurations
 
@@ -74,7 +74,8 @@ class SearchSchedule:
         path = self.search.path
         return Opening(total, total - done, done, [
             f"{self.config.search.method} search: {self.budget} configuration(s) x "
-            f"{len(self.config.seeds)} seed(s); study in {path} (optuna-dashboard {path} shows it)"])
+            f"{len(self.config.seeds)} seed(s); study in {path} (optuna-dashboard {path} shows it)",
+            *(describe_plan(self.buffer, run.fuse, run.sizing) if not self.adaptive else [])])
 
     def _asked(self, configuration: Configuration) -> None:
         """Take in the runs (one per seed) of a configuration the study asked."""
@@ -96,14 +97,14 @@ class SearchSchedule:
                 self.search.tell(configuration)
             else:
                 self.in_flight.add(configuration.number)
-        self.buffer += make_tasks(runs, self.run.fuse, self.run.max_branches)
+        self.buffer += make_tasks(runs, self.run.fuse, self.run.sizing)
 
     def next_tasks(self) -> list[Task]:
         while (self.adaptive and not self.buffer and len(self.in_flight) < self.batch
                and self.search.asked() < self.budget):
             # fused: ask for every free slot at once, so the configurations can share a model
             want = min(self.batch - len(self.in_flight), self.budget - self.search.asked(),
-                       self.run.max_branches) if self.run.fuse else 1
+                       self.run.sizing.max_branches) if self.run.fuse else 1
             new = [self.search.ask() for _ in range(want)]
             for configuration in new:
                 self._asked(configuration)

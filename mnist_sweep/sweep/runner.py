@@ -8,6 +8,7 @@ and a kill at any moment leaves whole files.
 
 from __future__ import annotations
 
+import math
 import signal
 import socket
 import threading
@@ -21,8 +22,9 @@ from ..config import SweepConfig, config_to_dict, load_config, validate_config
 from ..errors import (ConfigError, DataError, LimitError, ResultsError, SweepError, cannot_write, out_of_room,
                       room_remedy)
 from ..execution.executors import InlineExecutor, Options, ProcessExecutor
+from ..plan.grouping import describe_plan, make_tasks
 from ..plan.schedules import GridSchedule, RaceSchedule
-from ..records import FINISHED, Executor, Run, Schedule, Status, Task, Trial, TrialRecord, TrialResult
+from ..records import FINISHED, Executor, Run, Schedule, Sizing, Status, Task, Trial, TrialRecord, TrialResult
 from ..results.store import SUPERSEDED, ResultsStore, data_fingerprint, summary_row
 
 INTERRUPTED = "stopped by {} before it finished"  # the signal: Ctrl-C, SIGTERM, SIGHUP
@@ -51,6 +53,36 @@ def make_schedule(config: SweepConfig, directory: Path, max_trials: Optional[int
     if config.race is not None:
         return RaceSchedule(config, max_trials)
     return GridSchedule(config, max_trials)
+
+
+def fuses(config: SweepConfig, fuse: Optional[bool]) -> bool:
+    """Whether trials train fused: `--fuse/--no-fuse` when given, else the config's `execution`."""
+    return fuse if fuse is not None else config.execution != "isolated"
+
+
+def planned_grouping(config: SweepConfig, options: Optional[Options] = None,
+                     max_trials: Optional[int] = None) -> list[str]:
+    """What a fresh run says about how its first tasks are formed, with no data read (`--dry-run`).
+
+    The models are sized for the training rows the config's dataset asks for (`expected_train_rows`);
+    the run sizes them for the data it loads, which can only be as large. A TPE search forms its tasks as
+    it asks for configurations: nothing to say before.
+    """
+    from ..data.dataset import expected_train_rows
+
+    options = options or Options()
+    fuse = fuses(config, options.fuse)
+    sizing = Sizing(options.max_branches, options.stack_memory, n_train=expected_train_rows(config.dataset))
+    if config.search.method == "tpe":
+        return []
+    if config.search.method != "grid":
+        from ..search import first_configurations
+
+        trials = [t for runs in first_configurations(config) for t in runs]
+        return describe_plan(make_tasks(trials, fuse, sizing), fuse, sizing)
+    schedule = RaceSchedule(config, max_trials) if config.race is not None else GridSchedule(config, max_trials)
+    schedule.start(Run({}, fuse=fuse, sizing=sizing, say=lambda line: None))
+    return describe_plan(schedule.tasks, fuse, sizing)
 
 
 @dataclass
@@ -478,7 +510,7 @@ class Sweep:
 
         options = options or Options()
         options = replace(options,  # the config's own settings apply whoever calls: CLI or Python API
-                          fuse=options.fuse if options.fuse is not None else self.config.execution != "isolated",
+                          fuse=fuses(self.config, options.fuse),
                           timeout_seconds=options.timeout_seconds or self.config.train.timeout_seconds,
                           save_model=self.config.train.save_model != "none",
                           prune=self.schedule.prunes)
@@ -497,8 +529,10 @@ class Sweep:
             self.pending(force)
             self.schedule.remember_dataset(self.data.info())
             self.store.prepare(config_to_dict(self.config))
+            sizing = Sizing(options.max_branches, options.stack_memory, n_train=len(self.data.y_train),
+                            input_dims=math.prod(self.data.x_train.shape[1:]))
             opening = self.schedule.start(Run(
-                self.records, force, bool(options.fuse), options.max_branches, options.jobs, executor,
+                self.records, force, bool(options.fuse), sizing, options.jobs, executor,
                 say=self.progress.message, added=self.progress.added,
                 write=self.store.write_file))
             self.report = SweepReport(self.store.dir, opening.total, skipped=opening.skipped)
