@@ -435,8 +435,3 @@ def describe_plan(tasks: Sequence[Task], fuse: bool, sizing: Sizing = Sizing()) 
 
 def group_id(trials: Sequence[Trial]) -> str:
     return "g-" + hashlib.sha256("|".join(t.trial_id for t in trials).encode()).hexdigest()[:8]
-
-
-def substack_key(settings: dict[str, Any]) -> tuple:
-    """Branches with equal keys form one sub-stack of a stacked model: one shape, inputs and optimizer family."""
-    return tuple(settings["hidden"]), bool(settings.get("normalize")), settings["optimizer"]["name"]

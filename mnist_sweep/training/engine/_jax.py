@@ -13,7 +13,7 @@ from ...data.dataset import cache_dir
 
 def _use_compilation_cache() -> None:
     """Keep compiled epochs on disk, so a shape compiles once per machine (unless the user chose a cache)."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
         return
     try:
         path = cache_dir() / "jax"

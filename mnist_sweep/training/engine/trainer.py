@@ -195,7 +195,7 @@ class StackEngine:
                                              ops.convert_to_tensor(self.steps, "int32"))
             self.steps += 1
             sums = rest if sums is None else [(a + c, h + g) for (a, h), (c, g) in zip(sums, rest)]
-        return sums
+        return sums or []
 
     def score(self, x: np.ndarray, y: np.ndarray) -> dict[int, tuple[float, float]]:
         """Each held branch's (mean loss, accuracy) on these rows, by position in the group."""
