@@ -86,7 +86,8 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(f"\n{date.today()}, {platform.machine()}, {os.cpu_count()} cores; steady step, median of "
           f"{args.repeats} alternating runs\n")
-    print("| backend | batch | ours (ms/step) | Keras shuffle=True (ms/step) | ours / Keras |\n|---|---:|---:|---:|---:|")
+    print("| backend | batch | ours (ms/step) | Keras shuffle=True (ms/step) | ours / Keras |")
+    print("|---|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
         for batch_size, cell in run_child(backend, batch_sizes, args.epochs, args.repeats).items():
             ours, theirs = cell["ours"] * 1e3, cell["keras"] * 1e3
