@@ -315,11 +315,9 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
         keras.utils.set_random_seed(trials[0].seed)
         validation = (data.x_val, data.y_val) if len(data.x_val) else None
         fit_start = time.perf_counter()
-        if fused.kind == "branches":  # each branch sees the batches its isolated twin sees (trials share a seed)
-            feed = fit_inputs(data.x_train, data.y_train, settings["batch_size"], trials[0].seed)
-        else:  # the stacked form still relies on Keras' shuffle under the shared global seed
-            feed = dict(x=data.x_train, y=data.y_train, batch_size=settings["batch_size"], shuffle=True)
-        model.fit(**feed, validation_data=validation, epochs=settings["epochs"], callbacks=[callback], verbose=0)
+        # A group's trials share one seed, so every branch is fed the batches its isolated twin is fed.
+        model.fit(**fit_inputs(data.x_train, data.y_train, settings["batch_size"], trials[0].seed),
+                  validation_data=validation, epochs=settings["epochs"], callbacks=[callback], verbose=0)
         group_seconds = time.perf_counter() - fit_start
         fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
         model = fused.model
