@@ -24,6 +24,7 @@ from ..plan.grouping import group_form, group_id
 from ..records import Form, Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
 from .models import build_model, build_optimizer, compile_model, count_params, summary_text
+from .order import fit_inputs
 from .saving import attach_model
 from .engine import StackEngine
 from .engine import supported as engine_supported
@@ -343,8 +344,9 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
             keras.utils.set_random_seed(trials[0].seed)
             validation = (data.x_val, data.y_val) if len(data.x_val) else None
             fit_start = time.perf_counter()
-            model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
-                      batch_size=settings["batch_size"], callbacks=[callback], verbose=0, shuffle=True)
+            # A group of branch sub-models shares one seed: every branch is fed its isolated twin's batches.
+            model.fit(**fit_inputs(data.x_train, data.y_train, settings["batch_size"], trials[0].seed),
+                      validation_data=validation, epochs=settings["epochs"], callbacks=[callback], verbose=0)
             group_seconds = time.perf_counter() - fit_start
             fused.finish({b.index: w for b in branches if (w := _final_weights(b)) is not None})
             test = model.evaluate(data.x_test, data.y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)

@@ -16,6 +16,7 @@ from ..metrics import higher_is_better
 from ..records import Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
 from .models import build_model, compile_model, count_params, summary_text
+from .order import fit_inputs
 from .saving import attach_model
 
 EVAL_BATCH = 1024  # evaluation batch: large, since it does not affect the result
@@ -110,8 +111,8 @@ def train_trial(trial: Trial, data, on_epoch: Optional[EpochHook] = None, extra_
         callbacks.append(stopper)
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
     start = time.perf_counter()
-    model.fit(data.x_train, data.y_train, validation_data=validation, epochs=settings["epochs"],
-              batch_size=settings["batch_size"], callbacks=callbacks, verbose=0, shuffle=True)
+    model.fit(**fit_inputs(data.x_train, data.y_train, settings["batch_size"], trial.seed),
+              validation_data=validation, epochs=settings["epochs"], callbacks=callbacks, verbose=0)
     fit_seconds = time.perf_counter() - start
     rows = recorder.rows
     metrics = summarize_history(
