@@ -46,6 +46,9 @@ def _assert_twin(together: dict, alone: dict, label) -> None:
     a, b = together["metrics"], alone["metrics"]
     for key in ("epochs_run", "best_epoch", "stopped_early"):
         assert a[key] == b[key], (label, key)
+    if alone["status"] == "diverged":  # alone, TerminateOnNaN ends the epoch at its first infinite batch
+        assert not math.isfinite(together["history"][-1]["loss"]) and math.isnan(a["test_accuracy"]), label
+        return
     first, twin = together["history"][0], alone["history"][0]
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         if math.isfinite(twin[key]):
@@ -115,7 +118,9 @@ def test_two_layer_shapes_with_and_without_normalized_inputs_train_in_one_model(
                  {"activation": "swish", "batch_norm": "input", "batch_norm_momentum": 0.9, "kernel_l2": 0.01,
                   "initializer": {"name": "random_normal", "stddev": 0.05}},
                  {"activation": "selu", "initializer": "he_uniform", "activity_l1": 0.0005}],
-        train={"epochs": 2})
+        # SGD: under Adam, a Dense bias before batch normalization (whose gradient is float noise) moves by
+        # the learning rate whatever the noise, so no two summation orders agree on it
+        optimizer={"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}, train={"epochs": 2})
     results = _one_model(trials, data)
     assert {r["stacking"]["substacks"] for r in results.values()} == {4}  # 2 shapes x normalize
     _assert_every_twin(trials, data, results)

@@ -66,9 +66,10 @@ class SubStack:
         # Batch normalization: branches without it keep their statistics (momentum 1) and skip it.
         self.bn_input = np.array([s["batch_norm"] == "input" for s in settings])
         self.bn_hidden = np.array([s["batch_norm"] is True for s in settings])
-        momentum = np.array([s.get("batch_norm_momentum") or BN_MOMENTUM for s in settings], dtype="float32")
-        self.momentum_input = np.where(self.bn_input, momentum, 1.0).astype("float32")
-        self.momentum_hidden = np.where(self.bn_hidden, momentum, 1.0).astype("float32")
+        # In float64: Keras computes `1.0 - momentum` from the Python float, then rounds it to float32.
+        momentum = np.array([s.get("batch_norm_momentum") or BN_MOMENTUM for s in settings], dtype="float64")
+        self.momentum_input = np.where(self.bn_input, momentum, 1.0)
+        self.momentum_hidden = np.where(self.bn_hidden, momentum, 1.0)
         self.dropout = np.array([s["dropout"] for s in settings], dtype="float64")  # exact rates, as Keras has them
         # Contiguous runs of equal activations: one op per run, not per branch.
         self.runs: list[tuple[tuple, int, int]] = []
@@ -125,9 +126,10 @@ class SubStack:
         gamma, beta = params[f"{prefix}_gamma"][:, None, :], params[f"{prefix}_beta"][:, None, :]
         if training:
             mean, var = ops.moments(x, axes=[1])
-            m = ops.convert_to_tensor(momentum[:, None])
-            new_moving[f"{prefix}_mean"] = moving[f"{prefix}_mean"] * m + mean * (1.0 - m)
-            new_moving[f"{prefix}_var"] = moving[f"{prefix}_var"] * m + var * (1.0 - m)
+            m = ops.convert_to_tensor(momentum[:, None].astype("float32"))
+            rest = ops.convert_to_tensor((1.0 - momentum[:, None]).astype("float32"))
+            new_moving[f"{prefix}_mean"] = moving[f"{prefix}_mean"] * m + mean * rest
+            new_moving[f"{prefix}_var"] = moving[f"{prefix}_var"] * m + var * rest
         else:
             mean, var = moving[f"{prefix}_mean"], moving[f"{prefix}_var"]
         inv = ops.rsqrt(var[:, None, :] + BN_EPSILON) * gamma
