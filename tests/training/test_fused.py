@@ -15,6 +15,7 @@ from mnist_sweep.config import validate_config
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.plan.grouping import group_trials
 from mnist_sweep.plan.grid import expand
+from mnist_sweep.records import Sizing
 from mnist_sweep.sweep.runner import run_sweep
 from tests.helpers import DIVERGING, lazy, tiny_config
 
@@ -128,16 +129,15 @@ def test_a_diverging_branch_is_cut_off_and_the_others_match_their_isolated_runs(
     assert execute_trial(exploding, data)["status"] == "diverged"  # as it does alone
 
 
-def test_groups_share_seed_batch_size_epochs_and_optimizer():
+def test_dense_trials_group_by_batch_size_and_epochs_whatever_their_seeds_and_optimizers():
     trials = expand(validate_config(tiny_config(
         model={"activation": ["relu", "tanh", "elu"]}, train={"batch_size": [32, 64]},
         optimizer=[{"name": "adam"}, {"name": "sgd", "learning_rate": 0.1}], seeds=2)))
-    groups = group_trials(trials, max_branches=2)
+    groups = group_trials(trials, Sizing(max_branches=5))
     assert sum(len(g) for g in groups) == len(trials) == 24
     for group in groups:
-        assert len(group) <= 2
-        assert len({(t.seed, t.settings["batch_size"], json.dumps(t.settings["optimizer"])) for t in group}) == 1
-    assert len(group_trials(trials, max_branches=16)) == 8  # 2 seeds x 2 batch sizes x 2 optimizers
+        assert len(group) <= 5 and len({t.settings["batch_size"] for t in group}) == 1
+    assert [len(g) for g in group_trials(trials)] == [12, 12]  # one model per batch size
 
 
 @pytest.mark.keras
@@ -160,7 +160,7 @@ def test_fused_sweep_through_the_cli_records_shared_times(tmp_path):
     path.write_text(yaml.safe_dump(tiny_config(name="f", model={"activation": ["relu", "tanh", "sigmoid"]})))
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "r")])  # fused by default
     assert result.exit_code == 0, result.output
-    assert "fused: 3 trial(s) in 1 stacked group(s)" in result.output
+    assert "3 trials in 1 compiled model: 3 branches in 1 stack" in result.output
     summary = pd.read_csv(tmp_path / "r" / "f" / "summary.csv")
     assert set(summary["execution"]) == {"fused"} and summary["group_id"].nunique() == 1
     assert (summary["fit_seconds"] * 3).tolist() == pytest.approx(summary["group_seconds"].tolist())
