@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint install clean
+.PHONY: run test test-quick lint install clean bench-data
 
 run: $(STAMP)
 	$(BIN)/mnist-sweep run configs/regularization.yaml
@@ -29,6 +29,25 @@ test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not keras and not slow" -n auto --dist loadfile
 
 install: $(STAMP)
+
+# Full Fashion-MNIST for benchmarks/configs/fashion_full.yaml, from Debian's dataset-fashion-mnist package
+# (the four IDX files in /usr/share/datasets/fashion-mnist, which `source: auto` finds offline). Needs
+# root and apt-get; elsewhere it says what to do instead. Not part of `make test`.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+bench-data:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST is installed: $(FASHION_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get install -y -q --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends dataset-fashion-mnist >/dev/null; } && \
+	  echo "Fashion-MNIST installed: $(FASHION_DIR)"; \
+	else \
+	  echo "Cannot install Fashion-MNIST here (needs root and apt-get): run 'apt-get install" \
+	       "dataset-fashion-mnist' as root, or put the four Fashion-MNIST .gz IDX files in" \
+	       "~/.keras/datasets/fashion-mnist/" >&2; \
+	  exit 1; \
+	fi
 
 # Reinstall when the project's metadata changes.
 $(STAMP): pyproject.toml

@@ -1,21 +1,25 @@
-"""mnist-sweep against a bare model.fit loop and Keras Tuner on the same grid and data.
+"""mnist-sweep against a bare model.fit loop and Keras Tuner on the same grids and data.
 
     pip install -e '.[bench]'            # keras-tuner and tensorboard, for this script only
-    python benchmarks/bench_peers.py [--backend jax] [--device gpu] [--skip-tuner] [--repeats 3]
+    python benchmarks/bench_peers.py [--grids peers,seeds] [--backend jax] [--device gpu] [--skip-tuner]
+                                     [--repeats 3]
 
-The grid: the SEEDS.md #1 model (784 -> 30 -> 10), 4 activations x 2 L2 values x 2 seeds,
-SGD 0.01, batch 200, EarlyStopping(val_loss, patience 3), 20 epochs, on the bundled MNIST
-subset (3,200 train / 800 validation / 1,000 test). Every mode runs as a fresh process, so
-its time includes Python and Keras start-up, as a user would see it. mnist-sweep's modes: its
-default (compatible trials fused as stacked groups, `execution: auto`), with --jobs 2, and
---no-fuse (one model per trial) with and without --jobs 2. With --repeats N every mode runs N
+Two grids of the SEEDS.md #1 model (784 -> 30 -> 10), SGD 0.01, batch 200, EarlyStopping(val_loss,
+patience 3), 20 epochs, on the bundled MNIST subset (3,200 train / 800 validation / 1,000 test):
+`peers`, 4 activations x 2 L2 values x 2 seeds (issue 12's grid), and `seeds`, 2 activations x 8
+seeds, whose largest axis is the seeds (issue 24: only an engine that stacks across seeds trains it
+as one model). Every mode runs as a fresh process, so its time includes Python and Keras start-up,
+as a user would see it. mnist-sweep's modes: its default (compatible trials fused as stacked
+groups, `execution: auto`), with --jobs 2, and --no-fuse (one model per trial) with and without
+--jobs 2; Keras Tuner runs on the `peers` grid only, when installed. Every mode runs --repeats
 times, the modes taking turns (round-robin), so a drift in the machine's speed reaches them all;
-the table gives each mode's median and its ratios of medians. Prints a markdown table.
+each grid's table gives each mode's median and its ratios of medians. Prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shutil
@@ -29,20 +33,32 @@ from pathlib import Path
 
 import yaml
 
-ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu"]
-L2 = [0.0, 0.02]
-SEEDS = [0, 1]
 EPOCHS, BATCH, PATIENCE = 20, 200, 3
 DATASET = {"name": "mnist", "source": "bundled", "n_train": 4000, "n_test": 1000, "validation_split": 0.2}
-
-CONFIG = {
-    "name": "peers", "dataset": DATASET,
-    "model": {"hidden": [30], "activation": ACTIVATIONS, "kernel_l2": L2},
-    "optimizer": {"name": "sgd", "learning_rate": 0.01},
-    "train": {"epochs": EPOCHS, "batch_size": BATCH,
-              "early_stopping": {"monitor": "val_loss", "patience": PATIENCE, "restore_best_weights": True}},
-    "seeds": SEEDS,
+GRIDS = {
+    "peers": {"activation": ["relu", "tanh", "sigmoid", "elu"], "kernel_l2": [0.0, 0.02], "seeds": [0, 1],
+              "label": "4 activations x 2 L2 x 2 seeds"},
+    "seeds": {"activation": ["relu", "tanh"], "kernel_l2": [0.0], "seeds": list(range(8)),
+              "label": "2 activations x 8 seeds"},
 }
+TUNER_GRIDS = ("peers",)  # Keras Tuner's GridSearch repeats seeds as executions_per_trial: the grid it was built for
+
+
+def sweep_config(grid: dict) -> dict:
+    """The grid as an mnist-sweep config."""
+    return {
+        "name": "peers", "dataset": DATASET,
+        "model": {"hidden": [30], "activation": grid["activation"], "kernel_l2": grid["kernel_l2"]},
+        "optimizer": {"name": "sgd", "learning_rate": 0.01},
+        "train": {"epochs": EPOCHS, "batch_size": BATCH,
+                  "early_stopping": {"monitor": "val_loss", "patience": PATIENCE, "restore_best_weights": True}},
+        "seeds": grid["seeds"],
+    }
+
+
+def trial_count(grid: dict) -> int:
+    return len(grid["activation"]) * len(grid["kernel_l2"]) * len(grid["seeds"])
+
 
 # The same data for every mode: mnist-sweep's loader, then plain Keras.
 PRELUDE = f"""
@@ -63,10 +79,13 @@ def stopper():
     return keras.callbacks.EarlyStopping(monitor='val_loss', patience={PATIENCE}, restore_best_weights=True)
 """
 
-BARE_LOOP = PRELUDE + f"""
-for seed in {SEEDS!r}:
-    for activation in {ACTIVATIONS!r}:
-        for l2 in {L2!r}:
+
+def bare_loop(grid: dict) -> str:
+    """A notebook's loop over the grid: one model.fit per trial."""
+    return PRELUDE + f"""
+for seed in {grid['seeds']!r}:
+    for activation in {grid['activation']!r}:
+        for l2 in {grid['kernel_l2']!r}:
             keras.utils.set_random_seed(seed)
             model = build(activation, l2)
             model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs={EPOCHS},
@@ -75,16 +94,20 @@ for seed in {SEEDS!r}:
             keras.backend.clear_session()
 """
 
-KERAS_TUNER = PRELUDE + f"""
+
+def keras_tuner(grid: dict) -> str:
+    """Keras Tuner's GridSearch over the grid, the seeds as executions per trial."""
+    configs = len(grid["activation"]) * len(grid["kernel_l2"])
+    return PRELUDE + f"""
 import sys, keras_tuner as kt
 def hypermodel(hp):
-    return build(hp.Choice('activation', {ACTIVATIONS!r}), hp.Choice('l2', {L2!r}))
-tuner = kt.GridSearch(hypermodel, objective='val_loss', executions_per_trial={len(SEEDS)},
+    return build(hp.Choice('activation', {grid['activation']!r}), hp.Choice('l2', {grid['kernel_l2']!r}))
+tuner = kt.GridSearch(hypermodel, objective='val_loss', executions_per_trial={len(grid['seeds'])},
                       directory=sys.argv[1], project_name='peers', overwrite=True, seed=0)
 tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs={EPOCHS},
              batch_size={BATCH}, callbacks=[stopper()], verbose=0)
-assert len(tuner.oracle.trials) == {len(ACTIVATIONS) * len(L2)}, len(tuner.oracle.trials)
-for trial in tuner.oracle.get_best_trials({len(ACTIVATIONS) * len(L2)}):  # evaluated like the others
+assert len(tuner.oracle.trials) == {configs}, len(tuner.oracle.trials)
+for trial in tuner.oracle.get_best_trials({configs}):  # evaluated like the others
     model = tuner.load_model(trial)
     model.evaluate(data.x_test, data.y_test, verbose=0)
 """
@@ -96,57 +119,77 @@ def timed(command: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+def modes_for(name: str, grid: dict, tmp: Path, python: str, sweep: list[str], env: dict, tuner: bool):
+    """The modes timed on one grid, in the order they take turns: (label, a function returning seconds)."""
+    config = tmp / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(sweep_config(grid)))
+
+    def ours(*extra):
+        def run() -> float:  # a fresh results directory each time: a finished sweep would only resume
+            out = tmp / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            return timed([*sweep, str(config), "--out", str(out), *extra], env)
+        return run
+
+    modes = [("bare model.fit loop", lambda: timed([python, "-c", bare_loop(grid)], env))]
+    if tuner:
+        modes.append(("Keras Tuner GridSearch",
+                      lambda: timed([python, "-c", keras_tuner(grid), str(tmp / "kt")], env)))
+    return modes + [("mnist-sweep (default: fused automatically, stacked)", ours()),
+                    ("mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
+                    ("mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
+                    ("mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grids", default="peers,seeds", help=f"comma-separated, of: {', '.join(GRIDS)}")
     parser.add_argument("--backend", default=None, help="Keras backend for every mode (default tensorflow)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-tuner", action="store_true", help="leave out Keras Tuner (if not installed)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of every mode, taken in turn; medians count")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every mode, taken in turn; medians count")
     args = parser.parse_args()
+    grids = [name.strip() for name in args.grids.split(",") if name.strip()]
+    unknown = [name for name in grids if name not in GRIDS]
+    if unknown:
+        parser.error(f"unknown grid(s) {', '.join(unknown)}; choose from {', '.join(GRIDS)}")
+    tuner = not args.skip_tuner and importlib.util.find_spec("keras_tuner") is not None
+    if not args.skip_tuner and not tuner:
+        print("# Keras Tuner is not installed (pip install -e '.[bench]'): its mode is left out", file=sys.stderr)
     env = {**os.environ, "MNIST_SWEEP_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if args.backend:
         env["KERAS_BACKEND"] = args.backend
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     python = sys.executable
+    load = os.getloadavg()
+    sweep = [python, "-m", "mnist_sweep.cli", "run", "--quiet", "--device", args.device]
+    if args.backend:
+        sweep += ["--backend", args.backend]
+    tables = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "peers.yaml"
-        config.write_text(yaml.safe_dump(CONFIG))
-        sweep = [python, "-m", "mnist_sweep.cli", "run", str(config), "--quiet", "--device", args.device]
-        if args.backend:
-            sweep += ["--backend", args.backend]
-
-        def ours(*extra):
-            def run() -> float:  # a fresh results directory each time: a finished sweep would only resume
-                out = Path(tmp) / "out"
-                shutil.rmtree(out, ignore_errors=True)
-                return timed(sweep + ["--out", str(out), *extra], env)
-            return run
-
-        modes = [("bare model.fit loop", lambda: timed([python, "-c", BARE_LOOP], env))]
-        if not args.skip_tuner:
-            modes.append(("Keras Tuner GridSearch",
-                          lambda: timed([python, "-c", KERAS_TUNER, str(Path(tmp) / "kt")], env)))
-        modes += [("mnist-sweep (default: fused automatically, stacked)", ours()),
-                  ("mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
-                  ("mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
-                  ("mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
-        times: dict[str, list[float]] = {name: [] for name, _ in modes}
-        for round_ in range(args.repeats):
-            for name, run in modes:
-                times[name].append(run())
-                print(f"# round {round_ + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
-        rows = [(name, statistics.median(seconds)) for name, seconds in times.items()]
-    base = rows[0][1]
+        for name in grids:
+            modes = modes_for(name, GRIDS[name], Path(tmp), python, sweep, env, tuner and name in TUNER_GRIDS)
+            times: dict[str, list[float]] = {label: [] for label, _ in modes}
+            for round_ in range(args.repeats):
+                for label, run in modes:
+                    times[label].append(run())
+                    print(f"# {name}, round {round_ + 1}: {label}: {times[label][-1]:.1f} s", flush=True)
+            tables.append((name, [(label, statistics.median(seconds)) for label, seconds in times.items()]))
     print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores, backend {args.backend or 'tensorflow'}, "
-          f"device {args.device}; 16 trials (4 activations x 2 L2 x 2 seeds), up to {EPOCHS} epochs; "
-          f"medians of {args.repeats} run(s) per mode\n")
-    tuner = dict(rows).get("Keras Tuner GridSearch")
-    print("| mode | median wall time (s) | vs bare loop | speed-up over bare loop | speed-up over Keras Tuner |\n"
-          "|---|---:|---:|---:|---:|")
-    for name, seconds in rows:
-        over_tuner = f"{tuner / seconds:.2f}x" if tuner else "-"
-        print(f"| {name} | {seconds:.1f} | {seconds / base:.2f}x | {base / seconds:.2f}x | {over_tuner} |")
+          f"device {args.device}; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at "
+          f"the start, {os.getloadavg()[0]:.2f} at the end; up to {EPOCHS} epochs; medians of {args.repeats} "
+          f"run(s) per mode")
+    for name, rows in tables:
+        grid = GRIDS[name]
+        base = rows[0][1]
+        over = dict(rows).get("Keras Tuner GridSearch")
+        print(f"\n`{name}`: {trial_count(grid)} trials ({grid['label']})\n")
+        print("| mode | median wall time (s) | vs bare loop | speed-up over bare loop | speed-up over Keras Tuner |\n"
+              "|---|---:|---:|---:|---:|")
+        for label, seconds in rows:
+            over_tuner = f"{over / seconds:.2f}x" if over else "-"
+            print(f"| {label} | {seconds:.1f} | {seconds / base:.2f}x | {base / seconds:.2f}x | {over_tuner} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from mnist_sweep.plan.grid import expand
 ROOT = Path(__file__).resolve().parents[2]
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_configs"
 EXPECTED = yaml.safe_load((BAD / "expected.yaml").read_text())
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "benchmarks" / "configs").glob("*.yaml"))
 
 
 def config(text: str) -> SweepConfig:
