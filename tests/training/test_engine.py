@@ -63,9 +63,14 @@ def _assert_twin(together: dict, alone: dict, label) -> None:
         assert math.isnan(a["test_accuracy"]), label
 
 
+_ALONE: dict = {}  # trial id -> its isolated result, shared by the tests of one process that train it
+
+
 def _assert_every_twin(trials, data, results, on_epoch=None) -> None:
     for trial in trials:
-        _assert_twin(results[trial.trial_id], execute_trial(trial, data, on_epoch=on_epoch), trial.factors)
+        if trial.trial_id not in _ALONE:
+            _ALONE[trial.trial_id] = execute_trial(trial, data, on_epoch=on_epoch)
+        _assert_twin(results[trial.trial_id], _ALONE[trial.trial_id], trial.factors)
 
 
 @pytest.mark.keras
@@ -100,7 +105,7 @@ def test_every_optimizer_family_with_its_own_settings_steps_in_one_model(backend
     if ran_on_backend(backend, request):
         return
     trials, data = _sweep(model={"hidden": [8], "activation": "relu", "batch_norm": "input"},
-                          optimizer=OPTIMIZERS, seeds=[3, 4], train={"epochs": 3})
+                          optimizer=OPTIMIZERS, seeds=[3], train={"epochs": 3})
     results = _one_model(trials, data)
     assert {r["stacking"]["substacks"] for r in results.values()} == {7}  # one per optimizer family
     _assert_every_twin(trials, data, results)
@@ -113,11 +118,9 @@ def test_two_layer_shapes_with_and_without_normalized_inputs_train_in_one_model(
         return
     trials, data = _sweep(
         model={"hidden": [[8], [16, 8]], "normalize": [False, True]},
-        include=[{"activation": "gelu", "batch_norm": True, "dropout": 0.2},
-                 {"activation": "leaky_relu", "leaky_alpha": 0.2, "kernel_l1": 0.001, "activity_l2": 0.002},
-                 {"activation": "swish", "batch_norm": "input", "batch_norm_momentum": 0.9, "kernel_l2": 0.01,
-                  "initializer": {"name": "random_normal", "stddev": 0.05}},
-                 {"activation": "selu", "initializer": "he_uniform", "activity_l1": 0.0005}],
+        include=[{"activation": "gelu", "batch_norm": True, "dropout": 0.2, "kernel_l1": 0.001, "activity_l2": 0.002},
+                 {"activation": "leaky_relu", "leaky_alpha": 0.2, "batch_norm": "input", "batch_norm_momentum": 0.9,
+                  "kernel_l2": 0.01, "activity_l1": 0.0005, "initializer": {"name": "random_normal", "stddev": 0.05}}],
         # SGD: under Adam, a Dense bias before batch normalization (whose gradient is float noise) moves by
         # the learning rate whatever the noise, so no two summation orders agree on it
         optimizer={"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}, train={"epochs": 2})
