@@ -111,7 +111,7 @@ class TrialResult(TypedDict, total=False):
     group_id: str
     group_size: int
     fused_form: str  # stacked (one model, weights with a branch axis) | branches (branch sub-models)
-    stacking: dict[str, int]  # a stacked group: {branches, substacks, seeds} of its compiled model
+    stacking: dict[str, int]  # a stacked group: {branches, substacks, seeds, xla} of its compiled model
     halt: str  # the machine has no room for what the trial wrote (its model): the driver stops the sweep
 
 

@@ -213,3 +213,19 @@ def test_a_16_trial_grid_with_early_stopping_keeps_its_twins_mean_accuracy():
         alone_acc.append(alone["metrics"]["test_accuracy"])
     assert abs(np.mean(fused_acc) - np.mean(alone_acc)) <= 0.002
     assert len({r["metrics"]["epochs_run"] for r in results.values()}) > 1, "branches should stop at different epochs"
+
+
+@pytest.mark.keras
+def test_xla_compiled_epochs_match_the_twins_when_no_branch_drops_out(monkeypatch):
+    from mnist_sweep.backend import backend_name
+    from mnist_sweep.training.engine import trainer
+
+    if backend_name() != "tensorflow":
+        pytest.skip("JAX always compiles with XLA: every JAX case above covers it")
+    monkeypatch.setattr(trainer, "XLA_MIN_STEPS", 0)  # a long sweep's choice, on a short one
+    trials, data = _sweep(model={"hidden": [[8], [6, 4]], "batch_norm": [False, "input"]},
+                          optimizer=[{"name": "adam"}, {"name": "sgd", "learning_rate": 0.1, "momentum": 0.5}],
+                          train={"epochs": 2})
+    results = _one_model(trials, data)
+    assert {r["stacking"]["xla"] for r in results.values()} == {True}
+    _assert_every_twin(trials, data, results)

@@ -29,7 +29,8 @@ def value_and_grad(fn):
     return jax.value_and_grad(fn, has_aux=True)
 
 
-def compile_function(fn):
+def compile_function(fn, xla: bool = True):
+    """`jax.jit`: JAX always compiles with XLA, so `xla` changes nothing here."""
     _use_compilation_cache()
     return jax.jit(fn)
 

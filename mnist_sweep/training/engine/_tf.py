@@ -18,9 +18,9 @@ def value_and_grad(fn):
     return wrapped
 
 
-def compile_function(fn):
-    """One traced graph per input signature (XLA was not faster on CPU; see benchmarks/README.md)."""
-    return tf.function(fn, autograph=False)
+def compile_function(fn, xla: bool = False):
+    """One traced graph; with `xla`, compiled by XLA (faster steps, slower start; see `trainer.XLA_MIN_STEPS`)."""
+    return tf.function(fn, autograph=False, jit_compile=xla)
 
 
 def dropout(z, rates: np.ndarray, seeds: np.ndarray, step):
@@ -38,5 +38,9 @@ def dropout(z, rates: np.ndarray, seeds: np.ndarray, step):
             continue
         seed = tf.constant(seeds[k], dtype=tf.int64) + tf.stack([tf.constant(0, tf.int64), step])
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-        out.append(tf.nn.experimental.stateless_dropout(z[k], rate=rate, seed=seed))
+        # tf.nn.experimental.stateless_dropout, spelled out with its algorithm named: under XLA,
+        # "auto_select" picks another generator than TensorFlow's own kernel does (Philox on CPU)
+        keep = tf.random.stateless_uniform(tf.shape(z[k]), seed=seed, dtype=z.dtype, alg="philox") >= rate
+        scaled = z[k] * tf.constant(1 / (1 - rate), dtype=z.dtype)
+        out.append(tf.where(keep, scaled, tf.constant(0, dtype=z.dtype)))
     return tf.stack(out)
