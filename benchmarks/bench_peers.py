@@ -119,6 +119,9 @@ def timed(command: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+MODES = ("bare", "tuner", "default", "jobs2", "no-fuse", "no-fuse-jobs2")
+
+
 def modes_for(name: str, grid: dict, tmp: Path, python: str, sweep: list[str], env: dict, tuner: bool):
     """The modes timed on one grid, in the order they take turns: (label, a function returning seconds)."""
     config = tmp / f"{name}.yaml"
@@ -131,14 +134,14 @@ def modes_for(name: str, grid: dict, tmp: Path, python: str, sweep: list[str], e
             return timed([*sweep, str(config), "--out", str(out), *extra], env)
         return run
 
-    modes = [("bare model.fit loop", lambda: timed([python, "-c", bare_loop(grid)], env))]
+    modes = [("bare", "bare model.fit loop", lambda: timed([python, "-c", bare_loop(grid)], env))]
     if tuner:
-        modes.append(("Keras Tuner GridSearch",
+        modes.append(("tuner", "Keras Tuner GridSearch",
                       lambda: timed([python, "-c", keras_tuner(grid), str(tmp / "kt")], env)))
-    return modes + [("mnist-sweep (default: fused automatically, stacked)", ours()),
-                    ("mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
-                    ("mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
-                    ("mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
+    return modes + [("default", "mnist-sweep (default: fused automatically, stacked)", ours()),
+                    ("jobs2", "mnist-sweep --jobs 2 (fused, stacked)", ours("--jobs", "2")),
+                    ("no-fuse", "mnist-sweep --no-fuse (sequential)", ours("--no-fuse")),
+                    ("no-fuse-jobs2", "mnist-sweep --no-fuse --jobs 2", ours("--no-fuse", "--jobs", "2"))]
 
 
 def main() -> None:
@@ -148,7 +151,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-tuner", action="store_true", help="leave out Keras Tuner (if not installed)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every mode, taken in turn; medians count")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated, of: {', '.join(MODES)} (the first given is the baseline)")
     args = parser.parse_args()
+    chosen = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not chosen or any(m not in MODES for m in chosen):
+        parser.error(f"--modes takes some of: {', '.join(MODES)}")
     grids = [name.strip() for name in args.grids.split(",") if name.strip()]
     unknown = [name for name in grids if name not in GRIDS]
     if unknown:
@@ -169,7 +177,8 @@ def main() -> None:
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in grids:
-            modes = modes_for(name, GRIDS[name], Path(tmp), python, sweep, env, tuner and name in TUNER_GRIDS)
+            every = modes_for(name, GRIDS[name], Path(tmp), python, sweep, env, tuner and name in TUNER_GRIDS)
+            modes = [(label, run) for key in chosen for k, label, run in every if k == key]
             times: dict[str, list[float]] = {label: [] for label, _ in modes}
             for round_ in range(args.repeats):
                 for label, run in modes:
@@ -185,7 +194,7 @@ def main() -> None:
         base = rows[0][1]
         over = dict(rows).get("Keras Tuner GridSearch")
         print(f"\n`{name}`: {trial_count(grid)} trials ({grid['label']})\n")
-        print("| mode | median wall time (s) | vs bare loop | speed-up over bare loop | speed-up over Keras Tuner |\n"
+        print(f"| mode | median wall time (s) | vs {rows[0][0]} | speed-up over it | speed-up over Keras Tuner |\n"
               "|---|---:|---:|---:|---:|")
         for label, seconds in rows:
             over_tuner = f"{over / seconds:.2f}x" if over else "-"
