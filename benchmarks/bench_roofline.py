@@ -89,12 +89,12 @@ def measure(config: dict, repeats: int) -> dict:
     from mnist_sweep.data.dataset import load_dataset
     from mnist_sweep.plan.grid import expand
     from mnist_sweep.plan.grouping import describe_groups, make_tasks
-    from mnist_sweep.records import Form
+    from mnist_sweep.records import Form, Sizing
     from mnist_sweep.training.fused import execute_group
 
     validated = validate_config(config)
     trials, data = expand(validated), load_dataset(validated.dataset)
-    tasks = make_tasks(trials, fuse=True, max_branches=len(trials))
+    tasks = make_tasks(trials, fuse=True, sizing=Sizing(max_branches=len(trials), n_train=len(data.x_train)))
     if len(tasks) != 1 or tasks[0].form is not Form.STACKED:
         raise SystemExit(f"the group does not form one stack on this engine: {describe_groups(tasks)}")
     (task,) = tasks

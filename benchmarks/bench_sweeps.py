@@ -15,6 +15,7 @@ and the end: on a shared machine read the times as ratios within one run. Prints
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import platform
 import shutil
@@ -31,7 +32,8 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = {"default": [], "--no-fuse": ["--no-fuse"]}
-PLAN_PREFIXES = ("fused:", "isolated:")  # the runner's line saying how it grouped the trials
+# The runner's line saying how it grouped the trials: "16 trials in 1 compiled model: ...", "isolated: ..."
+PLAN = re.compile(r"^(isolated:|fused:|\d+ trials? (in \d+ compiled models?|as branch sub-models|isolated))")
 # Test accuracies closer than this are the same count of right answers, rounded differently in float32
 # (one image of 10,000 is 1e-4); JAX's stacked evaluation gives such differences.
 SAME_ACCURACY = 1e-6
@@ -59,7 +61,7 @@ def run_once(command: list[str], env: dict, out: Path, sweep: str) -> tuple[floa
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"exit {done.returncode}: {tail}")
     plan = next((line.strip() for line in done.stderr.splitlines() + done.stdout.splitlines()
-                 if line.strip().startswith(PLAN_PREFIXES)), "?")
+                 if PLAN.match(line.strip())), "?")
     frame = load_results(out / sweep)
     accuracy = dict(zip(frame["trial_id"], frame["test_accuracy"].astype(float)))
     shutil.rmtree(out, ignore_errors=True)
