@@ -49,12 +49,6 @@ def ran_on_backend(backend: str, request) -> bool:
     Keras' backend is fixed per process, so the first such test of a file runs every test of the file whose id
     names `backend` in one child (`-k backend`), and each parent test reports its own outcome from there.
     """
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    import xml.etree.ElementTree as ElementTree
-
     import pytest
 
     from mnist_sweep.backend import backend_name
@@ -64,18 +58,7 @@ def ran_on_backend(backend: str, request) -> bool:
     pytest.importorskip(backend)
     path = str(request.node.path)
     if (path, backend) not in _CHILD_OUTCOMES:
-        with tempfile.TemporaryDirectory() as tmp:
-            report = os.path.join(tmp, "report.xml")
-            done = subprocess.run([sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                                   "-k", backend, f"--junitxml={report}"], capture_output=True, text=True,
-                                  env={**os.environ, "KERAS_BACKEND": backend}, timeout=1200)
-            outcomes = {}
-            if os.path.exists(report):
-                for case in ElementTree.parse(report).iter("testcase"):
-                    problem = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
-                    outcomes[case.get("name")] = ("passed", "") if problem is None else (
-                        problem.tag, (problem.get("message") or "") + "\n" + (problem.text or ""))
-            _CHILD_OUTCOMES[(path, backend)] = (outcomes, done.stdout[-4000:] + done.stderr[-4000:])
+        _CHILD_OUTCOMES[(path, backend)] = _child_outcomes(path, backend, request)
     outcomes, output = _CHILD_OUTCOMES[(path, backend)]
     outcome, message = outcomes.get(request.node.name, ("missing", ""))
     if outcome == "skipped":
@@ -83,3 +66,40 @@ def ran_on_backend(backend: str, request) -> bool:
     if outcome != "passed":
         pytest.fail(f"on {backend} ({outcome}): {message}\n{output}")
     return True
+
+
+def _child_outcomes(path: str, backend: str, request) -> tuple[dict, str]:
+    """Every `backend` test of `path` run once in a child process: {test name: (outcome, message)}, and its output.
+
+    Under pytest-xdist the workers share one run: the first to ask runs the child, under a lock in the
+    session's shared temporary folder, and the others read what it wrote there.
+    """
+    import fcntl
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ElementTree
+
+    base = request.config._tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    name = hashlib.sha256(f"{path}|{backend}".encode()).hexdigest()[:12]
+    saved, report = shared / f"child-{name}.json", shared / f"child-{name}.xml"
+    with open(shared / f"child-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if saved.exists():
+            outcomes, output = json.loads(saved.read_text())
+            return {k: tuple(v) for k, v in outcomes.items()}, output
+        done = subprocess.run([sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                               "-k", backend, f"--junitxml={report}"], capture_output=True, text=True,
+                              env={**os.environ, "KERAS_BACKEND": backend}, timeout=1200)
+        outcomes = {}
+        if report.exists():
+            for case in ElementTree.parse(report).iter("testcase"):
+                problem = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+                outcomes[case.get("name")] = ("passed", "") if problem is None else (
+                    problem.tag, (problem.get("message") or "") + "\n" + (problem.text or ""))
+        output = done.stdout[-4000:] + done.stderr[-4000:]
+        saved.write_text(json.dumps([outcomes, output]))
+        return outcomes, output

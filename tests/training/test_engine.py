@@ -20,8 +20,7 @@ from tests.helpers import DIVERGING, lazy, ran_on_backend, tiny_config
 execute_group = lazy("mnist_sweep.training.fused", "execute_group")
 execute_trial = lazy("mnist_sweep.training.train", "execute_trial")
 
-# One worker takes every JAX case, so `make test -n 2` starts one JAX child process, not two.
-BACKENDS = ["tensorflow", pytest.param("jax", marks=pytest.mark.xdist_group("engine-jax"))]
+BACKENDS = ["tensorflow", "jax"]
 FIRST_EPOCH_TOLERANCE = 1e-5  # a branch's epoch-1 losses against its twin's
 LATER_TOLERANCE = 1e-3  # relative, for later epochs: float differences grow as training goes on
 
