@@ -16,13 +16,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import _quiet_import  # noqa: F401  (first: Keras is loaded through backend.get_keras)
-import keras
-
+from ...backend import get_keras
 from ...config import BN_MOMENTUM
 from ..branch_optimizers import make_branch_optimizer
 from ..stacked import activation_key, apply_activation, branch_weights, twin_parts
 
+keras = get_keras()  # loaded quietly, as every training module loads it
 ops = keras.ops
 
 BN_EPSILON = 1e-3  # BatchNormalization's default

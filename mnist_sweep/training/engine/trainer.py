@@ -21,15 +21,14 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _quiet_import  # noqa: F401  (first: Keras is loaded through backend.get_keras)
-import keras
-
+from ...backend import get_keras
 from ...plan.grouping import substack_key
 from ...records import Trial
 from ..order import epoch_order
 from ..stacked import activation_key, build_twins, set_branch_weights
 from .stack import SubStack
 
+keras = get_keras()  # loaded quietly, as every training module loads it
 ops = keras.ops
 
 EVAL_CHUNK = 1024  # rows per compiled evaluation call: the result does not depend on it
@@ -80,13 +79,16 @@ class StackEngine:
         self.steps = 0  # training steps taken: each branch's optimizer iterations and dropout calls
         planned = -(-n // self.batch_size) * epochs_planned
         self.xla = planned >= XLA_MIN_STEPS and not any(t.settings["dropout"] for t in trials)
-        groups: dict[tuple, list[int]] = {}
-        for i, trial in enumerate(trials):
-            groups.setdefault(substack_key(trial.settings), []).append(i)
-        members = [sorted(ids, key=lambda i: (activation_key(trials[i].settings), i)) for ids in groups.values()]
-        self._load([self._fresh(ids) for ids in members], None)
+        self._load([self._fresh(ids) for ids in self._layout()], None)
 
     # ------------------------------------------------------------ layout
+
+    def _layout(self) -> list[list[int]]:
+        """Every branch's sub-stack: the group's positions by `substack_key`, equal activations side by side."""
+        groups: dict[tuple, list[int]] = {}
+        for i, trial in enumerate(self.trials):
+            groups.setdefault(substack_key(trial.settings), []).append(i)
+        return [sorted(ids, key=lambda i: (activation_key(self.trials[i].settings), i)) for ids in groups.values()]
 
     def _fresh(self, ids: list[int]) -> SubStack:
         return SubStack.from_twins(ids, [self.trials[i].settings for i in ids], [self.twins[i] for i in ids],
@@ -280,8 +282,4 @@ class StackEngine:
                 st["params"] = {n: ops.convert_to_tensor(v) for n, v in params.items()}
                 st["moving"] = {n: ops.convert_to_tensor(v) for n, v in moving.items()}
             return
-        groups: dict[tuple, list[int]] = {}
-        for i, trial in enumerate(self.trials):
-            groups.setdefault(substack_key(trial.settings), []).append(i)
-        self._load([self._fresh(sorted(ids, key=lambda i: (activation_key(self.trials[i].settings), i)))
-                    for ids in groups.values()], None)
+        self._load([self._fresh(ids) for ids in self._layout()], None)
