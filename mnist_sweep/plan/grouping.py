@@ -57,14 +57,8 @@ def substack_key(settings: dict[str, Any]) -> tuple:
     return tuple(settings["hidden"]), bool(settings.get("normalize")), settings["optimizer"]["name"]
 
 
-def optimizer_key(optimizer: dict[str, Any], stackable: bool) -> str:
-    """What must agree between the optimizers of one group of branch sub-models (`stackable` False).
-
-    `stackable` True is the older stacked engine's rule: SGD's update is linear in its learning rate,
-    so stacked SGD branches could differ in `learning_rate` by scaling their share of the loss.
-    """
-    if stackable and optimizer.get("name") == "sgd":
-        optimizer = {k: v for k, v in optimizer.items() if k != "learning_rate"}
+def optimizer_key(optimizer: dict[str, Any]) -> str:
+    """What must agree between the optimizers of one group of branch sub-models: all of it."""
     return json.dumps(optimizer, sort_keys=True)
 
 
@@ -283,7 +277,7 @@ def group_trials(trials: list[Trial], sizing: Sizing = Sizing()) -> list[list[Tr
     for trial in trials:
         s = trial.settings
         key = [s["batch_size"], s["epochs"]] if _stackable(trial) else \
-            [trial.seed, s["batch_size"], s["epochs"], optimizer_key(s["optimizer"], stackable=False)]
+            [trial.seed, s["batch_size"], s["epochs"], optimizer_key(s["optimizer"])]
         groups.setdefault(json.dumps([_stackable(trial), *key]), []).append(trial)
     stacker = _Stacker(sizing)
     chunks = []

@@ -9,7 +9,6 @@ and each branch early-stops, diverges and is evaluated on its own.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import traceback
@@ -20,7 +19,7 @@ from . import _quiet_import  # noqa: F401  (first: Keras is loaded through backe
 import keras
 
 from ..backend import fresh_session, resolve_device, versions
-from ..plan.grouping import group_form, group_id
+from ..plan.grouping import group_form, group_id, optimizer_key
 from ..records import Form, Status, Trial, TrialResult
 from ..results.store import HISTORY_COLUMNS
 from .models import build_model, build_optimizer, compile_model, count_params, summary_text
@@ -316,7 +315,7 @@ def execute_group(trials: list[Trial], data, on_epoch=None, timeout_seconds: Opt
     start = time.perf_counter()
     gid = group_id(trials)
     form_name = form or group_form(trials)
-    if form_name != Form.STACKED and len({json.dumps(t.settings["optimizer"], sort_keys=True) for t in trials}) > 1:
+    if form_name != Form.STACKED and len({optimizer_key(t.settings["optimizer"]) for t in trials}) > 1:
         raise ValueError(f"trials of one {form_name} group need one optimizer: {group_id(trials)}'s differ")
     common: TrialResult = {"versions": versions(), "execution": "fused", "group_id": gid, "group_size": len(trials)}
     try:
